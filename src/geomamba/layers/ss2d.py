@@ -1,0 +1,156 @@
+"""SS2D: VMamba's 2-D selective-scan layer.
+
+``SS2DCore`` is the state-space part alone, on a channels-first map ``(B, D, H, W) -> (B, D, H, W)``:
+cross-scan into K directional sequences, per-direction ``x_proj`` (D -> dt_rank + 2N) and ``dt_proj``
+(dt_rank -> D), selective scan with per-direction ``A_log`` and ``D``, cross-merge (sum).
+``SS2D`` wraps it: ``in_proj -> depthwise 3x3 conv -> SiLU -> SS2DCore -> LayerNorm -> (SiLU(z) gate)
+-> out_proj``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from geomamba.ops.cross_scan import cross_merge, cross_scan
+from geomamba.ops.selective_scan import selective_scan
+
+__all__ = ["SS2D", "SS2DCore"]
+
+
+class SS2DCore(nn.Module):
+    """Selective-scan core: ``(B, d_inner, H, W) -> (B, d_inner, H, W)`` (channels-first).
+
+    Args:
+        d_inner: channels D of the scanned map.
+        d_state: state size N (1 = VMamba v2 / ChangeMamba; 16 = classic Mamba).
+        dt_rank: rank of the delta projection; ``"auto"`` = ceil(d_inner / 16).
+        directions: K = 4 (row, column, both reversed), 2 or 1.
+        dt_min, dt_max, dt_init_floor: log-uniform initialisation range of delta.
+        backend: selective-scan backend (``"auto"``, ``"ref"``, ...), see ``geomamba.ops``.
+    """
+
+    def __init__(
+        self,
+        d_inner: int,
+        *,
+        d_state: int = 1,
+        dt_rank: int | str = "auto",
+        directions: int = 4,
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        dt_scale: float = 1.0,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        if directions not in (1, 2, 4):
+            raise ValueError(f"directions must be 1, 2 or 4, got {directions}")
+        self.d_inner, self.d_state, self.directions, self.backend = d_inner, d_state, directions, backend
+        self.dt_rank = math.ceil(d_inner / 16) if dt_rank == "auto" else int(dt_rank)
+        k, r, n = directions, self.dt_rank, d_state
+        self.x_proj_weight = nn.Parameter(torch.empty(k, r + 2 * n, d_inner))
+        self.dt_projs_weight = nn.Parameter(torch.empty(k, d_inner, r))
+        self.dt_projs_bias = nn.Parameter(torch.empty(k, d_inner))
+        self.A_logs = nn.Parameter(torch.empty(k * d_inner, n))
+        self.Ds = nn.Parameter(torch.empty(k * d_inner))
+        self._dt_init = (dt_min, dt_max, dt_init_floor, dt_scale)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        dt_min, dt_max, floor, scale = self._dt_init
+        nn.init.uniform_(self.x_proj_weight, -(self.d_inner**-0.5), self.d_inner**-0.5)
+        std = self.dt_rank**-0.5 * scale
+        nn.init.uniform_(self.dt_projs_weight, -std, std)
+        with torch.no_grad():
+            dt = torch.exp(
+                torch.rand_like(self.dt_projs_bias) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+            ).clamp(min=floor)
+            self.dt_projs_bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
+            a = torch.arange(1, self.d_state + 1, dtype=torch.float32)
+            self.A_logs.copy_(torch.log(a).expand_as(self.A_logs))  # S4D-real
+            self.Ds.fill_(1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, d, h, w = x.shape
+        k, r, n = self.directions, self.dt_rank, self.d_state
+        xs = cross_scan(x, k)  # (B, K, D, L)
+        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight.to(xs.dtype))
+        dts, bs, cs = torch.split(x_dbl, [r, n, n], dim=2)
+        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(dts.dtype))
+        y = selective_scan(
+            xs.reshape(b, k * d, -1),
+            dts.reshape(b, k * d, -1),
+            -torch.exp(self.A_logs.float()),
+            bs.contiguous(),
+            cs.contiguous(),
+            self.Ds.float(),
+            delta_bias=self.dt_projs_bias.reshape(-1).float(),
+            delta_softplus=True,
+            backend=self.backend,
+        )
+        return cross_merge(y.view(b, k, d, -1), h, w)
+
+
+class SS2D(nn.Module):
+    """The SS2D layer: ``in_proj -> dwconv 3x3 -> SiLU -> SS2DCore -> LayerNorm -> gate -> out_proj``.
+
+    Input and output ``(B, H, W, C)`` when ``channels_last`` (default) else ``(B, C, H, W)``.
+
+    Args:
+        d_model: channels C.
+        d_state: state size N (default 1).
+        ssm_ratio: d_inner = ssm_ratio * C.
+        dt_rank: ``"auto"`` = ceil(C / 16).
+        directions: 4, 2 or 1 scan directions.
+        d_conv: depthwise conv kernel (0 or less disables it).
+        gate: multiply by SiLU(z) from a second in_proj half (Mamba's gate); off in VMamba v2.
+        dropout: dropout after out_proj.
+        backend: selective-scan backend.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        *,
+        d_state: int = 1,
+        ssm_ratio: float = 2.0,
+        dt_rank: int | str = "auto",
+        directions: int = 4,
+        d_conv: int = 3,
+        gate: bool = False,
+        dropout: float = 0.0,
+        channels_last: bool = True,
+        backend: str = "auto",
+    ) -> None:
+        super().__init__()
+        d_inner = int(ssm_ratio * d_model)
+        self.channels_last, self.gate = channels_last, gate
+        self.in_proj = nn.Linear(d_model, d_inner * (2 if gate else 1), bias=False)
+        self.conv2d = (
+            nn.Conv2d(d_inner, d_inner, d_conv, padding=(d_conv - 1) // 2, groups=d_inner)
+            if d_conv > 0
+            else nn.Identity()
+        )
+        rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
+        self.core = SS2DCore(d_inner, d_state=d_state, dt_rank=rank, directions=directions, backend=backend)
+        self.out_norm = nn.LayerNorm(d_inner)
+        self.out_proj = nn.Linear(d_inner, d_model, bias=False)
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.channels_last:
+            x = x.permute(0, 2, 3, 1)
+        x = self.in_proj(x)
+        z = None
+        if self.gate:
+            x, z = x.chunk(2, dim=-1)
+        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))
+        y = self.out_norm(self.core(x).permute(0, 2, 3, 1))
+        if z is not None:
+            y = y * F.silu(z)
+        y = self.dropout(self.out_proj(y))
+        return y if self.channels_last else y.permute(0, 3, 1, 2)
