@@ -3,7 +3,7 @@
 ``torch.utils.checkpoint`` runs a module's forward twice (once without keeping activations, once again
 during backward). A BatchNorm in training mode would then update its running statistics twice per step,
 so a checkpointed model would drift from the same model trained without checkpointing. ``checkpoint_module``
-recomputes with the running statistics frozen: gradients, outputs and BatchNorm buffers are the same as
+undoes the statistics update of the recomputation: gradients, outputs and BatchNorm buffers are the same as
 without checkpointing (dropout / drop-path masks too: the RNG state is replayed).
 """
 
@@ -21,20 +21,21 @@ __all__ = ["checkpoint_module", "frozen_batchnorm_stats"]
 
 @contextlib.contextmanager
 def frozen_batchnorm_stats(module: nn.Module) -> Iterator[None]:
-    """Within the context, BatchNorm layers of ``module`` in training mode normalise with the batch
-    statistics (as usual) but do not update ``running_mean``, ``running_var`` or ``num_batches_tracked``."""
-    norms = [
-        m
+    """Within the context, BatchNorm layers of ``module`` compute as usual, but their ``running_mean``,
+    ``running_var`` and ``num_batches_tracked`` are restored on exit (the update is undone)."""
+    saved = [
+        (buf, buf.clone())
         for m in module.modules()
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        for buf in (m.running_mean, m.running_var, m.num_batches_tracked)
+        if buf is not None
     ]
-    for m in norms:
-        m.track_running_stats = False
     try:
         yield
     finally:
-        for m in norms:
-            m.track_running_stats = True
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
 
 
 def checkpoint_module(
