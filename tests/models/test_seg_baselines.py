@@ -72,3 +72,11 @@ def test_deeplab_pretrained_backbone_file(tmp_path):
     torch.save({"state_dict": {**src.state_dict(), "fc.weight": torch.zeros(3, 64)}}, tmp_path / "r18.pth")
     model = create_model("deeplabv3plus", pretrained=tmp_path / "r18.pth", **kw)
     torch.testing.assert_close(model.backbone.layer4[0].conv2.weight, src.layer4[0].conv2.weight)
+
+
+def test_unet_depth_option():
+    shallow = create_model("unet", base_channels=4, depth=2).eval()
+    assert len(shallow.encoder) == 3 and len(shallow.decoder) == 2
+    with torch.no_grad():
+        assert shallow(torch.randn(1, 3, 13, 17)).shape == (1, 6, 13, 17)
+    assert _count(shallow) < _count(create_model("unet", base_channels=4))
