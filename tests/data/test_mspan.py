@@ -135,3 +135,14 @@ def test_normalise_bands():
     assert m[0].min() == 0 and m[0].max() == 1 and (m[1] == 0).all()
     with pytest.raises(ValueError, match="normalise must be"):
         normalise_bands(a, "l2")
+
+
+def test_disagreeing_georeferences_warn(tmp_path, scene):
+    import rasterio
+    from rasterio.transform import Affine
+
+    paths = write_mspan(tmp_path, scene)
+    with rasterio.open(paths["ms"], "r+") as dst:
+        dst.transform = Affine(3.0, 0.0, 500000.0, 0.0, -3.0, 4000000.0)  # 3 m instead of 4 x 0.5 m
+    with pytest.warns(UserWarning, match="georeferences of MS .* and PAN .* do not agree"):
+        load_mspan(paths["ms"], paths["pan"])

@@ -52,7 +52,9 @@ def test_prior_changes_the_output():
     dtm = DeepTemporalMamba([8, 16, 24], dim=16, num_classes=3).eval()
     prior = torch.randn(2, 4, 16)
     with torch.no_grad():
-        assert not torch.allclose(dtm(_feats(), prior), dtm(_feats(), prior + 1.0))
+        # (a constant shift of a token would vanish in the LayerNorms: perturb it randomly)
+        feats = _feats()
+        assert not torch.allclose(dtm(feats, prior), dtm(feats, prior + torch.randn_like(prior)), atol=1e-3)
 
 
 def test_bad_inputs_are_named():
