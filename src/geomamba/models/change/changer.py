@@ -9,10 +9,18 @@ to each date with shared weights). The Changer decode head projects every level 
 date onto the other, the other is subtracted), concatenates, refines with a Mix-FFN and classifies
 (dropout 0.1 + 1x1 conv). The seed's OHEM pixel sampler is a loss option, not part of the model.
 
-An interaction entry is ``None``/``"none"``, a name, a dict ``{"type": name, **options}`` (what a config
-file holds) or a module taking and returning a pair. ``global_m`` takes GlobalM's options (``num_heads``,
-``axial_strategy``, ``local_branch``, ...; its width is the stage's) and ``dates``: ``"both"`` (default,
-shared weights on each date) or ``"first"`` (only the first date, as the seed's code did).
+An interaction entry is ``None``/``"none"``, a plug-in name, a dict ``{"type": name, **options}`` (what a
+config file holds) or a module taking and returning a pair; names come from the plug-in registry
+(``geomamba.layers.plugins``): the interaction plug-ins ``channel_exchange``/``spatial_exchange`` or any
+block plug-in (``global_m``, ``dia``, ...), which is applied to each date with shared weights. Block
+plug-ins take their own options (``global_m``: ``num_heads``, ``axial_strategy``, ``local_branch``, ...; the
+width is the stage's) and ``dates``: ``"both"`` (default) or ``"first"`` (only the first date, as the seed's
+code did).
+
+Plug-in places (``ChangerEx.plugin_places()``, used by the ``plugins`` option and
+``geomamba.layers.plugins.apply_plugins``): ``encoder.stage{i}.interaction`` (i = 1..4, kind interaction,
+the same slot as ``interaction_cfg[i-1]``) and ``encoder.stage{i}.output`` (kind block, an empty slot
+after residual stage i, applied to both dates with shared weights).
 """
 
 from __future__ import annotations
@@ -25,15 +33,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from geomamba.layers.exchange import ChannelExchange, SpatialExchange
-from geomamba.layers.global_m import GlobalM
+from geomamba.layers.plugins import PluginPlace, SiameseLayer, apply_plugins, plugin_from_config
 from geomamba.models._registry import register_model
 from geomamba.models.backbones.resnet import ResNetBackbone
 from geomamba.models.base import split_bitemporal
 from geomamba.models.pretrained import load_backbone_weights
 
 __all__ = [
-    "INTERACTION_LAYERS",
     "ChangerEx",
     "ChangerHead",
     "FlowDualAlignmentFusion",
@@ -45,59 +51,12 @@ __all__ = [
     "changer_ex_tiny",
 ]
 
-INTERACTION_LAYERS = ("none", "channel_exchange", "spatial_exchange", "global_m")
-
-
-class _PairIdentity(nn.Module):
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x1, x2
-
-
-class SiameseLayer(nn.Module):
-    """Apply a single-date layer ``(B, C, H, W) -> (B, C, H, W)`` to a pair of dates.
-
-    Args:
-        layer: the layer (its weights are shared by the dates).
-        dates: ``"both"`` or ``"first"`` (the second date passes through unchanged).
-    """
-
-    def __init__(self, layer: nn.Module, *, dates: str = "both") -> None:
-        super().__init__()
-        if dates not in ("both", "first"):
-            raise ValueError(f"dates must be 'both' or 'first', got {dates!r}")
-        self.layer, self.dates = layer, dates
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.layer(x1), (self.layer(x2) if self.dates == "both" else x2)
-
 
 def build_interaction(spec: Any, channels: int) -> nn.Module:
-    """An interaction layer (pair -> pair) for a stage of ``channels`` channels from a config entry."""
-    if isinstance(spec, nn.Module):
-        return spec
-    if spec is None:
-        return _PairIdentity()
-    if isinstance(spec, str):
-        spec = {"type": spec}
-    if not isinstance(spec, Mapping) or "type" not in spec:
-        raise ValueError(
-            f"an interaction entry must be None, a name, a dict with 'type' or a module, got {spec!r}"
-        )
-    options = dict(spec)
-    kind = str(options.pop("type")).lower()
-    if kind == "none":
-        return _PairIdentity()
-    if kind == "channel_exchange":
-        return ChannelExchange(**options)
-    if kind == "spatial_exchange":
-        return SpatialExchange(**options)
-    if kind == "global_m":
-        dim = options.pop("embed_dim", channels)
-        if dim != channels:
-            raise ValueError(f"global_m embed_dim {dim} does not match the stage's {channels} channels")
-        dates = options.pop("dates", "both")
-        return SiameseLayer(GlobalM(channels, **options), dates=dates)
-    raise ValueError(f"unknown interaction layer {kind!r}; choose one of {INTERACTION_LAYERS}")
+    """An interaction layer (pair -> pair) for a stage of ``channels`` channels from a config entry:
+    ``None``/``"none"``, a plug-in name, a dict ``{"type": name, **options}`` or a module (see
+    ``geomamba.layers.plugins``: interaction plug-ins, or any block plug-in applied to both dates)."""
+    return plugin_from_config(spec, channels, kind="interaction", where="stage")
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
@@ -198,6 +157,8 @@ class ChangerEx(nn.Module):
         interaction_cfg: one entry per ResNet stage (see the module docstring).
         resnet_depth, resnet_layers, resnet_channels: the ResNet trunk (default ResNet-18).
         channels: decode-head width (128).
+        plugins: ``{place: entry}`` plug-ins put at ``plugin_places()`` after construction, e.g.
+            ``{"encoder.stage3.output": "dia", "encoder.stage2.interaction": "global_m"}``.
 
     Shapes:
         ``(B, 2, C, H, W)`` or two ``(B, C, H, W)`` -> logits ``(B, num_classes, H, W)``.
@@ -213,6 +174,7 @@ class ChangerEx(nn.Module):
         resnet_layers: Sequence[int] | None = None,
         resnet_channels: Sequence[int] = (64, 128, 256, 512),
         channels: int = 128,
+        plugins: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.backbone = ResNetBackbone(
@@ -225,14 +187,29 @@ class ChangerEx(nn.Module):
         self.interactions = nn.ModuleList(
             build_interaction(spec, c) for spec, c in zip(interaction_cfg, self.backbone.out_channels)
         )
+        # empty single-date slots after each stage (plug-in places encoder.stage{i}.output)
+        self.stage_outputs = nn.ModuleList(nn.Identity() for _ in self.backbone.out_channels)
         self.head = ChangerHead(self.backbone.out_channels, channels=channels, num_classes=num_classes)
+        apply_plugins(self, plugins)
+
+    def plugin_places(self) -> dict[str, PluginPlace]:
+        """Where plug-ins may go (see the module docstring)."""
+        places = {}
+        for i, c in enumerate(self.backbone.out_channels):
+            places[f"encoder.stage{i + 1}.interaction"] = PluginPlace(
+                f"interactions.{i}", "interaction", c, doc=f"interaction of the dates after stage {i + 1}"
+            )
+            places[f"encoder.stage{i + 1}.output"] = PluginPlace(
+                f"stage_outputs.{i}", "block", c, doc=f"single-date block after stage {i + 1} (both dates)"
+            )
+        return places
 
     def forward(self, x: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
         a, b = split_bitemporal(x, b)
         x1, x2 = self.backbone.stem(a), self.backbone.stem(b)
         feats1, feats2 = [], []
-        for stage, interaction in zip(self.backbone.stages, self.interactions):
-            x1, x2 = interaction(stage(x1), stage(x2))
+        for stage, post, interaction in zip(self.backbone.stages, self.stage_outputs, self.interactions):
+            x1, x2 = interaction(post(stage(x1)), post(stage(x2)))
             feats1.append(x1)
             feats2.append(x2)
         logits = self.head(feats1, feats2)
