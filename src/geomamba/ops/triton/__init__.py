@@ -12,7 +12,7 @@ Kernels: ``scan_fwd.py`` (forward), ``scan_bwd.py`` (backward, recomputing the f
 from __future__ import annotations
 
 import torch
-import triton  # noqa: F401  (an ImportError here is the reason the backend is unavailable)
+import triton  # an ImportError here is the reason the backend is unavailable
 
 from geomamba.ops.triton.launch import (
     ScanConfig,

@@ -90,7 +90,9 @@ def _check_scan_args(u, delta, A, B, C, D, z, delta_bias):
     return batch, dim, length, g, n
 
 
-def selective_scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, *, config=None):
+def selective_scan_fwd(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, *, config=None
+):
     """Forward of the plain scan: returns ``(y (batch, D, L) in u.dtype, last_state (batch, D, N) fp32)``."""
     batch, dim, length, groups, n = _check_scan_args(u, delta, A, B, C, D, z, delta_bias)
     u, delta, B, C = u.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
@@ -117,7 +119,19 @@ def selective_scan_fwd(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta
 
 
 def selective_scan_bwd(
-    dy, u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, dlast_state=None, *, config=None
+    dy,
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=True,
+    dlast_state=None,
+    *,
+    config=None,
 ):
     """Backward of the plain scan: ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``, None for None inputs."""
     batch, dim, length, groups, n = _check_scan_args(u, delta, A, B, C, D, z, delta_bias)

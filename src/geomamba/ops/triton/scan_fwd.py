@@ -157,7 +157,10 @@ def scan_fwd_kernel(
     dl_row = ((b * K + k) * Dm + offs_d).to(tl.int64) * L
     bc_base = ((b * K + k) * G + g).to(tl.int64) * N * L
     prm = k * Dm + offs_d
-    A2 = tl.load(A_ptr + prm[:, None] * N + offs_n[None, :], mask=nmask[None, :], other=0.0) * 1.4426950408889634
+    A2 = (
+        tl.load(A_ptr + prm[:, None] * N + offs_n[None, :], mask=nmask[None, :], other=0.0)
+        * 1.4426950408889634
+    )
     if HAS_D:
         Dv = tl.load(D_ptr + prm).to(tl.float32)
     else:
