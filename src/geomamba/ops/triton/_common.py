@@ -71,3 +71,56 @@ def chunk_tile(c, L, H, W, COLMAJOR: tl.constexpr, TO: tl.constexpr, TI: tl.cons
         off = t[None, :]
         msk = t[None, :] < L
     return off, msk
+
+
+@triton.jit
+def flat_mask(msk, COLMAJOR: tl.constexpr, CH: tl.constexpr):
+    """Validity of a chunk's positions in sequence order, ``(1, CH)``."""
+    if COLMAJOR:
+        v = tl.reshape(msk, (1, CH))
+    else:
+        v = msk
+    return v
+
+
+@triton.jit
+def load_tile(ptr, rows, off, msk, COLMAJOR: tl.constexpr, BD: tl.constexpr, CH: tl.constexpr):
+    """``(BD, CH)`` fp32 tile in sequence order; ``rows`` (BD,) int64 row offsets (equal rows broadcast)."""
+    if COLMAJOR:
+        p = ptr + rows[:, None, None] + off[None, :, :]
+        m = msk[None, :, :] & (rows[:, None, None] >= 0)
+        v = tl.reshape(tl.load(p, mask=m, other=0.0), (BD, CH))
+    else:
+        v = tl.load(ptr + rows[:, None] + off, mask=msk & (rows[:, None] >= 0), other=0.0)
+    return v.to(tl.float32)
+
+
+@triton.jit
+def store_tile(
+    ptr, rows, off, msk, val, COLMAJOR: tl.constexpr, ACCUM: tl.constexpr, BD: tl.constexpr,
+    TO: tl.constexpr, TI: tl.constexpr,
+):  # fmt: skip
+    """Store (or atomically add, fp32) a ``(BD, CH)`` sequence-order tile at its memory positions."""
+    if COLMAJOR:
+        v = tl.reshape(val, (BD, TO, TI))
+        p = ptr + rows[:, None, None] + off[None, :, :]
+        m = msk[None, :, :] & (rows[:, None, None] >= 0)
+    else:
+        v = val
+        p = ptr + rows[:, None] + off
+        m = msk & (rows[:, None] >= 0)
+    if ACCUM:
+        tl.atomic_add(p, v, mask=m, sem="relaxed")
+    else:
+        tl.store(p, v.to(ptr.dtype.element_ty), mask=m)
+
+
+@triton.jit
+def atomic_add_rowsum(ptr, base, off, msk, val, COLMAJOR: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr):
+    """Add the sum over the BD rows of a ``(BD, CH)`` tile to one row (one atomic per block)."""
+    s = tl.sum(val, 0)
+    if COLMAJOR:
+        s2 = tl.reshape(s, (TO, TI))
+    else:
+        s2 = s[None, :]
+    tl.atomic_add(ptr + base + off, s2, mask=msk, sem="relaxed")

@@ -13,11 +13,21 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from geomamba.ops.triton._common import chunk_count, chunk_tile, combine_adj, combine_fwd, softplus
+from geomamba.ops.triton._common import (
+    atomic_add_rowsum,
+    chunk_count,
+    chunk_tile,
+    combine_adj,
+    combine_fwd,
+    flat_mask,
+    load_tile,
+    softplus,
+    store_tile,
+)
 
 
 @triton.jit
-def _bwd_seq(
+def _bwd_seq_nd(
     x_ptr,
     delta_ptr,
     B_ptr,
@@ -195,6 +205,153 @@ def _bwd_seq(
         tl.atomic_add(dD_ptr + prm, dD_acc, sem="relaxed")
     if HAS_BIAS:
         tl.atomic_add(dbias_ptr + prm, db_acc, sem="relaxed")
+
+
+@triton.jit
+def _bwd_seq_n1(
+    x_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr, dx_ptr, ddelta_ptr, dB_ptr, dC_ptr,
+    dz_ptr, dA_ptr, dD_ptr, dbias_ptr, x_row, dl_row, bc_base, last_off, st_base, prm, A2, Dv, bias,
+    L, H, W,
+    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_DLAST: tl.constexpr, ACCUM: tl.constexpr, COLMAJOR: tl.constexpr, REVERSE: tl.constexpr,
+    BD: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
+):  # fmt: skip
+    """N = 1: ``(BD, CH)`` tiles; dA/dD/dbias accumulate elementwise and are reduced once at the end."""
+    CH: tl.constexpr = TO * TI
+    seq = tl.arange(0, CH)
+    if REVERSE:
+        last_sel = seq == 0
+        first_sel = seq == CH - 1
+    else:
+        last_sel = seq == CH - 1
+        first_sel = seq == 0
+    a2 = tl.sum(A2, 1)
+    A = a2 * 0.6931471805599453
+    bc_row = bc_base + tl.zeros((BD,), dtype=tl.int64)
+    st_offs = st_base + tl.arange(0, BD)
+    nc = chunk_count(L, H, W, COLMAJOR, TO, TI)
+
+    # pass 1: the state entering every chunk
+    h = tl.zeros((BD,), dtype=tl.float32)
+    for it in range(nc):
+        if REVERSE:
+            c = nc - 1 - it
+        else:
+            c = it
+        tl.store(st_ptr + st_offs + it * BD, h)
+        off, msk = chunk_tile(c, L, H, W, COLMAJOR, TO, TI)
+        valid = flat_mask(msk, COLMAJOR, CH)
+        u = load_tile(x_ptr, x_row, off, msk, COLMAJOR, BD, CH)
+        dr = load_tile(delta_ptr, dl_row, off, msk, COLMAJOR, BD, CH)
+        Bt = load_tile(B_ptr, bc_row, off, msk, COLMAJOR, BD, CH)
+        if HAS_BIAS:
+            dr = dr + bias[:, None]
+        if SOFTPLUS:
+            dt = softplus(dr)
+        else:
+            dt = dr
+        dt = tl.where(valid, dt, 0.0)
+        aa, hh = tl.associative_scan(
+            (tl.exp2(dt * a2[:, None]), dt * u * Bt), 1, combine_fwd, reverse=REVERSE
+        )
+        hh = hh + aa * h[:, None]
+        h = tl.sum(tl.where(last_sel[None, :], hh, 0.0), 1)
+    tl.debug_barrier()
+
+    # pass 2: chunks in reverse sequence order
+    if HAS_DLAST:
+        p = tl.sum(tl.load(dlast_ptr + last_off).to(tl.float32), 1)
+    else:
+        p = tl.zeros((BD,), dtype=tl.float32)
+    acc_dA = tl.zeros((BD, CH), dtype=tl.float32)
+    acc_dD = tl.zeros((BD, CH), dtype=tl.float32)
+    acc_db = tl.zeros((BD, CH), dtype=tl.float32)
+    for it2 in range(nc):
+        it = nc - 1 - it2
+        if REVERSE:
+            c = nc - 1 - it
+        else:
+            c = it
+        h0 = tl.load(st_ptr + st_offs + it * BD)
+        off, msk = chunk_tile(c, L, H, W, COLMAJOR, TO, TI)
+        valid = flat_mask(msk, COLMAJOR, CH)
+        u = load_tile(x_ptr, x_row, off, msk, COLMAJOR, BD, CH)
+        dr = load_tile(delta_ptr, dl_row, off, msk, COLMAJOR, BD, CH)
+        dy = load_tile(dy_ptr, x_row, off, msk, COLMAJOR, BD, CH)
+        Bt = load_tile(B_ptr, bc_row, off, msk, COLMAJOR, BD, CH)
+        Ct = load_tile(C_ptr, bc_row, off, msk, COLMAJOR, BD, CH)
+        if HAS_BIAS:
+            dr = dr + bias[:, None]
+        if SOFTPLUS:
+            dt = softplus(dr)
+        else:
+            dt = dr
+        dt = tl.where(valid, dt, 0.0)
+        a = tl.exp2(dt * a2[:, None])
+        bx = dt * u * Bt
+        aa, hh = tl.associative_scan((a, bx), 1, combine_fwd, reverse=REVERSE)
+        hh = hh + aa * h0[:, None]
+        if HAS_Z:
+            zz = load_tile(z_ptr, x_row, off, msk, COLMAJOR, BD, CH)
+            y = hh * Ct
+            if HAS_D:
+                y = y + Dv[:, None] * u
+            sz = tl.sigmoid(zz)
+            store_tile(
+                dz_ptr, x_row, off, msk, dy * y * sz * (1.0 + zz * (1.0 - sz)), COLMAJOR, False, BD, TO, TI
+            )
+            dy = dy * zz * sz
+        ones = tl.full((BD, CH), 1.0, dtype=tl.float32)
+        _f, mm, vv = tl.associative_scan((a, ones, Ct * dy), 1, combine_adj, reverse=not REVERSE)
+        g = vv + mm * p[:, None]
+        p = tl.sum(tl.where(first_sel[None, :], a * g, 0.0), 1)
+        ah = hh - bx  # a_t * h_{t-1}
+        gdt = g * dt
+        du = gdt * Bt
+        ddt = g * (Bt * u + ah * A[:, None])
+        acc_dA += gdt * ah
+        if HAS_D:
+            du = du + Dv[:, None] * dy
+            acc_dD += dy * u
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(dr)
+        ddt = tl.where(valid, ddt, 0.0)
+        if HAS_BIAS:
+            acc_db += ddt
+        store_tile(dx_ptr, x_row, off, msk, du, COLMAJOR, ACCUM, BD, TO, TI)
+        store_tile(ddelta_ptr, dl_row, off, msk, ddt, COLMAJOR, False, BD, TO, TI)
+        atomic_add_rowsum(dB_ptr, bc_base, off, msk, gdt * u, COLMAJOR, TO, TI)
+        atomic_add_rowsum(dC_ptr, bc_base, off, msk, hh * dy, COLMAJOR, TO, TI)
+    tl.atomic_add(dA_ptr + prm, tl.sum(acc_dA, 1), sem="relaxed")
+    if HAS_D:
+        tl.atomic_add(dD_ptr + prm, tl.sum(acc_dD, 1), sem="relaxed")
+    if HAS_BIAS:
+        tl.atomic_add(dbias_ptr + prm, tl.sum(acc_db, 1), sem="relaxed")
+
+
+@triton.jit
+def _bwd_seq(
+    x_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr, dx_ptr, ddelta_ptr, dB_ptr, dC_ptr,
+    dz_ptr, dA_ptr, dD_ptr, dbias_ptr, x_row, dl_row, bc_base, last_off, st_base, prm, A2, Dv, bias,
+    L, H, W, N,
+    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_DLAST: tl.constexpr, ACCUM: tl.constexpr, COLMAJOR: tl.constexpr, REVERSE: tl.constexpr,
+    BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
+):  # fmt: skip
+    if NP == 1:
+        _bwd_seq_n1(
+            x_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr, dx_ptr, ddelta_ptr, dB_ptr,
+            dC_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, x_row, dl_row, bc_base, last_off, st_base, prm, A2,
+            Dv, bias, L, H, W, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, ACCUM, COLMAJOR, REVERSE, BD,
+            TO, TI,
+        )  # fmt: skip
+    else:
+        _bwd_seq_nd(
+            x_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr, dx_ptr, ddelta_ptr, dB_ptr,
+            dC_ptr, dz_ptr, dA_ptr, dD_ptr, dbias_ptr, x_row, dl_row, bc_base, last_off, st_base, prm, A2,
+            Dv, bias, L, H, W, N, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, ACCUM, COLMAJOR, REVERSE, BD,
+            NP, TO, TI,
+        )  # fmt: skip
 
 
 @triton.jit

@@ -12,11 +12,19 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from geomamba.ops.triton._common import chunk_count, chunk_tile, combine_fwd, softplus
+from geomamba.ops.triton._common import (
+    chunk_count,
+    chunk_tile,
+    combine_fwd,
+    flat_mask,
+    load_tile,
+    softplus,
+    store_tile,
+)
 
 
 @triton.jit
-def _fwd_seq(
+def _fwd_seq_nd(
     x_ptr,
     delta_ptr,
     B_ptr,
@@ -102,6 +110,80 @@ def _fwd_seq(
             tl.store(y_ptr + y_off, y3.to(y_ptr.dtype.element_ty), mask=m3)
     if STORE_LAST:
         tl.store(last_ptr + last_off, h, mask=nmask[None, :])
+
+
+@triton.jit
+def _fwd_seq_n1(
+    x_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, last_ptr, x_row, dl_row, bc_base, last_off, A2, Dv, bias,
+    L, H, W,
+    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
+    STORE_LAST: tl.constexpr, ACCUM: tl.constexpr, COLMAJOR: tl.constexpr, REVERSE: tl.constexpr,
+    BD: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
+):  # fmt: skip
+    """N = 1: every tile is ``(BD, CH)``; B/C rows are broadcast loads (one group per block)."""
+    CH: tl.constexpr = TO * TI
+    seq = tl.arange(0, CH)
+    if REVERSE:
+        last_sel = seq == 0
+    else:
+        last_sel = seq == CH - 1
+    a2 = tl.sum(A2, 1)
+    bc_row = bc_base + tl.zeros((BD,), dtype=tl.int64)
+    nc = chunk_count(L, H, W, COLMAJOR, TO, TI)
+    h = tl.zeros((BD,), dtype=tl.float32)
+    for it in range(nc):
+        if REVERSE:
+            c = nc - 1 - it
+        else:
+            c = it
+        off, msk = chunk_tile(c, L, H, W, COLMAJOR, TO, TI)
+        valid = flat_mask(msk, COLMAJOR, CH)
+        u = load_tile(x_ptr, x_row, off, msk, COLMAJOR, BD, CH)
+        dr = load_tile(delta_ptr, dl_row, off, msk, COLMAJOR, BD, CH)
+        Bt = load_tile(B_ptr, bc_row, off, msk, COLMAJOR, BD, CH)
+        Ct = load_tile(C_ptr, bc_row, off, msk, COLMAJOR, BD, CH)
+        if HAS_BIAS:
+            dr = dr + bias[:, None]
+        if SOFTPLUS:
+            dt = softplus(dr)
+        else:
+            dt = dr
+        dt = tl.where(valid, dt, 0.0)
+        a = tl.exp2(dt * a2[:, None])
+        bx = dt * u * Bt
+        aa, hh = tl.associative_scan((a, bx), 1, combine_fwd, reverse=REVERSE)
+        hh = hh + aa * h[:, None]
+        y = hh * Ct
+        if HAS_D:
+            y = y + Dv[:, None] * u
+        h = tl.sum(tl.where(last_sel[None, :], hh, 0.0), 1)
+        if HAS_Z:
+            zz = load_tile(z_ptr, x_row, off, msk, COLMAJOR, BD, CH)
+            y = y * zz * tl.sigmoid(zz)
+        store_tile(y_ptr, x_row, off, msk, y, COLMAJOR, ACCUM, BD, TO, TI)
+    if STORE_LAST:
+        tl.store(last_ptr + last_off, h[:, None])
+
+
+@triton.jit
+def _fwd_seq(
+    x_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, last_ptr, x_row, dl_row, bc_base, last_off, A2, Dv, bias,
+    L, H, W, N,
+    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
+    STORE_LAST: tl.constexpr, ACCUM: tl.constexpr, COLMAJOR: tl.constexpr, REVERSE: tl.constexpr,
+    BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
+):  # fmt: skip
+    if NP == 1:
+        _fwd_seq_n1(
+            x_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, last_ptr, x_row, dl_row, bc_base, last_off, A2, Dv,
+            bias, L, H, W, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, COLMAJOR, REVERSE, BD, TO, TI,
+        )  # fmt: skip
+    else:
+        _fwd_seq_nd(
+            x_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, last_ptr, x_row, dl_row, bc_base, last_off, A2, Dv,
+            bias, L, H, W, N, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, COLMAJOR, REVERSE, BD, NP,
+            TO, TI,
+        )  # fmt: skip
 
 
 @triton.jit
