@@ -135,14 +135,14 @@ def _unfused(s, dy, k, h, w):
     return fwd, bwd
 
 
-def _core_row(name, shape, dev, copy_gbs):
+def _core_row(name, shape, dev, copy_gbs, cfg=None):
     batch, dm, h, w, n, k = shape
     s = ss2d_inputs(batch, dm, h, w, n, k, torch.bfloat16, dev)
     length = h * w
     fargs = (s["x"], s["delta"], s["A"], s["B"], s["C"], s["D"], s["delta_bias"], k)
     dy = torch.randn_like(s["x"])
-    t_f = bench(lambda: ss2d_fwd(*fargs))
-    t_b = bench(lambda: ss2d_bwd(dy, *fargs))
+    t_f = bench(lambda: ss2d_fwd(*fargs, config=cfg))
+    t_b = bench(lambda: ss2d_bwd(dy, *fargs, config=cfg))
     unfused_fwd, unfused_bwd = _unfused(s, dy, k, h, w)
     t_uf = bench(unfused_fwd)
     t_xs = bench(lambda: cross_scan(s["x"], k).contiguous())
@@ -152,16 +152,20 @@ def _core_row(name, shape, dev, copy_gbs):
     bwd_b = (3 * batch * dm * length + 2 * batch * k * dm * length + 4 * batch * k * n * length) * es
     return dict(
         shape=name, batch=batch, d_inner=dm, H=h, W=w, N=n, K=k, dtype="bf16",
-        fused_fwd_ms=t_f, fused_bwd_ms=t_b, unfused_fwd_ms=t_uf, unfused_bwd_ms=t_ub,
+        config=None if cfg is None else [cfg.bd, cfg.chunk, cfg.num_warps], fused_fwd_ms=t_f, fused_bwd_ms=t_b, unfused_fwd_ms=t_uf, unfused_bwd_ms=t_ub,
         speedup_fwd_bwd=(t_uf + t_ub) / (t_f + t_b),
         fused_fwd_pct_copy=100 * fwd_b / t_f / 1e6 / copy_gbs,
         fused_bwd_pct_copy=100 * bwd_b / t_b / 1e6 / copy_gbs,
     )  # fmt: skip
 
 
-def ss2d_core_rows(shapes, dev, copy_gbs):
+def ss2d_core_rows(shapes, dev, copy_gbs, sweep_configs=None):
     """Fused SS2D core vs cross_scan + Triton scan + cross_merge, forward and backward, bf16."""
-    return [_core_row(name, tuple(shape), dev, copy_gbs) for name, *shape in shapes]
+    return [
+        _core_row(name, tuple(shape), dev, copy_gbs, cfg)
+        for name, *shape in shapes
+        for cfg in [None, *(sweep_configs or [])]
+    ]
 
 
 def _fused_core_forward(core, x):
@@ -268,14 +272,32 @@ def main(argv=None) -> int:
     print(f"device {gpu}  torch {torch.__version__}  triton {triton.__version__}  copy {copy_gbs:.0f} GB/s")
     sweep = None
     if args.sweep:
-        sweep = [ScanConfig(*c) for c in [(4, 256, 4), (8, 256, 4), (16, 128, 4), (8, 512, 8), (4, 128, 4)]]
+        sweep = [
+            ScanConfig(*c)
+            for c in [
+                (4, 128, 4),
+                (4, 256, 4),
+                (8, 256, 4),
+                (2, 256, 4),
+                (4, 512, 4),
+                (2, 256, 2),
+                (8, 128, 4),
+            ]
+        ]
     plain = plain_scan_rows(scan_shapes[:1], dev, copy_gbs, sweep) + plain_scan_rows(
         scan_shapes[1:], dev, copy_gbs
     )
     if args.sweep and not args.tiny:
-        sweep16 = [ScanConfig(*c) for c in [(2, 64, 4), (4, 32, 4), (1, 128, 4), (2, 128, 8), (4, 64, 8)]]
+        sweep16 = [
+            ScanConfig(*c) for c in [(1, 64, 4), (1, 128, 4), (2, 64, 4), (1, 32, 4), (1, 128, 8), (2, 32, 4)]
+        ]
         plain += plain_scan_rows([s for s in scan_shapes if s[0] == "stage1_n16"], dev, copy_gbs, sweep16)
-    core = ss2d_core_rows(core_shapes, dev, copy_gbs)
+    core_sweep = None
+    if args.sweep and not args.tiny:
+        core_sweep = [ScanConfig(*c) for c in [(1, 256, 4), (4, 256, 4), (2, 512, 4), (2, 128, 4)]]
+    core = ss2d_core_rows(core_shapes[:1], dev, copy_gbs, core_sweep) + ss2d_core_rows(
+        core_shapes[1:], dev, copy_gbs
+    )
     layer = [] if args.skip_layer else layer_rows(lay_shapes, dev, ref_reps=1)
     naive_ms = naive_forward_ms(dev) if not args.tiny else None
 
@@ -289,8 +311,9 @@ def main(argv=None) -> int:
         )
     print("\nSS2D core (K=4, bf16): fused vs cross_scan + Triton scan + cross_merge")
     for r in core:
+        cfg = "default" if r["config"] is None else "x".join(map(str, r["config"]))
         print(
-            f"{r['shape']:12} N={r['N']:<3} fused fwd {r['fused_fwd_ms']:.3f} bwd {r['fused_bwd_ms']:.3f} ms"
+            f"{r['shape']:12} N={r['N']:<3} {cfg:>9} fused fwd {r['fused_fwd_ms']:.3f} bwd {r['fused_bwd_ms']:.3f} ms"
             f" ({r['fused_fwd_pct_copy']:.0f}% / {r['fused_bwd_pct_copy']:.0f}%)  unfused fwd"
             f" {r['unfused_fwd_ms']:.3f} bwd {r['unfused_bwd_ms']:.3f} ms  speedup {r['speedup_fwd_bwd']:.2f}x"
         )

@@ -19,8 +19,11 @@ from geomamba.ops.selective_scan.naive import selective_scan_naive
 
 pytestmark = pytest.mark.gpu
 triton = pytest.importorskip("triton")
+tl = pytest.importorskip("triton.language")
 
 from _triton_interpret_cases import scan_order  # noqa: E402  (tests/ops is on sys.path)
+
+from geomamba.ops.triton._common import combine_fwd  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 HAS_DISPATCH = importlib.util.find_spec("geomamba.ops.selective_scan._backends") is not None
@@ -32,6 +35,41 @@ def _tol(dtype):
 
 def _rel(a, b):
     return ((a.double() - b.double()).norm() / (b.double().norm() + 1e-30)).item()
+
+
+@triton.jit
+def _scan_kernel(a_ptr, b_ptr, out_ptr, R: tl.constexpr, CH: tl.constexpr, REVERSE: tl.constexpr):
+    off = tl.arange(0, R)[:, None] * CH + tl.arange(0, CH)[None, :]
+    _, hh = tl.associative_scan((tl.load(a_ptr + off), tl.load(b_ptr + off)), 1, combine_fwd, reverse=REVERSE)
+    tl.store(out_ptr + off, hh)
+
+
+@triton.jit
+def _colmajor_kernel(x_ptr, out_ptr, W, TO: tl.constexpr, TI: tl.constexpr):
+    w = tl.arange(0, TO)
+    h = tl.arange(0, TI)
+    v = tl.load(x_ptr + w[:, None] + h[None, :] * W)
+    tl.store(out_ptr + tl.arange(0, TO * TI), tl.reshape(v, (TO * TI,)))
+
+
+@pytest.mark.parametrize("warps", [1, 4])
+@pytest.mark.parametrize(("rows", "ch"), [(1, 16), (4, 16), (4, 256), (16, 64), (2, 512)])
+@pytest.mark.parametrize("reverse", [False, True])
+def test_triton_scan_and_transpose_primitives(rows, ch, warps, reverse):
+    """The kernels rely on tl.associative_scan (both directions) and on reshape of a transposed tile."""
+    a, b = torch.rand(rows, ch, device="cuda"), torch.randn(rows, ch, device="cuda")
+    out = torch.empty_like(a)
+    _scan_kernel[(1,)](a, b, out, rows, ch, reverse, num_warps=warps)
+    ref, h = torch.empty_like(a), torch.zeros(rows, device="cuda")
+    for t in reversed(range(ch)) if reverse else range(ch):
+        h = a[:, t] * h + b[:, t]
+        ref[:, t] = h
+    assert _rel(out, ref) < 1e-5
+    to, ti = max(1, ch // 64), min(ch, 64)
+    img = torch.randn(ti, to + 3, device="cuda")  # (H, W) row-major, W > TO
+    flat = torch.empty(to * ti, device="cuda")
+    _colmajor_kernel[(1,)](img, flat, img.shape[1], to, ti, num_warps=warps)
+    assert torch.equal(flat, img[:, :to].t().reshape(-1))
 
 
 def _delta(raw, softplus):
@@ -84,20 +122,6 @@ def test_scan_matches_naive_states_groups_dtypes(n, groups, dtype):
 )
 def test_scan_optional_inputs(d, z, bias, softplus):
     _scan_case(1, 8, 7, 4, 2, torch.float32, d=d, z=z, bias=bias, dlast=False, softplus=bool(softplus))
-
-
-@pytest.mark.parametrize("batch", [1, 16])
-@pytest.mark.parametrize("length", [1, 7, 4096, 65536])
-def test_scan_lengths_and_batches(length, batch):
-    _scan_case(batch, 8, length, 1, 4, torch.bfloat16)
-
-
-def test_scan_state16_long():
-    _scan_case(16, 8, 4096, 16, 4, torch.bfloat16)
-
-
-def test_scan_long_sequence_stays_finite_fp32():
-    _scan_case(1, 4, 65536, 16, 1, torch.float32)
 
 
 def _ss2d_case(batch, dm, h, w, n, k, dtype):
@@ -216,3 +240,18 @@ def test_dispatch_autocast_and_compile():
     assert _rel(y.float(), ref) < 1e-2
     compiled = torch.compile(lambda *a: selective_scan(*a, backend="triton"))
     assert _rel(compiled(u, delta, A, B, C), ref) < 1e-4
+
+
+# long sequences last: their naive-loop references take most of this file's time
+@pytest.mark.parametrize("batch", [1, 16])
+@pytest.mark.parametrize("length", [1, 7, 4096, 65536])
+def test_scan_lengths_and_batches(length, batch):
+    _scan_case(batch, 8, length, 1, 4, torch.bfloat16)
+
+
+def test_scan_state16_long():
+    _scan_case(16, 8, 4096, 16, 4, torch.bfloat16)
+
+
+def test_scan_long_sequence_stays_finite_fp32():
+    _scan_case(1, 4, 65536, 16, 1, torch.float32)

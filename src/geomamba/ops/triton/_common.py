@@ -84,31 +84,31 @@ def flat_mask(msk, COLMAJOR: tl.constexpr, CH: tl.constexpr):
 
 
 @triton.jit
-def load_tile(ptr, rows, off, msk, COLMAJOR: tl.constexpr, BD: tl.constexpr, CH: tl.constexpr):
-    """``(BD, CH)`` fp32 tile in sequence order; ``rows`` (BD,) int64 row offsets (equal rows broadcast)."""
+def load_tile(ptr, rows, rmask, off, msk, COLMAJOR: tl.constexpr, R: tl.constexpr, CH: tl.constexpr):
+    """``(R, CH)`` fp32 tile in sequence order: row r reads at ``rows[r]`` (rows may repeat: broadcast)."""
     if COLMAJOR:
         p = ptr + rows[:, None, None] + off[None, :, :]
-        m = msk[None, :, :] & (rows[:, None, None] >= 0)
-        v = tl.reshape(tl.load(p, mask=m, other=0.0), (BD, CH))
+        m = msk[None, :, :] & rmask[:, None, None]
+        v = tl.reshape(tl.load(p, mask=m, other=0.0), (R, CH))
     else:
-        v = tl.load(ptr + rows[:, None] + off, mask=msk & (rows[:, None] >= 0), other=0.0)
+        v = tl.load(ptr + rows[:, None] + off, mask=msk & rmask[:, None], other=0.0)
     return v.to(tl.float32)
 
 
 @triton.jit
 def store_tile(
-    ptr, rows, off, msk, val, COLMAJOR: tl.constexpr, ACCUM: tl.constexpr, BD: tl.constexpr,
+    ptr, rows, rmask, off, msk, val, COLMAJOR: tl.constexpr, ACCUM: tl.constexpr, R: tl.constexpr,
     TO: tl.constexpr, TI: tl.constexpr,
 ):  # fmt: skip
-    """Store (or atomically add, fp32) a ``(BD, CH)`` sequence-order tile at its memory positions."""
+    """Store (or atomically add, fp32) an ``(R, CH)`` sequence-order tile at its memory positions."""
     if COLMAJOR:
-        v = tl.reshape(val, (BD, TO, TI))
+        v = tl.reshape(val, (R, TO, TI))
         p = ptr + rows[:, None, None] + off[None, :, :]
-        m = msk[None, :, :] & (rows[:, None, None] >= 0)
+        m = msk[None, :, :] & rmask[:, None, None]
     else:
         v = val
         p = ptr + rows[:, None] + off
-        m = msk & (rows[:, None] >= 0)
+        m = msk & rmask[:, None]
     if ACCUM:
         tl.atomic_add(p, v, mask=m, sem="relaxed")
     else:
@@ -116,11 +116,53 @@ def store_tile(
 
 
 @triton.jit
-def atomic_add_rowsum(ptr, base, off, msk, val, COLMAJOR: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr):
-    """Add the sum over the BD rows of a ``(BD, CH)`` tile to one row (one atomic per block)."""
-    s = tl.sum(val, 0)
-    if COLMAJOR:
-        s2 = tl.reshape(s, (TO, TI))
+def channel_sum(t, BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr):
+    """``(BD*NP, CH)`` state rows -> ``(BD, CH)``: sum over the states of each channel."""
+    if NP == 1:
+        r = t
     else:
-        s2 = s[None, :]
-    tl.atomic_add(ptr + base + off, s2, mask=msk, sem="relaxed")
+        r = tl.sum(tl.reshape(t, (BD, NP, CH)), 1)
+    return r
+
+
+@triton.jit
+def channel_pick(t, BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr):
+    """``(BD*NP, CH)`` rows that repeat over the states -> ``(BD, CH)`` (exact: max of equal values)."""
+    if NP == 1:
+        r = t
+    else:
+        r = tl.max(tl.reshape(t, (BD, NP, CH)), 1)
+    return r
+
+
+@triton.jit
+def state_rows(t, BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr):
+    """``(BD, CH)`` -> ``(BD*NP, CH)`` repeated over the states."""
+    if NP == 1:
+        r = t
+    else:
+        r = tl.reshape(tl.broadcast_to(t[:, None, :], (BD, NP, CH)), (BD * NP, CH))
+    return r
+
+
+@triton.jit
+def atomic_add_state_sum(
+    ptr, base, N, L, off, msk, t, COLMAJOR: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
+    TO: tl.constexpr, TI: tl.constexpr,
+):  # fmt: skip
+    """Sum ``(BD*NP, CH)`` over the block's channels and add it to the ``(NP, L)`` rows of B or C at
+    ``base + n*L`` (one atomic per block and state, not per channel)."""
+    CH: tl.constexpr = TO * TI
+    if NP == 1:
+        s = tl.sum(t, 0)[None, :]
+    else:
+        s = tl.sum(tl.reshape(t, (BD, NP, CH)), 0)
+    n = tl.arange(0, NP)
+    nm = n < N
+    if COLMAJOR:
+        tl.atomic_add(
+            ptr + base + n[:, None, None] * L + off[None, :, :], tl.reshape(s, (NP, TO, TI)),
+            mask=nm[:, None, None] & msk[None, :, :], sem="relaxed",
+        )  # fmt: skip
+    else:
+        tl.atomic_add(ptr + base + n[:, None] * L + off, s, mask=nm[:, None] & msk, sem="relaxed")

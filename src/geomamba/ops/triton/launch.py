@@ -29,13 +29,14 @@ class ScanConfig:
     num_warps: int
 
 
-# (fwd, bwd) tiles by padded state size; chosen on an H100 (bench/NOTES_triton.md).
+# Tiles by padded state size: (plain fwd, plain bwd, SS2D fwd, SS2D bwd); the tile holds BD * NP state rows
+# of ``chunk`` positions. Chosen from the sweeps of bench/scan_gpu.py on an H100 (bench/NOTES_triton.md).
 _TABLE = {
-    1: (ScanConfig(8, 256, 4), ScanConfig(4, 256, 4)),
-    2: (ScanConfig(8, 256, 4), ScanConfig(4, 256, 4)),
-    4: (ScanConfig(4, 128, 4), ScanConfig(4, 64, 4)),
-    8: (ScanConfig(4, 64, 4), ScanConfig(2, 64, 4)),
-    16: (ScanConfig(2, 64, 4), ScanConfig(2, 32, 4)),
+    1: (ScanConfig(4, 256, 4), ScanConfig(4, 128, 4), ScanConfig(2, 256, 4), ScanConfig(2, 256, 4)),
+    2: (ScanConfig(4, 128, 4), ScanConfig(2, 128, 4), ScanConfig(2, 128, 4), ScanConfig(2, 128, 4)),
+    4: (ScanConfig(2, 128, 4), ScanConfig(1, 128, 4), ScanConfig(1, 128, 4), ScanConfig(1, 128, 4)),
+    8: (ScanConfig(1, 128, 4), ScanConfig(1, 64, 4), ScanConfig(1, 128, 4), ScanConfig(1, 64, 4)),
+    16: (ScanConfig(1, 64, 4), ScanConfig(1, 32, 4), ScanConfig(1, 64, 4), ScanConfig(1, 32, 4)),
 }
 
 
@@ -43,15 +44,25 @@ def _pow2_divisor(n: int) -> int:
     return n & (-n)
 
 
-def pick_config(n: int, per_group: int, length: int, *, backward: bool, override: ScanConfig | None = None):
-    """Tile for state size ``n``; ``bd`` is capped so a block never straddles two groups."""
+def pick_config(
+    n: int,
+    per_group: int,
+    length: int,
+    *,
+    backward: bool,
+    ss2d: bool = False,
+    override: ScanConfig | None = None,
+):
+    """Tile for state size ``n``; ``bd`` is capped so a block never straddles two groups, and the warps
+    so that a tiny tile is not replicated over idle threads."""
     npad = triton.next_power_of_2(max(n, 1))
     if npad > 16:
         raise ValueError(f"the Triton scan supports d_state N <= 16, got N = {n}")
-    cfg = override or _TABLE[npad][1 if backward else 0]
+    cfg = override or _TABLE[npad][(2 if ss2d else 0) + (1 if backward else 0)]
     bd = min(cfg.bd, _pow2_divisor(per_group))
     chunk = min(cfg.chunk, max(16, triton.next_power_of_2(max(length, 1))))
-    return npad, ScanConfig(bd, chunk, cfg.num_warps)
+    warps = max(1, min(cfg.num_warps, bd * npad * chunk // 256))
+    return npad, ScanConfig(bd, chunk, warps)
 
 
 def _colmajor_tile(h: int, chunk: int) -> tuple[int, int]:
@@ -211,7 +222,7 @@ def _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions):
 
 
 def _ss2d_launch_geometry(n, dm, h, w, backward, config):
-    npad, cfg = pick_config(n, dm, h * w, backward=backward, override=config)
+    npad, cfg = pick_config(n, dm, h * w, backward=backward, ss2d=True, override=config)
     to_c, ti_c = _colmajor_tile(h, cfg.chunk)
     nc_max = max(triton.cdiv(h * w, cfg.chunk), triton.cdiv(w, to_c) * triton.cdiv(h, ti_c))
     return npad, cfg, to_c, ti_c, nc_max

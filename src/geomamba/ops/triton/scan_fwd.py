@@ -1,10 +1,12 @@
 """Triton forward kernel of the selective scan (plain and fused SS2D layouts).
 
 One program owns ``BD`` channels (all in one group) of one sequence (batch b, direction k) and walks it
-chunk by chunk: it loads ``(BD, CH)`` of u/delta and ``(N, CH)`` of B/C, forms ``a = exp(dt*A)`` and
-``b = dt*B*u`` as ``(BD, N, CH)`` fp32 tiles, runs ``tl.associative_scan`` along the chunk, adds the carried
-state, reduces ``sum_n C*h``, applies the D skip and the SiLU(z) gate, and stores ``y`` (or, for the fused
-SS2D, atomically adds it into the fp32 image accumulator, so that the K directions merge in place).
+chunk by chunk. Its tiles are ``(R, CH)`` with ``R = BD * NP`` state rows (row r: channel r // NP, state
+r % NP; for N = 1 a row is a channel), so every operation is two-dimensional: u/delta rows repeat over
+the states and B/C rows over the channels (broadcast loads served by L1). Per chunk: ``a = exp(dt*A)``,
+``b = dt*B*u``, ``tl.associative_scan`` along the chunk plus the carried state, ``y = sum_n C*h`` (a
+reduction over the NP rows of a channel), D skip, SiLU(z) gate, then ``y`` is stored (or, for the fused
+SS2D, atomically added to the fp32 image accumulator so the K directions merge in place).
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import triton
 import triton.language as tl
 
 from geomamba.ops.triton._common import (
+    channel_pick,
+    channel_sum,
     chunk_count,
     chunk_tile,
     combine_fwd,
@@ -24,113 +28,38 @@ from geomamba.ops.triton._common import (
 
 
 @triton.jit
-def _fwd_seq_nd(
-    x_ptr,
-    delta_ptr,
-    B_ptr,
-    C_ptr,
-    z_ptr,
-    y_ptr,
-    last_ptr,
-    x_row,
-    dl_row,
-    bc_base,
-    last_off,
-    A2,
-    Dv,
-    bias,
-    L,
-    H,
-    W,
-    N,
-    HAS_D: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    HAS_Z: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-    STORE_LAST: tl.constexpr,
-    ACCUM: tl.constexpr,
-    COLMAJOR: tl.constexpr,
-    REVERSE: tl.constexpr,
-    BD: tl.constexpr,
-    NP: tl.constexpr,
-    TO: tl.constexpr,
-    TI: tl.constexpr,
-):
-    CH: tl.constexpr = TO * TI
-    offs_n = tl.arange(0, NP)
-    nmask = offs_n < N
-    seq = tl.arange(0, CH)
-    if REVERSE:
-        last_sel = seq == 0
-    else:
-        last_sel = seq == CH - 1
-    nc = chunk_count(L, H, W, COLMAJOR, TO, TI)
-    h = tl.zeros((BD, NP), dtype=tl.float32)
-    for it in range(nc):
-        if REVERSE:
-            c = nc - 1 - it
-        else:
-            c = it
-        off, msk = chunk_tile(c, L, H, W, COLMAJOR, TO, TI)
-        m3 = msk[None, :, :]
-        u = tl.load(x_ptr + x_row[:, None, None] + off[None, :, :], mask=m3, other=0.0).to(tl.float32)
-        dr = tl.load(delta_ptr + dl_row[:, None, None] + off[None, :, :], mask=m3, other=0.0).to(tl.float32)
-        bc_off = bc_base + offs_n[:, None, None] * L + off[None, :, :]
-        bc_m = nmask[:, None, None] & m3
-        Bt = tl.load(B_ptr + bc_off, mask=bc_m, other=0.0).to(tl.float32)
-        Ct = tl.load(C_ptr + bc_off, mask=bc_m, other=0.0).to(tl.float32)
-        u = tl.reshape(u, (BD, CH))
-        dr = tl.reshape(dr, (BD, CH))
-        Bt = tl.reshape(Bt, (NP, CH))
-        Ct = tl.reshape(Ct, (NP, CH))
-        valid = tl.reshape(msk, (CH,))
-        if HAS_BIAS:
-            dr = dr + bias[:, None]
-        if SOFTPLUS:
-            dt = softplus(dr)
-        else:
-            dt = dr
-        dt = tl.where(valid[None, :], dt, 0.0)
-        a = tl.exp2(dt[:, None, :] * A2[:, :, None])
-        bx = (dt * u)[:, None, :] * Bt[None, :, :]
-        aa, hh = tl.associative_scan((a, bx), 2, combine_fwd, reverse=REVERSE)
-        hh = hh + aa * h[:, :, None]
-        y = tl.sum(hh * Ct[None, :, :], 1)
-        if HAS_D:
-            y = y + Dv[:, None] * u
-        h = tl.sum(tl.where(last_sel[None, None, :], hh, 0.0), 2)
-        y3 = tl.reshape(y, (BD, TO, TI))
-        y_off = x_row[:, None, None] + off[None, :, :]
-        if HAS_Z:
-            zz = tl.load(z_ptr + y_off, mask=m3, other=0.0).to(tl.float32)
-            y3 = y3 * zz * tl.sigmoid(zz)
-        if ACCUM:
-            tl.atomic_add(y_ptr + y_off, y3, mask=m3 & (y_off >= 0), sem="relaxed")
-        else:
-            tl.store(y_ptr + y_off, y3.to(y_ptr.dtype.element_ty), mask=m3)
-    if STORE_LAST:
-        tl.store(last_ptr + last_off, h, mask=nmask[None, :])
-
-
-@triton.jit
-def _fwd_seq_n1(
-    x_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, last_ptr, x_row, dl_row, bc_base, last_off, A2, Dv, bias,
-    L, H, W,
+def _fwd_seq(
+    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+    x_base, dl_base, bc_base, prm0, last_base, L, H, W, N,
     HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
     STORE_LAST: tl.constexpr, ACCUM: tl.constexpr, COLMAJOR: tl.constexpr, REVERSE: tl.constexpr,
-    BD: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
+    BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
 ):  # fmt: skip
-    """N = 1: every tile is ``(BD, CH)``; B/C rows are broadcast loads (one group per block)."""
     CH: tl.constexpr = TO * TI
+    R: tl.constexpr = BD * NP
+    rr = tl.arange(0, R)
+    rd = rr // NP
+    rn = rr % NP
+    nmask = rn < N
+    true_r = rr >= 0
+    dd = tl.arange(0, BD)
+    true_d = dd >= 0
+    x_rows_r = x_base + rd.to(tl.int64) * L
+    x_rows_d = x_base + dd.to(tl.int64) * L
+    dl_rows = dl_base + rd.to(tl.int64) * L
+    bc_rows = bc_base + rn.to(tl.int64) * L
+    a2 = tl.load(A_ptr + (prm0 + rd) * N + rn, mask=nmask, other=0.0) * 1.4426950408889634
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + prm0 + rd).to(tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + prm0 + dd).to(tl.float32)
     seq = tl.arange(0, CH)
     if REVERSE:
         last_sel = seq == 0
     else:
         last_sel = seq == CH - 1
-    a2 = tl.sum(A2, 1)
-    bc_row = bc_base + tl.zeros((BD,), dtype=tl.int64)
     nc = chunk_count(L, H, W, COLMAJOR, TO, TI)
-    h = tl.zeros((BD,), dtype=tl.float32)
+    h = tl.zeros((R,), dtype=tl.float32)
     for it in range(nc):
         if REVERSE:
             c = nc - 1 - it
@@ -138,10 +67,10 @@ def _fwd_seq_n1(
             c = it
         off, msk = chunk_tile(c, L, H, W, COLMAJOR, TO, TI)
         valid = flat_mask(msk, COLMAJOR, CH)
-        u = load_tile(x_ptr, x_row, off, msk, COLMAJOR, BD, CH)
-        dr = load_tile(delta_ptr, dl_row, off, msk, COLMAJOR, BD, CH)
-        Bt = load_tile(B_ptr, bc_row, off, msk, COLMAJOR, BD, CH)
-        Ct = load_tile(C_ptr, bc_row, off, msk, COLMAJOR, BD, CH)
+        u = load_tile(x_ptr, x_rows_r, true_r, off, msk, COLMAJOR, R, CH)
+        dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, COLMAJOR, R, CH)
+        Bt = load_tile(B_ptr, bc_rows, nmask, off, msk, COLMAJOR, R, CH)
+        Ct = load_tile(C_ptr, bc_rows, nmask, off, msk, COLMAJOR, R, CH)
         if HAS_BIAS:
             dr = dr + bias[:, None]
         if SOFTPLUS:
@@ -149,76 +78,30 @@ def _fwd_seq_n1(
         else:
             dt = dr
         dt = tl.where(valid, dt, 0.0)
-        a = tl.exp2(dt * a2[:, None])
-        bx = dt * u * Bt
-        aa, hh = tl.associative_scan((a, bx), 1, combine_fwd, reverse=REVERSE)
+        aa, hh = tl.associative_scan(
+            (tl.exp2(dt * a2[:, None]), dt * u * Bt), 1, combine_fwd, reverse=REVERSE
+        )
         hh = hh + aa * h[:, None]
-        y = hh * Ct
-        if HAS_D:
-            y = y + Dv[:, None] * u
         h = tl.sum(tl.where(last_sel[None, :], hh, 0.0), 1)
+        y = channel_sum(hh * Ct, BD, NP, CH)
+        if HAS_D:
+            y = y + Dv[:, None] * channel_pick(u, BD, NP, CH)
         if HAS_Z:
-            zz = load_tile(z_ptr, x_row, off, msk, COLMAJOR, BD, CH)
+            zz = load_tile(z_ptr, x_rows_d, true_d, off, msk, COLMAJOR, BD, CH)
             y = y * zz * tl.sigmoid(zz)
-        store_tile(y_ptr, x_row, off, msk, y, COLMAJOR, ACCUM, BD, TO, TI)
+        store_tile(y_ptr, x_rows_d, true_d, off, msk, y, COLMAJOR, ACCUM, BD, TO, TI)
     if STORE_LAST:
-        tl.store(last_ptr + last_off, h[:, None])
-
-
-@triton.jit
-def _fwd_seq(
-    x_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, last_ptr, x_row, dl_row, bc_base, last_off, A2, Dv, bias,
-    L, H, W, N,
-    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
-    STORE_LAST: tl.constexpr, ACCUM: tl.constexpr, COLMAJOR: tl.constexpr, REVERSE: tl.constexpr,
-    BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
-):  # fmt: skip
-    if NP == 1:
-        _fwd_seq_n1(
-            x_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, last_ptr, x_row, dl_row, bc_base, last_off, A2, Dv,
-            bias, L, H, W, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, COLMAJOR, REVERSE, BD, TO, TI,
-        )  # fmt: skip
-    else:
-        _fwd_seq_nd(
-            x_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, last_ptr, x_row, dl_row, bc_base, last_off, A2, Dv,
-            bias, L, H, W, N, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, COLMAJOR, REVERSE, BD, NP,
-            TO, TI,
-        )  # fmt: skip
+        tl.store(last_ptr + last_base + rd * N + rn, h, mask=nmask)
 
 
 @triton.jit
 def scan_fwd_kernel(
-    x_ptr,
-    delta_ptr,
-    A_ptr,
-    B_ptr,
-    C_ptr,
-    D_ptr,
-    bias_ptr,
-    z_ptr,
-    y_ptr,
-    last_ptr,
-    Dm,
-    K,
-    G,
-    N,
-    L,
-    H,
-    W,
-    n_dblocks,
-    HAS_D: tl.constexpr,
-    HAS_BIAS: tl.constexpr,
-    HAS_Z: tl.constexpr,
-    SOFTPLUS: tl.constexpr,
-    STORE_LAST: tl.constexpr,
-    ACCUM: tl.constexpr,
-    SS2D: tl.constexpr,
-    BD: tl.constexpr,
-    NP: tl.constexpr,
-    CH: tl.constexpr,
-    TO_C: tl.constexpr,
-    TI_C: tl.constexpr,
-):
+    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+    Dm, K, G, N, L, H, W, n_dblocks,
+    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
+    STORE_LAST: tl.constexpr, ACCUM: tl.constexpr, SS2D: tl.constexpr,
+    BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr, TO_C: tl.constexpr, TI_C: tl.constexpr,
+):  # fmt: skip
     """Grid: ``batch * n_dblocks * K`` programs, k fastest (the K directions of a block run together).
 
     Plain scan: ``K = 1``; x/z/y ``(batch, Dm, L)``; delta ``(batch, Dm, L)``; B/C ``(batch, G, N, L)``.
@@ -231,55 +114,40 @@ def scan_fwd_kernel(
     db = rest % n_dblocks
     b = rest // n_dblocks
     d0 = db * BD
-    offs_d = d0 + tl.arange(0, BD)
-    offs_n = tl.arange(0, NP)
-    nmask = offs_n < N
     g = d0 // (Dm // G)
-    x_row = (b * Dm + offs_d).to(tl.int64) * L
-    dl_row = ((b * K + k) * Dm + offs_d).to(tl.int64) * L
+    x_base = (b * Dm + d0).to(tl.int64) * L
+    dl_base = ((b * K + k) * Dm + d0).to(tl.int64) * L
     bc_base = ((b * K + k) * G + g).to(tl.int64) * N * L
-    prm = k * Dm + offs_d
-    A2 = (
-        tl.load(A_ptr + prm[:, None] * N + offs_n[None, :], mask=nmask[None, :], other=0.0)
-        * 1.4426950408889634
-    )
-    if HAS_D:
-        Dv = tl.load(D_ptr + prm).to(tl.float32)
-    else:
-        Dv = tl.zeros((BD,), dtype=tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + prm).to(tl.float32)
-    else:
-        bias = tl.zeros((BD,), dtype=tl.float32)
-    last_off = ((b * K + k) * Dm + offs_d)[:, None].to(tl.int64) * N + offs_n[None, :]
+    prm0 = k * Dm + d0
+    last_base = ((b * K + k) * Dm + d0).to(tl.int64) * N
     if SS2D:
         if k == 0:
             _fwd_seq(
-                x_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, last_ptr, x_row, dl_row, bc_base, last_off,
-                A2, Dv, bias, L, H, W, N, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM,
-                False, False, BD, NP, 1, CH,
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+                x_base, dl_base, bc_base, prm0, last_base, L, H, W, N,
+                HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, False, False, BD, NP, 1, CH,
             )  # fmt: skip
         elif k == 1:
             _fwd_seq(
-                x_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, last_ptr, x_row, dl_row, bc_base, last_off,
-                A2, Dv, bias, L, H, W, N, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM,
-                True, False, BD, NP, TO_C, TI_C,
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+                x_base, dl_base, bc_base, prm0, last_base, L, H, W, N,
+                HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, True, False, BD, NP, TO_C, TI_C,
             )  # fmt: skip
         elif k == 2:
             _fwd_seq(
-                x_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, last_ptr, x_row, dl_row, bc_base, last_off,
-                A2, Dv, bias, L, H, W, N, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM,
-                False, True, BD, NP, 1, CH,
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+                x_base, dl_base, bc_base, prm0, last_base, L, H, W, N,
+                HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, False, True, BD, NP, 1, CH,
             )  # fmt: skip
         else:
             _fwd_seq(
-                x_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, last_ptr, x_row, dl_row, bc_base, last_off,
-                A2, Dv, bias, L, H, W, N, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM,
-                True, True, BD, NP, TO_C, TI_C,
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+                x_base, dl_base, bc_base, prm0, last_base, L, H, W, N,
+                HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, True, True, BD, NP, TO_C, TI_C,
             )  # fmt: skip
     else:
         _fwd_seq(
-            x_ptr, delta_ptr, B_ptr, C_ptr, z_ptr, y_ptr, last_ptr, x_row, dl_row, bc_base, last_off,
-            A2, Dv, bias, L, H, W, N, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM,
-            False, False, BD, NP, 1, CH,
+            x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+            x_base, dl_base, bc_base, prm0, last_base, L, H, W, N,
+            HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, False, False, BD, NP, 1, CH,
         )  # fmt: skip
