@@ -123,6 +123,8 @@ def main() -> None:
         "plain_N1_G1_bare": lambda: _plain(
             1, 4, 7, 1, 1, d=False, z=False, bias=False, dlast=False, cfg=None
         ),
+        # L = 1 (zero-padded short sequence), every option
+        "plain_N1_L1": lambda: _plain(2, 2, 1, 1, 1, d=True, z=True, bias=True, dlast=True, cfg=None),
         # N = 1 (the 2-D fast path) with every option
         "plain_N1_G2_all": lambda: _plain(2, 4, 37, 1, 2, d=True, z=True, bias=True, dlast=True, cfg=small),
         # N = 16 (padded state), D and delta_bias

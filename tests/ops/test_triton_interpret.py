@@ -23,6 +23,7 @@ SRC = Path(__file__).resolve().parents[2] / "src"
 EXPECTED = {
     "plain_N4_G2_all": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"},
     "plain_N1_G1_bare": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC"},
+    "plain_N1_L1": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"},
     "plain_N1_G2_all": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"},
     "plain_N16_G1": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
     "ss2d_K4_5x3": {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},

@@ -12,6 +12,7 @@ import contextlib
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 import triton
 
 from geomamba.ops.triton.scan_bwd import scan_bwd_kernel
@@ -32,11 +33,11 @@ class ScanConfig:
 # Tiles by padded state size: (plain fwd, plain bwd, SS2D fwd, SS2D bwd); the tile holds BD * NP state rows
 # of ``chunk`` positions. Chosen from the sweeps of bench/scan_gpu.py on an H100 (bench/NOTES_triton.md).
 _TABLE = {
-    1: (ScanConfig(4, 256, 4), ScanConfig(4, 128, 4), ScanConfig(2, 256, 4), ScanConfig(2, 256, 4)),
+    1: (ScanConfig(4, 256, 4), ScanConfig(4, 128, 4), ScanConfig(2, 256, 4), ScanConfig(4, 256, 4)),
     2: (ScanConfig(4, 128, 4), ScanConfig(2, 128, 4), ScanConfig(2, 128, 4), ScanConfig(2, 128, 4)),
     4: (ScanConfig(2, 128, 4), ScanConfig(1, 128, 4), ScanConfig(1, 128, 4), ScanConfig(1, 128, 4)),
     8: (ScanConfig(1, 128, 4), ScanConfig(1, 64, 4), ScanConfig(1, 128, 4), ScanConfig(1, 64, 4)),
-    16: (ScanConfig(1, 64, 4), ScanConfig(1, 32, 4), ScanConfig(1, 64, 4), ScanConfig(1, 32, 4)),
+    16: (ScanConfig(1, 32, 4), ScanConfig(1, 32, 4), ScanConfig(1, 32, 4), ScanConfig(1, 32, 4)),
 }
 
 
@@ -65,10 +66,25 @@ def pick_config(
     return npad, ScanConfig(bd, chunk, warps)
 
 
-def _colmajor_tile(h: int, chunk: int) -> tuple[int, int]:
-    """(TO columns, TI rows) of a column-major chunk: whole (padded) columns when they fit."""
+# Columns per column-major chunk. The kernels support TO > 1 (whole columns, transposed in shared memory
+# through tl.reshape; exact under the Triton interpreter), but Triton 3.6 on an H100 returned wrong sums
+# for some (rows, TO, TI) tiles, e.g. (2, 8, 16), while others passed: the launcher keeps one column per
+# chunk (strided loads, exact everywhere it was tested) until that is understood. bench/NOTES_triton.md.
+COLMAJOR_COLUMNS = 1
+
+# Sequences shorter than this are zero-padded to it (the kernels mask the padding): Triton specializes an
+# integer argument equal to 1 into a constant, and L = 1 came out wrong on the H100 while L = 7 was right.
+_MIN_LENGTH = 16
+
+
+def _colmajor_tile(h: int, chunk: int, columns: int = COLMAJOR_COLUMNS) -> tuple[int, int]:
+    """(TO columns, TI rows) of a column-major chunk."""
     ti = min(triton.next_power_of_2(max(h, 1)), chunk)
-    return chunk // ti, ti
+    return max(1, min(columns, chunk // ti)), ti
+
+
+def _pad_length(t, length):
+    return None if t is None else F.pad(t, (0, length - t.shape[-1])).contiguous()
 
 
 def _device_ctx(t: torch.Tensor):
@@ -114,18 +130,25 @@ def selective_scan_fwd(
     if length == 0 or batch == 0:
         last.zero_()
         return y, last
-    npad, cfg = pick_config(n, dim // groups, length, backward=False, override=config)
+    tiny = length < _MIN_LENGTH
+    stride = _MIN_LENGTH if tiny else length
+    if tiny:
+        u, delta, B, C, z = (_pad_length(t, stride) for t in (u, delta, B, C, z))
+        y = torch.empty_like(u)
+    npad, cfg = pick_config(n, dim // groups, stride, backward=False, override=config)
     n_db = dim // cfg.bd
     with _device_ctx(u):
         scan_fwd_kernel[(batch * n_db,)](
             u, delta, A32, B, C,
             D if D is not None else A32, delta_bias if delta_bias is not None else A32,
             z if z is not None else u, y, last,
-            dim, 1, groups, n, length, 1, length, n_db,
+            dim, 1, groups, n, stride, length, 1, stride, n_db, TINY=tiny,
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
             SOFTPLUS=bool(delta_softplus), STORE_LAST=True, ACCUM=False, SS2D=False,
             BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, num_warps=cfg.num_warps,
         )  # fmt: skip
+    if tiny:
+        y = y[..., :length].contiguous()
     return y, last
 
 
@@ -164,10 +187,17 @@ def selective_scan_bwd(
     dC = torch.zeros(C.shape, device=dev, dtype=f32)
     dD = torch.zeros(dim, device=dev, dtype=f32) if D is not None else None
     dbias = torch.zeros(dim, device=dev, dtype=f32) if delta_bias is not None else None
+    tiny = 0 < length < _MIN_LENGTH
+    stride = _MIN_LENGTH if tiny else length
+    if tiny:
+        u, delta, B, C, z, dy = (_pad_length(t, stride) for t in (u, delta, B, C, z, dy))
+        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+        dz = torch.empty_like(z) if z is not None else None
+        dB, dC = torch.zeros(B.shape, device=dev, dtype=f32), torch.zeros(C.shape, device=dev, dtype=f32)
     if length > 0 and batch > 0:
-        npad, cfg = pick_config(n, dim // groups, length, backward=True, override=config)
+        npad, cfg = pick_config(n, dim // groups, stride, backward=True, override=config)
         n_db = dim // cfg.bd
-        nc = triton.cdiv(length, cfg.chunk)
+        nc = triton.cdiv(stride, cfg.chunk)
         progs = batch * n_db
         st = torch.empty(progs * nc * cfg.bd * npad, device=dev, dtype=f32)
         with _device_ctx(u):
@@ -177,7 +207,7 @@ def selective_scan_bwd(
                 z if z is not None else u, dy, dlast_state if dlast_state is not None else A32, st,
                 du, ddelta, dA, dB, dC, dD if dD is not None else dA, dbias if dbias is not None else dA,
                 dz if dz is not None else du,
-                dim, 1, groups, n, length, 1, length, n_db, nc,
+                dim, 1, groups, n, stride, length, 1, stride, n_db, nc, TINY=tiny,
                 HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
                 SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast_state is not None, ACCUM=False, SS2D=False,
                 BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, num_warps=cfg.num_warps,
@@ -187,6 +217,9 @@ def selective_scan_bwd(
         ddelta.zero_()
         if dz is not None:
             dz.zero_()
+    if tiny:
+        du, ddelta, dB, dC = (t[..., :length].contiguous() for t in (du, ddelta, dB, dC))
+        dz = dz[..., :length].contiguous() if dz is not None else None
     return (
         du,
         ddelta,
@@ -247,7 +280,7 @@ def ss2d_fwd(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config
             x, delta, A32, B, C,
             D if D is not None else A32, delta_bias if delta_bias is not None else A32,
             x, y, A32,
-            dm, k, 1, n, h * w, h, w, n_db,
+            dm, k, 1, n, h * w, h * w, h, w, n_db, TINY=False,
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=False,
             SOFTPLUS=True, STORE_LAST=False, ACCUM=accum, SS2D=True,
             BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, num_warps=cfg.num_warps,
@@ -281,7 +314,7 @@ def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, co
                 D if D is not None else A32, delta_bias if delta_bias is not None else A32,
                 x, dy, A32, st,
                 dx, ddelta, dA, dB, dC, dD if dD is not None else dA, dbias if dbias is not None else dA, dx,
-                dm, k, 1, n, h * w, h, w, n_db, nc_max,
+                dm, k, 1, n, h * w, h * w, h, w, n_db, nc_max, TINY=False,
                 HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=False,
                 SOFTPLUS=True, HAS_DLAST=False, ACCUM=accum, SS2D=True,
                 BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, num_warps=cfg.num_warps,

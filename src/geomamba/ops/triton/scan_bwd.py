@@ -34,8 +34,8 @@ from geomamba.ops.triton._common import (
 def _bwd_seq(
     x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
     dx_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
-    x_base, dl_base, bc_base, prm0, last_base, st_base, L, H, W, N,
-    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
+    x_base, dl_base, bc_base, prm0, last_base, st_base, L, Lv, H, W, N,
+    TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, ACCUM: tl.constexpr, COLMAJOR: tl.constexpr, REVERSE: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
 ):  # fmt: skip
@@ -67,6 +67,10 @@ def _bwd_seq(
         last_sel = seq == CH - 1
         first_sel = seq == 0
     nc = chunk_count(L, H, W, COLMAJOR, TO, TI)
+    if TINY:
+        Lm = Lv  # padded short sequence: L is the row stride, Lv the valid length
+    else:
+        Lm = L
 
     # pass 1: the state entering every chunk
     h = tl.zeros((R,), dtype=tl.float32)
@@ -76,7 +80,7 @@ def _bwd_seq(
         else:
             c = it
         tl.store(st_ptr + st_base + it * R + rr, h)
-        off, msk = chunk_tile(c, L, H, W, COLMAJOR, TO, TI)
+        off, msk = chunk_tile(c, Lm, H, W, COLMAJOR, TO, TI)
         valid = flat_mask(msk, COLMAJOR, CH)
         u = load_tile(x_ptr, x_rows_r, true_r, off, msk, COLMAJOR, R, CH)
         dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, COLMAJOR, R, CH)
@@ -110,7 +114,7 @@ def _bwd_seq(
         else:
             c = it
         h0 = tl.load(st_ptr + st_base + it * R + rr)
-        off, msk = chunk_tile(c, L, H, W, COLMAJOR, TO, TI)
+        off, msk = chunk_tile(c, Lm, H, W, COLMAJOR, TO, TI)
         valid = flat_mask(msk, COLMAJOR, CH)
         u = load_tile(x_ptr, x_rows_r, true_r, off, msk, COLMAJOR, R, CH)
         dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, COLMAJOR, R, CH)
@@ -170,13 +174,13 @@ def _bwd_seq(
         tl.atomic_add(dbias_ptr + prm0 + dd, tl.sum(acc_db, 1), sem="relaxed")
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["Lv"])
 def scan_bwd_kernel(
     x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
     dx_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
-    Dm, K, G, N, L, H, W, n_dblocks, nc_max,
-    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_DLAST: tl.constexpr, ACCUM: tl.constexpr, SS2D: tl.constexpr,
+    Dm, K, G, N, L, Lv, H, W, n_dblocks, nc_max,
+    TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, ACCUM: tl.constexpr, SS2D: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr, TO_C: tl.constexpr, TI_C: tl.constexpr,
 ):  # fmt: skip
     """Same grid and layouts as ``scan_fwd_kernel``; dy has y's layout, gradients their input's layout.
@@ -202,34 +206,34 @@ def scan_bwd_kernel(
             _bwd_seq(
                 x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
                 dx_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
-                x_base, dl_base, bc_base, prm0, last_base, st_base, L, H, W, N,
-                HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, ACCUM, False, False, BD, NP, 1, CH,
+                x_base, dl_base, bc_base, prm0, last_base, st_base, L, Lv, H, W, N,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, ACCUM, False, False, BD, NP, 1, CH,
             )  # fmt: skip
         elif k == 1:
             _bwd_seq(
                 x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
                 dx_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
-                x_base, dl_base, bc_base, prm0, last_base, st_base, L, H, W, N,
-                HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, ACCUM, True, False, BD, NP, TO_C, TI_C,
+                x_base, dl_base, bc_base, prm0, last_base, st_base, L, Lv, H, W, N,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, ACCUM, True, False, BD, NP, TO_C, TI_C,
             )  # fmt: skip
         elif k == 2:
             _bwd_seq(
                 x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
                 dx_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
-                x_base, dl_base, bc_base, prm0, last_base, st_base, L, H, W, N,
-                HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, ACCUM, False, True, BD, NP, 1, CH,
+                x_base, dl_base, bc_base, prm0, last_base, st_base, L, Lv, H, W, N,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, ACCUM, False, True, BD, NP, 1, CH,
             )  # fmt: skip
         else:
             _bwd_seq(
                 x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
                 dx_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
-                x_base, dl_base, bc_base, prm0, last_base, st_base, L, H, W, N,
-                HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, ACCUM, True, True, BD, NP, TO_C, TI_C,
+                x_base, dl_base, bc_base, prm0, last_base, st_base, L, Lv, H, W, N,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, ACCUM, True, True, BD, NP, TO_C, TI_C,
             )  # fmt: skip
     else:
         _bwd_seq(
             x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
             dx_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
-            x_base, dl_base, bc_base, prm0, last_base, st_base, L, H, W, N,
-            HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, ACCUM, False, False, BD, NP, 1, CH,
+            x_base, dl_base, bc_base, prm0, last_base, st_base, L, Lv, H, W, N,
+            TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, ACCUM, False, False, BD, NP, 1, CH,
         )  # fmt: skip

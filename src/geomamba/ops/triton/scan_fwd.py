@@ -30,8 +30,8 @@ from geomamba.ops.triton._common import (
 @triton.jit
 def _fwd_seq(
     x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
-    x_base, dl_base, bc_base, prm0, last_base, L, H, W, N,
-    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
+    x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
+    TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
     STORE_LAST: tl.constexpr, ACCUM: tl.constexpr, COLMAJOR: tl.constexpr, REVERSE: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
 ):  # fmt: skip
@@ -59,13 +59,17 @@ def _fwd_seq(
     else:
         last_sel = seq == CH - 1
     nc = chunk_count(L, H, W, COLMAJOR, TO, TI)
+    if TINY:
+        Lm = Lv  # padded short sequence: L is the row stride, Lv the valid length
+    else:
+        Lm = L
     h = tl.zeros((R,), dtype=tl.float32)
     for it in range(nc):
         if REVERSE:
             c = nc - 1 - it
         else:
             c = it
-        off, msk = chunk_tile(c, L, H, W, COLMAJOR, TO, TI)
+        off, msk = chunk_tile(c, Lm, H, W, COLMAJOR, TO, TI)
         valid = flat_mask(msk, COLMAJOR, CH)
         u = load_tile(x_ptr, x_rows_r, true_r, off, msk, COLMAJOR, R, CH)
         dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, COLMAJOR, R, CH)
@@ -94,12 +98,12 @@ def _fwd_seq(
         tl.store(last_ptr + last_base + rd * N + rn, h, mask=nmask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["Lv"])
 def scan_fwd_kernel(
     x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
-    Dm, K, G, N, L, H, W, n_dblocks,
-    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
-    STORE_LAST: tl.constexpr, ACCUM: tl.constexpr, SS2D: tl.constexpr,
+    Dm, K, G, N, L, Lv, H, W, n_dblocks,
+    TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
+    SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, ACCUM: tl.constexpr, SS2D: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr, TO_C: tl.constexpr, TI_C: tl.constexpr,
 ):  # fmt: skip
     """Grid: ``batch * n_dblocks * K`` programs, k fastest (the K directions of a block run together).
@@ -124,30 +128,30 @@ def scan_fwd_kernel(
         if k == 0:
             _fwd_seq(
                 x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
-                x_base, dl_base, bc_base, prm0, last_base, L, H, W, N,
-                HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, False, False, BD, NP, 1, CH,
+                x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, False, False, BD, NP, 1, CH,
             )  # fmt: skip
         elif k == 1:
             _fwd_seq(
                 x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
-                x_base, dl_base, bc_base, prm0, last_base, L, H, W, N,
-                HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, True, False, BD, NP, TO_C, TI_C,
+                x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, True, False, BD, NP, TO_C, TI_C,
             )  # fmt: skip
         elif k == 2:
             _fwd_seq(
                 x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
-                x_base, dl_base, bc_base, prm0, last_base, L, H, W, N,
-                HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, False, True, BD, NP, 1, CH,
+                x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, False, True, BD, NP, 1, CH,
             )  # fmt: skip
         else:
             _fwd_seq(
                 x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
-                x_base, dl_base, bc_base, prm0, last_base, L, H, W, N,
-                HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, True, True, BD, NP, TO_C, TI_C,
+                x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, True, True, BD, NP, TO_C, TI_C,
             )  # fmt: skip
     else:
         _fwd_seq(
             x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
-            x_base, dl_base, bc_base, prm0, last_base, L, H, W, N,
-            HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, False, False, BD, NP, 1, CH,
+            x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
+            TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, False, False, BD, NP, 1, CH,
         )  # fmt: skip
