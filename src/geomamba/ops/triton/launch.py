@@ -72,8 +72,9 @@ def pick_config(
 # chunk (strided loads, exact everywhere it was tested) until that is understood. bench/NOTES_triton.md.
 COLMAJOR_COLUMNS = 1
 
-# Sequences shorter than this are zero-padded to it (the kernels mask the padding): Triton specializes an
-# integer argument equal to 1 into a constant, and L = 1 came out wrong on the H100 while L = 7 was right.
+# Sequences shorter than this are zero-padded to it (the kernels mask the padding with the valid length,
+# an unspecialized argument): one chunk shape serves them, and no row stride is specialized to the
+# constant 1. (L = 1 first looked wrong on the H100; it was the test's relative error against dA = 0.)
 _MIN_LENGTH = 16
 
 
