@@ -76,10 +76,13 @@ def _paint(img: np.ndarray, mask: np.ndarray, colour: np.ndarray) -> None:
 
 def make_scene(rng: np.random.Generator, size: int = 128, bands: int = 3) -> Scene:
     """One bitemporal scene of ``size`` x ``size`` pixels with ``bands`` bands (>= 1)."""
-    s = size / 128.0
+    if size < 32:
+        raise ValueError(f"scene size must be >= 32 pixels, got {size}")
+    # Object sizes in pixels are fixed (one ground resolution); object counts grow with the area.
+    area = (size / 128.0) ** 2
     # Ground: soil/grass mixture, tree patches.
-    grass_w = _smooth_noise(rng, size, max(8, int(32 * s)))
-    tree_f = _smooth_noise(rng, size, max(6, int(20 * s)))
+    grass_w = _smooth_noise(rng, size, 32)
+    tree_f = _smooth_noise(rng, size, 20)
     trees = tree_f > np.quantile(tree_f, 0.8)
     texture = _smooth_noise(rng, size, 3) - 0.5
 
@@ -93,8 +96,8 @@ def make_scene(rng: np.random.Generator, size: int = 128, bands: int = 3) -> Sce
 
     # Roads (present at both dates).
     road = np.zeros((size, size), bool)
-    for _ in range(rng.integers(1, 3)):
-        width = int(rng.integers(max(2, int(3 * s)), max(3, int(6 * s)) + 1))
+    for _ in range(max(1, round(rng.integers(1, 3) * size / 128.0))):
+        width = int(rng.integers(3, 7))
         pos = int(rng.integers(width, size - width))
         if rng.random() < 0.5:
             road[pos : pos + width] = True
@@ -103,21 +106,23 @@ def make_scene(rng: np.random.Generator, size: int = 128, bands: int = 3) -> Sce
     # Buildings: persistent, built (only in B), demolished (only in A).
     occupied = road.copy()
     buildings = []
-    for _ in range(int(34 * s * s)):
-        h = int(rng.integers(max(4, int(6 * s)), max(6, int(18 * s))))
-        w = int(rng.integers(max(4, int(6 * s)), max(6, int(18 * s))))
+    for _ in range(max(2, round(34 * area))):
+        h = int(rng.integers(6, 18))
+        w = int(rng.integers(6, 18))
         y, x = int(rng.integers(2, size - h - 2)), int(rng.integers(2, size - w - 2))
-        pad = max(2, int(2 * s))
+        pad = 2
         if occupied[max(0, y - pad) : y + h + pad, max(0, x - pad) : x + w + pad].any():
             continue
         occupied[max(0, y - pad) : y + h + pad, max(0, x - pad) : x + w + pad] = True
         kind = rng.choice(["keep", "new", "gone"], p=[0.55, 0.3, 0.15])
         buildings.append((y, x, h, w, kind, _ROOFS[rng.integers(len(_ROOFS))] * rng.uniform(0.9, 1.1)))
-    sun = rng.choice([-1, 1], size=2) * max(1, round(2 * s))
+    sun = rng.choice([-1, 1], size=2) * 2
 
     def draw(img: np.ndarray, date: str) -> np.ndarray:
         _paint(img, road, _ROAD)
-        for _ in range(int(rng.integers(2, 8))):  # cars move between the dates: not a change
+        for _ in range(
+            max(1, round(rng.integers(2, 8) * size / 128.0))
+        ):  # cars move between the dates: not a change
             ys, xs = np.nonzero(road)
             if len(ys):
                 i = int(rng.integers(len(ys)))
