@@ -73,3 +73,15 @@ def test_learning_rate_schedules():
     )
     cos = _lr_lambda("cosine", total=100, warmup=0, start=1.0, power=1.0, floor=0.1)
     assert cos(0) == pytest.approx(1.0) and cos(50) == pytest.approx(0.55) and cos(100) == pytest.approx(0.1)
+
+
+def test_shipped_recipes_parse():
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    levir = load_config(configs / "levircd.yaml")
+    assert (levir.data.crop_size, levir.data.batch_size, levir.optim.lr) == (256, 16, 1e-3)
+    assert levir.scheduler.name == "plateau" and levir.model.options["depths"] == [2, 2, 10]
+    whu = load_config(configs / "whucd.yaml")
+    assert whu.name == "whucd_subtask_mamba" and whu.optim.lr == levir.optim.lr
+    assert load_config(configs / "demo.yaml").model.name == "subtask_mamba_tiny"

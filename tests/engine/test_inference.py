@@ -77,3 +77,12 @@ def test_scene_blocks_equal_whole_image_and_keep_georeference(model, tmp_path):
     np.testing.assert_allclose(read_raster(tmp_path / "out.tif")[0], whole, rtol=1e-5, atol=1e-6)
     assert res.scores["support"]["changed"] == int((label > 0).sum())
     assert sum(res.scores["predicted"].values()) == 96 * 80
+
+
+def test_error_map_colours():
+    from geomamba.engine.figures import error_map
+
+    pred = np.array([[1, 0, 1, 0, 1]])
+    target = np.array([[1, 0, 0, 1, 255]])
+    em = error_map(pred, target)
+    assert em[0].tolist() == [[255, 255, 255], [0, 0, 0], [255, 0, 0], [0, 255, 0], [128, 128, 128]]

@@ -37,11 +37,22 @@ def error_map(pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor
     return out
 
 
-def display_rgb(image: torch.Tensor | np.ndarray) -> np.ndarray:
-    """A ``(C, H, W)`` normalised image as displayable ``(H, W, 3)`` float in [0, 1] (2-98 % stretch)."""
-    x = np.asarray(image.cpu() if isinstance(image, torch.Tensor) else image, np.float32)
-    x = x[:3] if x.shape[0] >= 3 else np.repeat(x[:1], 3, 0)
-    lo, hi = np.percentile(x, 2, axis=(1, 2)), np.percentile(x, 98, axis=(1, 2))
+def display_rgb(
+    image: torch.Tensor | np.ndarray, reference: torch.Tensor | np.ndarray | None = None
+) -> np.ndarray:
+    """A ``(C, H, W)`` normalised image as displayable ``(H, W, 3)`` float in [0, 1].
+
+    Each band is stretched between its 2nd and 98th percentiles, taken over ``reference`` when given
+    (e.g. both dates, so that the two dates are drawn with the same stretch).
+    """
+
+    def rgb(x: torch.Tensor | np.ndarray) -> np.ndarray:
+        x = np.asarray(x.cpu() if isinstance(x, torch.Tensor) else x, np.float32)
+        return x[:3] if x.shape[0] >= 3 else np.repeat(x[:1], 3, 0)
+
+    x = rgb(image)
+    ref = rgb(reference) if reference is not None else x
+    lo, hi = np.percentile(ref, 2, axis=(1, 2)), np.percentile(ref, 98, axis=(1, 2))
     x = (x - lo[:, None, None]) / np.maximum(hi - lo, 1e-6)[:, None, None]
     return np.clip(x, 0, 1).transpose(1, 2, 0)
 
@@ -62,7 +73,8 @@ def save_error_maps(samples: Sequence[dict[str, Any]], folder: Path, title: str 
         Image.fromarray(em).save(folder / f"{s['name']}.png")
         label = np.asarray(s["mask"]).astype(np.float32)
         label[label == IGNORE_INDEX] = 0.5
-        panels = [display_rgb(s["image"][0]), display_rgb(s["image"][1]), label, em]
+        both = np.concatenate([np.asarray(s["image"][0]), np.asarray(s["image"][1])], axis=2)
+        panels = [display_rgb(s["image"][0], both), display_rgb(s["image"][1], both), label, em]
         for col, (ax, img, head) in enumerate(zip(axes[row], panels, ("A", "B", "label", "errors"))):
             ax.imshow(img, cmap="gray" if col == 2 else None, vmin=0, vmax=1, interpolation="nearest")
             ax.set_xticks([])

@@ -16,6 +16,7 @@ A run whose ``checkpoints/last.ckpt`` exists resumes from it unless told otherwi
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sys
 from dataclasses import dataclass, replace
@@ -288,15 +289,15 @@ def train(cfg: RunConfig, *, resume: bool | str | Path | None = None) -> TrainRe
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     last = ckpt_dir / "last.ckpt"
+    history = list(module.history)  # testing a checkpoint reloads the history it was saved with
     test_scores = None
     if do_test:
         target = best if best is not None and best.is_file() else (last if last.is_file() else None)
         trainer.test(module, datamodule=dm, ckpt_path=target, weights_only=True, verbose=False)
         test_scores = module.test_scores
-    history = module.history
     best_entry = None
     if history:
-        scored = [h for h in history if h.get(cfg.eval.monitor) == h.get(cfg.eval.monitor)]
+        scored = [h for h in history if not math.isnan(h.get(cfg.eval.monitor, math.nan))]
         best_entry = max(scored, key=lambda h: h[cfg.eval.monitor]) if scored else None
     return TrainResult(run_dir, best, last if last.is_file() else None, best_entry, test_scores)
 
