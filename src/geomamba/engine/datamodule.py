@@ -1,7 +1,8 @@
 """The change-detection DataModule: datasets and loaders of a run's splits.
 
 Samples come from the validation pass (``geomamba.data.validate``) when it ran, otherwise from
-``geomamba.data.layout.discover_split``. Lightning adds a ``DistributedSampler`` under DDP.
+``geomamba.data.layout.discover_split``. Under DDP Lightning adds a ``DistributedSampler`` to the training
+loader; evaluation loaders get an unrepeated one (each sample on exactly one rank).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import logging
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from geomamba.data.datasets import ChangeDetectionDataset
@@ -86,10 +88,16 @@ class ChangeDataModule(pl.LightningDataModule):
     def _loader(self, role: str, batch_size: int, shuffle: bool) -> DataLoader:
         ds = self._dataset(role)
         workers = self.cfg.data.num_workers
+        sampler = None
+        if not shuffle and torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Evaluation under DDP: every sample exactly once over all ranks (no padding duplicates), so
+            # the summed confusion matrix equals the single-process one.
+            sampler = UnrepeatedDistributedSampler(ds, shuffle=False)
         return DataLoader(
             ds,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             num_workers=workers,
             pin_memory=torch.cuda.is_available(),
             drop_last=shuffle and len(ds) > batch_size,

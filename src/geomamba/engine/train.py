@@ -56,15 +56,16 @@ class TrainResult:
 
 
 def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:
-    """Console (stderr) logging of the ``geomamba`` logger, plus ``log_file`` on global rank 0."""
+    """Console (stderr) logging of the ``geomamba`` logger at ``level`` (unless the application already
+    configured the root logger), plus ``log_file`` on global rank 0."""
     logger = logging.getLogger("geomamba")
     logger.setLevel(level)
-    if not any(getattr(h, "_geomamba_console", False) for h in logger.handlers):
+    mine = any(getattr(h, "_geomamba_console", False) for h in logger.handlers)
+    if not mine and not logging.getLogger().handlers:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
         h._geomamba_console = True  # type: ignore[attr-defined]
         logger.addHandler(h)
-        logger.propagate = False
     if log_file is not None and rank_zero_only.rank == 0:
         for h in list(logger.handlers):
             if getattr(h, "_geomamba_file", None) is not None:
