@@ -30,6 +30,7 @@ __all__ = [
     "ISPRS_IGNORE_COLOURS",
     "ISPRS_PALETTE",
     "LOVEDA_CLASSES",
+    "LOVEDA_PALETTE",
     "PALETTES",
     "Palette",
     "SegmentationLabels",
@@ -50,6 +51,16 @@ ISPRS_PALETTE: tuple[Colour, ...] = (
 ISPRS_IGNORE_COLOURS: tuple[Colour, ...] = ((0, 0, 0),)
 # LoveDA label files: 0 = no-data, 1..7 = these classes (reduce_zero_label=True gives ids 0..6).
 LOVEDA_CLASSES = ("background", "building", "road", "water", "barren", "forest", "agricultural")
+# The LoveDA colours of mmsegmentation's figures (display only: LoveDA labels are class ids).
+LOVEDA_PALETTE: tuple[Colour, ...] = (
+    (255, 255, 255),
+    (255, 0, 0),
+    (255, 255, 0),
+    (0, 0, 255),
+    (159, 129, 183),
+    (0, 255, 0),
+    (255, 195, 128),
+)
 
 
 @dataclass(frozen=True)
@@ -61,7 +72,10 @@ class Palette:
     ignore_colours: tuple[Colour, ...] = ()
 
 
-PALETTES: dict[str, Palette] = {"isprs": Palette(ISPRS_CLASSES, ISPRS_PALETTE, ISPRS_IGNORE_COLOURS)}
+PALETTES: dict[str, Palette] = {
+    "isprs": Palette(ISPRS_CLASSES, ISPRS_PALETTE, ISPRS_IGNORE_COLOURS),
+    "loveda": Palette(LOVEDA_CLASSES, LOVEDA_PALETTE),
+}
 
 
 def _code(colours: np.ndarray) -> np.ndarray:

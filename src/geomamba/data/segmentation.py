@@ -10,8 +10,8 @@ An image and its label share a name after optional suffixes are removed from the
 (``image_suffix: _RGB``, ``label_suffix: _label`` pair ``top_potsdam_2_10_RGB.tif`` with
 ``top_potsdam_2_10_label.tif``). Validation/test splits can be scored against other labels
 (``eval_label_dir``: e.g. ISPRS eroded-boundary labels, ``_label_noBoundary``). When a template's folder
-does not exist but the template without its ``{split}`` part does (``root/images``), that folder is used
-for every split. Optional list files (one name per line) restrict a split: given, or found at
+does not exist but the template without its ``{split}`` part is a folder of images (``root/images``),
+that folder is used for every split. Optional list files (one name per line) restrict a split: given, or found at
 ``root/list/<split>.txt`` or ``root/<split>.txt``.
 
 ``validate_segmentation_dataset`` reads every file once before training (like
@@ -32,7 +32,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from geomamba.data.errors import DataError
-from geomamba.data.io import raster_info, read_raster
+from geomamba.data.io import RASTER_SUFFIXES, raster_info, read_raster
 from geomamba.data.layout import _index_folder, _read_list, find_list_file
 from geomamba.data.seg_labels import SegmentationLabels
 from geomamba.data.validate import BandStats, DatasetReport, _format_problems
@@ -69,15 +69,19 @@ class SegmentationLayout:
     eval_label_suffix: str | None = None
 
     def folder(self, root: str | Path, template: str, split: str) -> Path:
-        """``root / template.format(split=split)``, or the template without ``{split}`` when only that
-        folder exists (a root holding one split)."""
+        """``root / template.format(split=split)``, or, when that folder does not exist, the template
+        without ``{split}`` if that folder holds images (a root holding one split)."""
         root = Path(root)
         path = root / template.format(split=split)
         if path.is_dir() or "{split}" not in template:
             return path
-        bare = "/".join(p for p in template.split("/") if p != "{split}")
-        if bare and (root / bare).is_dir():
-            return root / bare
+        bare = root / "/".join(p for p in template.split("/") if p != "{split}")
+        if (
+            bare != root
+            and bare.is_dir()
+            and any(p.suffix.lower() in RASTER_SUFFIXES for p in bare.iterdir())
+        ):
+            return bare
         return path
 
     def labels_for(self, evaluation: bool) -> tuple[str, str]:
