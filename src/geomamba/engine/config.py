@@ -427,7 +427,10 @@ def _check_segmentation(cfg: RunConfig) -> None:
     if s.ignore_colours is not None:
         colours("data.segmentation.ignore_colours", s.ignore_colours)
     if s.encoding == "rgb" and s.palette is None:
-        raise ConfigError("data.segmentation.palette: RGB-coded labels need a palette (e.g. isprs)")
+        raise ConfigError(
+            f"data.segmentation.palette: RGB-coded labels need a palette: [[r, g, b], ...] with one colour "
+            f"per class ({k}), or a named palette ({', '.join(PALETTES)})"
+        )
 
 
 def _task_defaults(cfg: RunConfig, raw: dict[str, Any]) -> None:
@@ -440,7 +443,8 @@ def _task_defaults(cfg: RunConfig, raw: dict[str, Any]) -> None:
         return
     seg = cfg.data.segmentation
     if seg.encoding == "rgb" and seg.palette is None:
-        seg.palette = "isprs"
+        if "class_names" not in given_data or len(cfg.data.class_names) == len(PALETTES["isprs"].colours):
+            seg.palette = "isprs"
     if "class_names" not in given_data:
         if not isinstance(seg.palette, str):
             raise ConfigError(
