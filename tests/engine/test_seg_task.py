@@ -156,6 +156,12 @@ def test_train_and_test_commands_on_synthetic_scenes(seg_dataset, tmp_path, caps
     assert capsys.readouterr().out.startswith("mIoU ")
     again = json.loads((run / "test_test" / "metrics.json").read_text())["test"]
     assert again["confusion"] == metrics["test"]["confusion"] and again["BIoU"] == metrics["test"]["BIoU"]
+    image = seg_dataset / "test" / "images" / "test_0000.png"
+    assert (
+        main(["predict", str(best), "--a", str(image), "--b", str(image), "--out", str(tmp_path / "p.tif")])
+        == 2
+    )
+    assert "a segmentation checkpoint; `geomamba predict` maps image pairs" in capsys.readouterr().err
 
 
 def test_checkpointing_switches_give_the_same_loss_and_gradients(seg_dataset):
