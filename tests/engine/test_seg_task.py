@@ -143,6 +143,7 @@ def test_train_and_test_commands_on_synthetic_scenes(seg_dataset, tmp_path, caps
     tags = set(events.Tags()["scalars"])
     assert {"lr", "train/loss", "train/loss_ce", "train/loss_aux0", "train/loss_boundary"} <= tags
     assert {"val/mIoU", "val/BIoU", "val/IoU_car", "val/loss"} <= tags
+    assert not any(t.startswith("gpu/") for t in tags)  # GPU memory is logged on CUDA only
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["geomamba"]["task"] == "segmentation" and ckpt["geomamba"]["config"]["model"]["options"] == {
         "checkpoint_cnn": True,
@@ -186,3 +187,23 @@ def test_checkpointing_switches_give_the_same_loss_and_gradients(seg_dataset):
     torch.testing.assert_close(losses[0], losses[1])
     for name, g in grads[0].items():
         torch.testing.assert_close(g, grads[1][name], msg=name)
+
+
+def test_gpu_memory_stats():
+    from geomamba.engine.callbacks import gpu_memory_stats
+
+    assert gpu_memory_stats("cpu") == {}
+
+
+@pytest.mark.gpu
+def test_gpu_memory_stats_on_cuda():
+    from geomamba.engine.callbacks import gpu_memory_stats
+
+    x = torch.zeros(64, 2**20, device="cuda")  # 256 MiB
+    stats = gpu_memory_stats("cuda")
+    assert set(stats) == {"gpu/mem_allocated_gb", "gpu/mem_peak_gb", "gpu/mem_reserved_gb"}
+    assert (
+        stats["gpu/mem_peak_gb"] >= stats["gpu/mem_allocated_gb"] >= 0.25
+        and stats["gpu/mem_reserved_gb"] >= 0.25
+    )
+    del x

@@ -84,6 +84,16 @@ def _code(colours: np.ndarray) -> np.ndarray:
     return (c[..., 0] << 16) | (c[..., 1] << 8) | c[..., 2]
 
 
+def _plane_code(rgb: np.ndarray) -> np.ndarray:
+    """``(3+, H, W)`` label -> ``(H, W)`` int32 codes, built plane by plane (bounded memory on big tiles)."""
+    code = rgb[0].astype(np.int32)
+    code <<= 8
+    code |= rgb[1]
+    code <<= 8
+    code |= rgb[2]
+    return code
+
+
 def decode_palette(
     rgb: np.ndarray,
     colours: Sequence[Colour],
@@ -108,7 +118,7 @@ def decode_palette(
     matched = np.zeros(rgb.shape[1:], bool)
     table = [(i, c) for i, c in enumerate(colours)] + [(IGNORE_INDEX, c) for c in ignore_colours]
     if tolerance <= 0:
-        code = _code(np.moveaxis(rgb[:3], 0, -1))
+        code = _plane_code(rgb)
         for cid, colour in table:
             hit = code == _code(np.asarray(colour))
             out[hit] = cid
