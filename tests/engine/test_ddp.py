@@ -161,10 +161,14 @@ def test_launch_rank_reads_the_launcher_environment(monkeypatch):
     for var in (*_LAUNCH_VARS, "SLURM_PROCID"):
         monkeypatch.delenv(var, raising=False)
     assert launch_rank() == 0
-    monkeypatch.setenv("NODE_RANK", "1")  # Lightning launch, node 1: not rank 0, exact rank unknown yet
-    assert launch_rank() is None
-    monkeypatch.setenv("SLURM_PROCID", "5")
+    monkeypatch.setenv("SLURM_PROCID", "5")  # srun: one process per task
     assert launch_rank() == 5
+    monkeypatch.setenv("SLURM_PROCID", "0")
+    monkeypatch.setenv("LOCAL_RANK", "1")  # Lightning child in an interactive SLURM shell: not rank 0
+    assert launch_rank() is None
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    monkeypatch.setenv("NODE_RANK", "1")  # Lightning launch on node 1
+    assert launch_rank() is None
     monkeypatch.setenv("RANK", "0")  # torchrun's RANK wins
     assert launch_rank() == 0
     monkeypatch.setenv("RANK", "first")

@@ -35,17 +35,22 @@ def _env_int(name: str) -> int | None:
 def launch_rank() -> int | None:
     """Global rank of this process as the launcher's environment gives it.
 
-    Returns the rank from ``RANK``, ``SLURM_PROCID`` or ``JSM_NAMESPACE_RANK``; 0 for a process with
-    no rank variables (a plain single-process run, or the first process of a Lightning ``ddp`` launch on
-    node 0); ``None`` for a Lightning-launched process that is not global rank 0 but whose exact rank
-    is not known before the Trainer starts (``LOCAL_RANK`` > 0 or ``NODE_RANK`` > 0).
+    Returns ``RANK`` when set (torchrun); ``None`` for a process that is not global rank 0 but whose
+    exact rank is not known before the Trainer starts (``LOCAL_RANK`` > 0 or ``NODE_RANK`` > 0: started
+    by Lightning's ``ddp`` strategy, which also happens inside an interactive SLURM shell whose
+    ``SLURM_PROCID`` every child inherits); else ``SLURM_PROCID`` or ``JSM_NAMESPACE_RANK`` (one process
+    per task, ``srun``); else 0 (a single-process run, or the first process of a Lightning launch).
     """
-    for name in ("RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+    rank = _env_int("RANK")
+    if rank is not None:
+        return rank
+    if (_env_int("LOCAL_RANK") or 0) > 0 or (_env_int("NODE_RANK") or 0) > 0:
+        return None
+    for name in ("SLURM_PROCID", "JSM_NAMESPACE_RANK"):
         rank = _env_int(name)
         if rank is not None:
             return rank
-    local, node = _env_int("LOCAL_RANK") or 0, _env_int("NODE_RANK") or 0
-    return 0 if local == 0 and node == 0 else None
+    return 0
 
 
 def is_launch_rank_zero() -> bool:
