@@ -61,6 +61,8 @@ def _clean_env() -> dict[str, str]:
     src = str(Path(geomamba.__file__).resolve().parents[1])
     env["PYTHONPATH"] = os.pathsep.join([src, *filter(None, [env.get("PYTHONPATH")])])
     env["OMP_NUM_THREADS"] = "1"
+    if sys.platform.startswith("linux"):  # gloo between local processes: loopback, whatever the hostname
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     return env
 
 

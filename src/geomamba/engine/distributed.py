@@ -65,7 +65,8 @@ class PerRankRandomState(pl.Callback):
     the same crops, flips and dropout masks. At ``on_train_start`` rank r > 0 reseeds Python, NumPy and
     torch with ``seed + r`` (rank 0 and single-process runs keep their stream). The distributed
     sampler keeps the shared seed (``PL_GLOBAL_SEED``), so ranks still split each epoch disjointly;
-    loader workers are seeded per rank by Lightning already.
+    loader workers are seeded per rank by Lightning already. When fitting starts, rank 0 also logs the
+    process layout and the global batch.
     """
 
     def __init__(self, seed: int) -> None:
