@@ -90,12 +90,14 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_train(args) -> int:
     from geomamba.engine.config import load_config
+    from geomamba.engine.distributed import is_launch_rank_zero
     from geomamba.engine.train import train
 
     cfg = load_config(args.config, args.overrides)
     resume = False if args.fresh else args.resume
     result = train(cfg, resume=resume)
-    _report(result)
+    if is_launch_rank_zero():  # under DDP every process returns the same result: print it once
+        _report(result)
     return 0
 
 
