@@ -23,7 +23,9 @@ def add_experiment_parser(sub: argparse._SubParsersAction) -> None:
             help="key=value: experiment keys (datasets.NAME.root=..., output_dir=...) or recipe keys "
             "applied to every run (trainer.max_epochs=1)",
         )
-        p.add_argument("--only", nargs="+", metavar="RUN", help="run only these runs (DATASET/RUN or RUN, globs)")
+        p.add_argument(
+            "--only", nargs="+", metavar="RUN", help="run only these runs (DATASET/RUN or RUN, globs)"
+        )
         p.add_argument(
             "--devices",
             help="spread runs over these GPUs, one run per GPU at a time (e.g. 0,1,2,3 or auto); default: "
@@ -38,7 +40,9 @@ def add_experiment_parser(sub: argparse._SubParsersAction) -> None:
         )
         p.add_argument("--fail-fast", action="store_true", help="stop at the first failed run")
         p.add_argument("--no-report", action="store_true", help="do not write the report at the end")
-        p.add_argument("--report-only", action="store_true", help="run nothing; write the report of finished runs")
+        p.add_argument(
+            "--report-only", action="store_true", help="run nothing; write the report of finished runs"
+        )
         p.add_argument("--list", action="store_true", help="print the runs and their status, run nothing")
 
 

@@ -154,9 +154,7 @@ def comparison_figure(
         for m in models:
             pred = predictions[m].get(s.name)
             if pred is not None and pred.shape != s.label.shape:
-                raise DataError(
-                    f"prediction of {m} for {s.name} is {pred.shape}, the label {s.label.shape}"
-                )
+                raise DataError(f"prediction of {m} for {s.name} is {pred.shape}, the label {s.label.shape}")
             panels.append(error_map(pred, s.label) if pred is not None else None)
         for c, (ax, img) in enumerate(zip(axes[r], panels)):
             ax.set_xticks([])
@@ -182,7 +180,8 @@ def loss_curves_figure(histories: Mapping[str, Mapping[str, Sequence[Mapping[str
     for ax, ds in zip(axes, datasets):
         runs = histories.get(ds, {})
         for i, (label, history) in enumerate(runs.items()):
-            colour, marker = f"C{i % 10}", "osd^v<>"[(i // 10) % 7]  # > 10 runs: colours repeat, markers differ
+            # Beyond 10 runs the colours repeat with another marker.
+            colour, marker = f"C{i % 10}", "osd^v<>"[(i // 10) % 7]
             x = [h.get("epoch", math.nan) for h in history]
             train = [_num(h.get("train_loss")) for h in history]
             val = [_num(h.get("loss")) for h in history]

@@ -82,7 +82,9 @@ def run_on_devices(
                     log.info("%s: finished on device %s", job.key, device)
                 else:
                     failed = True
-                    log.error("%s: exit status %d on device %s; see %s", job.key, proc.returncode, device, job.log)
+                    log.error(
+                        "%s: exit status %d on device %s; see %s", job.key, proc.returncode, device, job.log
+                    )
                 free.append(device)
     except KeyboardInterrupt:
         for job, proc, _ in running.values():

@@ -235,4 +235,3 @@ def plan_runs(exp: ExperimentConfig, kind: str, cli_overrides: list[str] | None 
                 )
             )
     return runs
-

@@ -162,8 +162,11 @@ def _table(
     for j, (_, col, digits, scale, rule) in enumerate(values):
         if not rule:
             continue
-        vals = [(i, round(row.get(col) * scale, digits)) for i, row in enumerate(rows)
-                if isinstance(row.get(col), (int, float)) and not math.isnan(row.get(col))]
+        vals = [
+            (i, round(row.get(col) * scale, digits))
+            for i, row in enumerate(rows)
+            if isinstance(row.get(col), (int, float)) and not math.isnan(row.get(col))
+        ]
         if len(vals) < 2:
             continue
         if len({v for _, v in vals}) == 1:
@@ -245,7 +248,8 @@ def _md_table(t: Table) -> str:
         return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
     body = [
-        line([f"**{c}**" if (i, j) in t.best else c for j, c in enumerate(row)]) for i, row in enumerate(t.rows)
+        line([f"**{c}**" if (i, j) in t.best else c for j, c in enumerate(row)])
+        for i, row in enumerate(t.rows)
     ]
     text = "\n".join([line(t.header), "|" + "---|" * len(t.header), *body])
     return text + (f"\n\n{t.note}" if t.note else "")
@@ -291,7 +295,12 @@ def _figures(exp: ExperimentConfig, rows: Sequence[ResultRow], folder: Path) -> 
             continue
         d = ds_rows[0].run.config.data
         samples = load_figure_samples(
-            d.root, d.splits.test, names, bands=d.bands, ignore_value=d.ignore_value, list_file=d.list_files.test
+            d.root,
+            d.splits.test,
+            names,
+            bands=d.bands,
+            ignore_value=d.ignore_value,
+            list_file=d.list_files.test,
         )
         preds = {
             r.run.label: {
@@ -329,7 +338,18 @@ def build_report(exp: ExperimentConfig, kind: str, runs: Sequence[PlannedRun]) -
     for ds in dict.fromkeys(r.run.dataset for r in rows):
         ds_rows = [r for r in rows if r.run.dataset == ds]
         acc, eff = dataset_tables(ds_rows, kind, exp)
-        md += [f"## {ds}", "", "### Accuracy", "", _md_table(acc), "", "### Efficiency", "", _md_table(eff), ""]
+        md += [
+            f"## {ds}",
+            "",
+            "### Accuracy",
+            "",
+            _md_table(acc),
+            "",
+            "### Efficiency",
+            "",
+            _md_table(eff),
+            "",
+        ]
         body += [
             f"<h2>{html.escape(ds)}</h2>",
             "<h3>Accuracy</h3>",
@@ -341,7 +361,16 @@ def build_report(exp: ExperimentConfig, kind: str, runs: Sequence[PlannedRun]) -
         if fig is not None:
             md += ["### Error maps", "", f"![error maps of {ds}](figures/{fig.name})", ""]
             body += ["<h3>Error maps</h3>", _img(fig, f"error maps of {ds}")]
-    md += ["## Loss curves", "", "![loss curves](figures/loss_curves.png)", "", "## Runs", "", _md_table(runs_table(rows)), ""]
+    md += [
+        "## Loss curves",
+        "",
+        "![loss curves](figures/loss_curves.png)",
+        "",
+        "## Runs",
+        "",
+        _md_table(runs_table(rows)),
+        "",
+    ]
     body += [
         "<h2>Loss curves</h2>",
         _img(figures["loss_curves"], "loss curves"),

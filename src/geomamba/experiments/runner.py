@@ -130,7 +130,9 @@ def _drop_run_log_file() -> None:
             h.close()
 
 
-def execute_run(run: PlannedRun, exp: ExperimentConfig, figure_names: list[str], *, fresh: bool = False) -> dict:
+def execute_run(
+    run: PlannedRun, exp: ExperimentConfig, figure_names: list[str], *, fresh: bool = False
+) -> dict:
     """Train (resuming when possible) and test one run, measure it, predict the figure samples, and
     write its finished marker; returns the marker."""
     from geomamba import __version__, summary
@@ -178,9 +180,7 @@ def execute_run(run: PlannedRun, exp: ExperimentConfig, figure_names: list[str],
         ).to_dict()
         del fresh_model
     del model, module
-    samples, _ = discover_split(
-        cfg.data.root, cfg.data.splits.test, list_file=cfg.data.list_files.test
-    )
+    samples, _ = discover_split(cfg.data.root, cfg.data.splits.test, list_file=cfg.data.list_files.test)
     by_name = {x.name: x for x in samples}
     figure_dir = run_dir / "figure"
     for name in figure_names:
@@ -308,9 +308,7 @@ def resolve_devices(devices: str | list[Any] | None) -> list[str] | None:
     return out
 
 
-def _child_command(
-    config: Path, kind: str, overrides: list[str], run: PlannedRun, changed: str
-) -> list[str]:
+def _child_command(config: Path, kind: str, overrides: list[str], run: PlannedRun, changed: str) -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -394,9 +392,13 @@ def run_experiment(
     with _ExperimentLog(folder / "experiment.log"):
         if not report_only:
             if only is None:
-                text = yaml.safe_dump(
-                    {"config": str(exp.path), "kind": kind, "overrides": overrides}, sort_keys=False
-                ) + "# the experiment config:\n" + Path(exp.path).read_text(encoding="utf-8")
+                text = (
+                    yaml.safe_dump(
+                        {"config": str(exp.path), "kind": kind, "overrides": overrides}, sort_keys=False
+                    )
+                    + "# the experiment config:\n"
+                    + Path(exp.path).read_text(encoding="utf-8")
+                )
                 (folder / "experiment.yaml").write_text(text, encoding="utf-8")
             selected = _select(runs, only)
             _handle_changed(selected, status, changed)
@@ -407,7 +409,9 @@ def run_experiment(
             figure_names = _figure_names(exp, runs)
             device_list = resolve_devices(devices if devices is not None else exp.devices)
             if todo and device_list is not None:
-                log.info("%d run(s) over %d device(s): %s", len(todo), len(device_list), ", ".join(device_list))
+                log.info(
+                    "%d run(s) over %d device(s): %s", len(todo), len(device_list), ", ".join(device_list)
+                )
                 jobs = [
                     Job(
                         r.key,
