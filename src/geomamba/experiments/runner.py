@@ -27,6 +27,7 @@ import fnmatch
 import gc
 import json
 import logging
+import math
 import os
 import socket
 import sys
@@ -136,9 +137,10 @@ def execute_run(
     """Train (resuming when possible) and test one run, measure it, predict the figure samples, and
     write its finished marker; returns the marker."""
     from geomamba import __version__, summary
+    from geomamba.data.io import raster_info
     from geomamba.data.layout import discover_split
+    from geomamba.engine.inference import predict_scene
     from geomamba.engine.module import build_loss_from_config, build_model, load_module
-    from geomamba.engine.predict import predict_paths
     from geomamba.engine.train import train
     from geomamba.experiments.speed import measure_speed, run_device
 
@@ -162,12 +164,34 @@ def execute_run(
     e = exp.efficiency
     model = module.model.to(device)
     s = summary(model, (1, 2, channels, e.input_size, e.input_size), print_table=False)
+    samples, _ = discover_split(cfg.data.root, cfg.data.splits.test, list_file=cfg.data.list_files.test)
+    by_name = {x.name: x for x in samples}
+    ev = cfg.eval
+    for name in figure_names:  # the change maps drawn in the experiment's error-map figure
+        a = by_name[name].a
+        info = raster_info(a)
+        whole = math.ceil(max(info.height, info.width) / ev.pad_multiple) * ev.pad_multiple
+        predict_scene(  # as the test pass predicts: by the run's window, or the whole image
+            model,
+            a,
+            by_name[name].b,
+            run_dir / "figure" / f"{name}.png",
+            mean=cfg.data.mean,
+            std=cfg.data.std,
+            bands=cfg.data.bands,
+            window=ev.window or whole,
+            overlap=ev.overlap if ev.window else 0,
+            pad_multiple=ev.pad_multiple,
+            tta=ev.tta,
+            device=device,
+            progress=False,
+        )
+    del model, module
     speed = None
     if e.enabled:
         log.info("%s: timing inference and training on %s", run.key, device)
-        fresh_model = build_model(cfg)
         speed = measure_speed(
-            fresh_model,
+            build_model(cfg),
             build_loss_from_config(cfg),
             in_channels=channels,
             input_size=e.input_size,
@@ -178,14 +202,6 @@ def execute_run(
             precision=cfg.trainer.precision,
             num_classes=len(cfg.data.class_names),
         ).to_dict()
-        del fresh_model
-    del model, module
-    samples, _ = discover_split(cfg.data.root, cfg.data.splits.test, list_file=cfg.data.list_files.test)
-    by_name = {x.name: x for x in samples}
-    figure_dir = run_dir / "figure"
-    for name in figure_names:
-        x = by_name[name]
-        predict_paths(ckpt, x.a, x.b, figure_dir / f"{name}.png", device=str(device), progress=False)
     history = json.loads((run_dir / "metrics.json").read_text(encoding="utf-8")).get("history", [])
     marker = {
         "status": "finished",
