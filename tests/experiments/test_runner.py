@@ -108,6 +108,8 @@ def test_cli_lists_runs_and_reports_bad_configs(compare_exp, tmp_path, capsys):
     assert main(["experiment", "compare", str(config), "--list"]) == 0
     out = capsys.readouterr().out
     assert "synth/narrow" in out and "finished" in out and "2 run(s)" in out
+    assert main(["experiment", "compare", str(config), "--report-only"]) == 0
+    assert "report.html" in capsys.readouterr().out
     bad = tmp_path / "bad.yaml"
     bad.write_text(config.read_text() + "colour: red\n")
     assert main(["experiment", "compare", str(bad)]) == 2
