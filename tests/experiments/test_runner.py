@@ -6,10 +6,15 @@ import csv
 import json
 
 import pytest
+from _experiment_helpers import TWO_MODELS, write_experiment
 from PIL import Image
 
 from geomamba.cli.main import main
-from geomamba.experiments.runner import ExperimentError, run_experiment
+from geomamba.engine.callbacks import write_json
+from geomamba.experiments.config import load_experiment
+from geomamba.experiments.figures import comparison_figure, load_figure_samples
+from geomamba.experiments.plan import plan_runs
+from geomamba.experiments.runner import ExperimentError, _handle_changed, run_experiment, run_status
 
 METRICS = ("Precision", "Recall", "F1", "IoU", "OA", "Kappa")
 
@@ -58,8 +63,6 @@ def test_figure_grid_has_samples_by_models(compare_exp):
 
 
 def test_grid_geometry_and_missing_runs(exp_dataset):
-    from geomamba.experiments.figures import comparison_figure, load_figure_samples
-
     samples = load_figure_samples(exp_dataset, "test", ["test_0000", "test_0001", "test_0002"])
     preds = {"m1": {s.name: s.label for s in samples}, "m2": {}, "m3": {}}
     fig = comparison_figure(samples, preds)
@@ -119,8 +122,6 @@ def test_cli_lists_runs_and_reports_bad_configs(compare_exp, tmp_path, capsys):
 
 
 def test_failed_run_is_reported_and_others_go_on(exp_dataset, tmp_path):
-    from _experiment_helpers import write_experiment
-
     models = [{"name": "tiny_change_net_test", "label": "broken", "options": {"colour": 1}}]
     config = write_experiment(tmp_path, exp_dataset, models=models)
     with pytest.raises(ExperimentError, match="1 run\\(s\\) failed: synth/broken"):
@@ -130,3 +131,18 @@ def test_failed_run_is_reported_and_others_go_on(exp_dataset, tmp_path):
     assert "model.options.colour" in failed["error"]
     rows = _rows(folder)
     assert [r["status"] for r in rows] == ["failed"] and rows[0]["F1"] == ""
+
+
+def test_changed_runs_are_moved_aside_for_a_rerun(tmp_path):
+    runs = plan_runs(
+        load_experiment(write_experiment(tmp_path, tmp_path / "data", models=TWO_MODELS)), "compare"
+    )
+    old, same = runs
+    write_json(old.run_dir / "finished.json", {"fingerprint": "0" * 16})
+    write_json(same.run_dir / "finished.json", {"fingerprint": same.fingerprint})
+    status = {r.key: run_status(r) for r in runs}
+    assert status == {old.key: "changed", same.key: "finished"}
+    _handle_changed(runs, status, "rerun")
+    assert status == {old.key: "pending", same.key: "finished"}
+    assert not old.run_dir.exists() and len(list(old.run_dir.parent.glob(f"{old.run}.stale-*"))) == 1
+    assert same.run_dir.is_dir()
