@@ -97,7 +97,9 @@ def test_interrupted_run_resumes_from_its_last_checkpoint(compare_exp):
 
 def test_changed_recipe_is_an_error_unless_kept(compare_exp):
     config, _ = compare_exp
-    with pytest.raises(ExperimentError, match=r"changed since they ran.*--changed rerun"):
+    with pytest.raises(
+        ExperimentError, match=r"changed since they ran: synth/.*optim.lr: 0.001 -> 0.5.*--changed rerun"
+    ):
         run_experiment(config, "compare", ["optim.lr=0.5"], report=False)
     kept = run_experiment(config, "compare", ["optim.lr=0.5"], report=False, changed="keep")
     assert kept.ran == []

@@ -27,7 +27,15 @@ from geomamba.experiments.config import ExperimentConfig, check_plain_name
 from geomamba.models import get_model_entry
 from geomamba.models.change._subtask_ablation import SubtaskAblation, resolve_ablation
 
-__all__ = ["KINDS", "PlannedRun", "config_fingerprint", "parse_variant", "plan_runs"]
+__all__ = [
+    "KINDS",
+    "PlannedRun",
+    "changed_keys",
+    "config_fingerprint",
+    "parse_variant",
+    "plan_runs",
+    "result_keys",
+]
 
 KINDS = ("compare", "ablate")
 
@@ -66,16 +74,41 @@ class PlannedRun:
         return Path(self.config.output_dir) / self.config.name
 
 
-def config_fingerprint(cfg: RunConfig) -> str:
-    """A short hash of everything in a run config that changes its results."""
-    d = config_to_dict(cfg)
+def result_keys(cfg: RunConfig) -> dict[str, Any]:
+    """The run config as a flat ``{dot.key: value}`` dict of the keys that change its results."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and not prefix.endswith(("model.options", "loss")):
+            for k, v in node.items():
+                walk(v, f"{prefix}.{k}" if prefix else str(k))
+        else:
+            flat[prefix] = node
+
+    walk(config_to_dict(cfg), "")
     for path in _NOT_RESULTS:
-        node = d
-        for k in path[:-1]:
-            node = node.get(k, {})
-        node.pop(path[-1], None)
-    text = json.dumps(d, sort_keys=True, default=str)
+        flat.pop(".".join(path), None)
+    return flat
+
+
+def config_fingerprint(cfg: RunConfig) -> str:
+    """A short hash of everything in a run config that changes its results (``result_keys``)."""
+    text = json.dumps(result_keys(cfg), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every key that differs between two ``result_keys`` dicts."""
+    keys = sorted(set(old) | set(new))
+    missing = object()
+    out = []
+    for k in keys:
+        a, b = old.get(k, missing), new.get(k, missing)
+        if json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
+            fa = "(none)" if a is missing else repr(a)
+            fb = "(none)" if b is missing else repr(b)
+            out.append(f"{k}: {fa} -> {fb}")
+    return out
 
 
 def parse_variant(entry: Any, key: str) -> SubtaskAblation:

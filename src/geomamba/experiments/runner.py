@@ -45,7 +45,7 @@ from geomamba.engine.callbacks import write_json
 from geomamba.engine.config import ConfigError
 from geomamba.experiments.config import ExperimentConfig, load_experiment, split_overrides
 from geomamba.experiments.figures import select_figure_samples
-from geomamba.experiments.plan import PlannedRun, plan_runs
+from geomamba.experiments.plan import PlannedRun, changed_keys, plan_runs, result_keys
 
 __all__ = [
     "CHANGED_POLICIES",
@@ -149,7 +149,12 @@ def execute_run(
     (run_dir / FAILED).unlink(missing_ok=True)
     write_json(
         run_dir / STARTED,
-        {"fingerprint": run.fingerprint, "key": run.key, "started": time.strftime("%Y-%m-%d %H:%M:%S")},
+        {
+            "fingerprint": run.fingerprint,
+            "key": run.key,
+            "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+            "config": result_keys(run.config),
+        },
     )
     t0 = time.perf_counter()
     result = train(run.config, resume=False if fresh else None)
@@ -212,6 +217,7 @@ def execute_run(
         "version": run.version,
         "code": run.code,
         "fingerprint": run.fingerprint,
+        "config": result_keys(run.config),
         "scores": _positive_scores(result.test_scores, positive),
         "positive_class": positive,
         "test": result.test_scores,
@@ -290,9 +296,15 @@ def _handle_changed(runs: list[PlannedRun], status: dict[str, str], policy: str)
         return
     names = ", ".join(r.key for r in changed)
     if policy == "error":
+        lines = []
+        for r in changed:
+            old = (read_marker(r) or read_json(r.run_dir / STARTED) or {}).get("config") or {}
+            diff = changed_keys(old, result_keys(r.config)) if old else ["(earlier config not recorded)"]
+            lines.append(f"{r.key}: {'; '.join(diff[:4])}{' ...' if len(diff) > 4 else ''}")
         raise ExperimentError(
-            f"the config of {len(changed)} run(s) changed since they ran: {names}. Pass --changed rerun to "
-            "move their folders aside and run them again, or --changed keep to keep their results"
+            f"the config of {len(changed)} run(s) changed since they ran: {'  |  '.join(lines)}. Pass "
+            "--changed rerun to move their folders aside and run them again, or --changed keep to keep "
+            "their results"
         )
     if policy == "rerun":
         stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -400,11 +412,11 @@ def run_experiment(
     exp = load_experiment(config, exp_over)
     setup_logging()
     runs = plan_runs(exp, kind, recipe_over)
+    device_list = None if report_only else resolve_devices(devices if devices is not None else exp.devices)
     folder = exp.folder
     folder.mkdir(parents=True, exist_ok=True)
     status = {r.key: run_status(r) for r in runs}
     result = ExperimentResult(folder, runs, status)
-    device_list = None
     with _ExperimentLog(folder / "experiment.log"):
         if not report_only:
             if only is None:
@@ -423,7 +435,6 @@ def run_experiment(
             if skipped:
                 log.info("%d run(s) already finished, skipped: %s", len(skipped), ", ".join(skipped))
             figure_names = _figure_names(exp, runs)
-            device_list = resolve_devices(devices if devices is not None else exp.devices)
             if todo and device_list is not None:
                 log.info(
                     "%d run(s) over %d device(s): %s", len(todo), len(device_list), ", ".join(device_list)
