@@ -27,6 +27,7 @@ def test_report_is_self_contained(compare_exp):
     assert not re.search(r'(src|href)="(?!data:)', page)
     for label in ("tiny_change_net_test", "narrow", "Precision", "Kappa", "Inference (pairs/s)"):
         assert f"<td>{label}</td>" in page or f"<th>{label}</th>" in page, label
+    assert re.search(r"<td class=num>(<b>)?\d+\.\d\d(</b>)?</td>", page)
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed")

@@ -17,6 +17,7 @@ import base64
 import csv
 import html
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -255,12 +256,17 @@ def _md_table(t: Table) -> str:
     return text + (f"\n\n{t.note}" if t.note else "")
 
 
+_NUMBER = re.compile(r"^(-?\d+(\.\d+)?|–)$")
+
+
 def _html_table(t: Table, cls: str) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in t.header)
     body = []
     for i, row in enumerate(t.rows):
         cells = "".join(
-            f"<td><b>{html.escape(c)}</b></td>" if (i, j) in t.best else f"<td>{html.escape(c)}</td>"
+            ("<td class=num>" if _NUMBER.match(c) else "<td>")
+            + (f"<b>{html.escape(c)}</b>" if (i, j) in t.best else html.escape(c))
+            + "</td>"
             for j, c in enumerate(row)
         )
         body.append(f"<tr>{cells}</tr>")
@@ -275,8 +281,8 @@ def _img(path: Path, alt: str) -> str:
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;color:#222}
-table{border-collapse:collapse;margin:.6em 0}th,td{border:1px solid #bbb;padding:.25em .6em;text-align:right}
-th{background:#eee}td:first-child,th:first-child{text-align:left}.note{color:#555;font-size:.9em}
+table{border-collapse:collapse;margin:.6em 0}th,td{border:1px solid #bbb;padding:.25em .6em;text-align:left}
+th{background:#eee}td.num{text-align:right}.note{color:#555;font-size:.9em}
 img.figure{max-width:100%;border:1px solid #ddd;margin:.5em 0}pre{background:#f6f6f6;padding:.8em;overflow:auto}
 """
 
