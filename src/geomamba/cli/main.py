@@ -1,4 +1,4 @@
-"""The ``geomamba`` command: train, test, predict, demo, models, stats, config.
+"""The ``geomamba`` command: train, test, predict, demo, models, stats, config, experiment.
 
 Bad input (a missing file, a wrong config key, a corrupt checkpoint...) prints one line
 ``geomamba: error: ...`` and exits with status 2; set ``GEOMAMBA_DEBUG=1`` to see the traceback.
@@ -79,6 +79,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("config", nargs="?")
     c.add_argument("overrides", nargs="*")
     c.add_argument("--keys", action="store_true", help="list every key with its type and default")
+
+    from geomamba.experiments.cli import add_experiment_parser
+
+    add_experiment_parser(sub)
     return p
 
 
@@ -90,12 +94,14 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_train(args) -> int:
     from geomamba.engine.config import load_config
+    from geomamba.engine.distributed import is_launch_rank_zero
     from geomamba.engine.train import train
 
     cfg = load_config(args.config, args.overrides)
     resume = False if args.fresh else args.resume
     result = train(cfg, resume=resume)
-    _report(result)
+    if is_launch_rank_zero():  # under DDP every process returns the same result: print it once
+        _report(result)
     return 0
 
 
@@ -253,6 +259,7 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``geomamba`` command; returns the exit status."""
     from geomamba.data.errors import GeomambaError
+    from geomamba.experiments.cli import cmd_experiment
 
     args = _parser().parse_args(argv)
     handler = {
@@ -263,6 +270,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": _cmd_models,
         "stats": _cmd_stats,
         "config": _cmd_config,
+        "experiment": cmd_experiment,
     }[args.command]
     try:
         return handler(args)

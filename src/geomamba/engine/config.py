@@ -51,6 +51,7 @@ __all__ = [
     "config_to_dict",
     "load_config",
     "parse_config",
+    "parse_section",
 ]
 
 
@@ -329,6 +330,14 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
                 f"{full}: expected {_type_name(hints[key])}, got {value!r} ({type(value).__name__})"
             ) from None
     return cls(**kwargs)
+
+
+def parse_section(cls: type, raw: Any, prefix: str = "") -> Any:
+    """Validate a mapping against any config dataclass ``cls`` with the rules and messages of run configs
+    (used by other config files, e.g. experiment configs); ``prefix`` names the section in errors."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {raw!r}")
+    return _build(cls, raw, prefix)
 
 
 def _check_values(cfg: RunConfig) -> None:

@@ -89,10 +89,23 @@ class ChangeDataModule(pl.LightningDataModule):
         ds = self._dataset(role)
         workers = self.cfg.data.num_workers
         sampler = None
-        if not shuffle and torch.distributed.is_available() and torch.distributed.is_initialized():
+        world = 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
+        if not shuffle and world > 1:
             # Evaluation under DDP: every sample exactly once over all ranks (no padding duplicates), so
-            # the summed confusion matrix equals the single-process one.
+            # the summed confusion matrix equals the single-process one. Each rank needs a sample: DDP's
+            # first forward of an evaluation broadcasts buffers, which a rank without batches would miss.
+            if len(ds) < world:
+                split = getattr(self.cfg.data.splits, role)
+                raise DataError(
+                    f"{role} split {split!r} of {self.cfg.data.root} has {len(ds)} image(s) but the run uses "
+                    f"{world} processes; each process needs at least one (use fewer devices or more images)"
+                )
             sampler = UnrepeatedDistributedSampler(ds, shuffle=False)
+        # Training under DDP: Lightning swaps in a DistributedSampler giving each rank ceil(len / world)
+        # samples; drop the last partial batch only when a rank has more than one batch.
+        per_rank = -(-len(ds) // world)
         return DataLoader(
             ds,
             batch_size=batch_size,
@@ -100,7 +113,7 @@ class ChangeDataModule(pl.LightningDataModule):
             sampler=sampler,
             num_workers=workers,
             pin_memory=torch.cuda.is_available(),
-            drop_last=shuffle and len(ds) > batch_size,
+            drop_last=shuffle and per_rank > batch_size,
             persistent_workers=workers > 0,
         )
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import torch.nn as nn
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 from timm.optim import param_groups_weight_decay
 from torchmetrics import MeanMetric
 
@@ -37,6 +39,13 @@ from geomamba.models import create_model, get_model_entry
 __all__ = ["ChangeDetectionModule", "build_loss_from_config", "build_model", "load_module"]
 
 log = logging.getLogger("geomamba.engine")
+
+# Validation/test scores are logged with sync_dist=False on purpose: they come from the confusion matrix
+# already summed over the DDP ranks, so every rank logs the same global value. Silence Lightning's advice
+# to sync them (for these keys only).
+warnings.filterwarnings(
+    "ignore", message=r"It is recommended to use `self\.log\('(val|test)/", category=PossibleUserWarning
+)
 
 
 def build_model(cfg: RunConfig) -> nn.Module:
@@ -68,6 +77,14 @@ def build_loss_from_config(cfg: RunConfig) -> nn.Module:
         return build_loss(cfg.loss)
     except (ValueError, TypeError, KeyError) as exc:
         raise ConfigError(f"loss: {exc}") from exc
+
+
+def _synced_mean(metric: MeanMetric) -> torch.Tensor:
+    """The mean over all DDP ranks (NaN when no rank recorded a value). Every rank must call this,
+    also one without updates: ``compute`` synchronises the ranks."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method")
+        return metric.compute()
 
 
 def _lr_lambda(name: str, total: int, warmup: int, start: float, power: float, floor: float):
@@ -182,7 +199,7 @@ class ChangeDetectionModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         cm = self.val_confusion.compute()
         self.val_confusion.reset()
-        val_loss = self.val_loss.compute() if self.val_loss.update_count else torch.tensor(math.nan)
+        val_loss = _synced_mean(self.val_loss)
         self.val_loss.reset()
         if self.trainer.sanity_checking:
             return
@@ -192,7 +209,7 @@ class ChangeDetectionModule(pl.LightningModule):
         flat = flatten_scores(scores, "val/")
         flat["val/loss"] = float(val_loss)
         self.log_dict(flat, sync_dist=False)
-        train_loss = self.train_loss.compute() if self.train_loss.update_count else torch.tensor(math.nan)
+        train_loss = _synced_mean(self.train_loss)
         self.train_loss.reset()
         entry = {
             "epoch": int(self.current_epoch),

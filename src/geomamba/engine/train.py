@@ -26,9 +26,10 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import yaml
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 
 from geomamba.data.errors import DataError, GeomambaError
 from geomamba.data.labels import LabelMapping
@@ -36,6 +37,7 @@ from geomamba.data.layout import resolve_split_dir
 from geomamba.data.validate import DatasetReport, validate_dataset
 from geomamba.engine.callbacks import GPUMemoryMonitor, RunArtifacts, SaveLastOnTrainEnd
 from geomamba.engine.config import ConfigError, RunConfig, config_to_dict, parse_config
+from geomamba.engine.distributed import PerRankRandomState, is_launch_rank_zero, launch_rank
 from geomamba.engine.module import ChangeDetectionModule, load_module
 from geomamba.engine.tasks import get_task
 
@@ -59,16 +61,21 @@ class TrainResult:
 
 def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:
     """Console (stderr) logging of the ``geomamba`` logger at ``level`` (unless the application already
-    configured the root logger), plus ``log_file`` on global rank 0."""
+    configured the root logger), plus ``log_file`` on global rank 0. Under DDP the other ranks print
+    warnings and errors only (prefixed with their rank)."""
     logger = logging.getLogger("geomamba")
     logger.setLevel(level)
+    rank = launch_rank()
     mine = any(getattr(h, "_geomamba_console", False) for h in logger.handlers)
     if not mine and not logging.getLogger().handlers:
         h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        prefix = "" if rank == 0 else f"[rank {'>0' if rank is None else rank}] "
+        h.setFormatter(logging.Formatter(prefix + "%(levelname)s %(message)s"))
+        if rank != 0:
+            h.setLevel(logging.WARNING)
         h._geomamba_console = True  # type: ignore[attr-defined]
         logger.addHandler(h)
-    if log_file is not None and rank_zero_only.rank == 0:
+    if log_file is not None and rank == 0:
         for h in list(logger.handlers):
             if getattr(h, "_geomamba_file", None) is not None:
                 logger.removeHandler(h)
@@ -182,7 +189,7 @@ def _trainer(cfg: RunConfig, run_dir: Path, *, callbacks: list, loggers: Any) ->
     if t.gradient_clip_val is not None:
         extra["gradient_clip_val"] = t.gradient_clip_val
         extra["gradient_clip_algorithm"] = t.gradient_clip_algorithm
-    return pl.Trainer(
+    trainer = pl.Trainer(
         default_root_dir=run_dir,
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
@@ -204,12 +211,34 @@ def _trainer(cfg: RunConfig, run_dir: Path, *, callbacks: list, loggers: Any) ->
         logger=loggers,
         **extra,
     )
+    _check_distributed(cfg, trainer)
+    return trainer
+
+
+def _check_distributed(cfg: RunConfig, trainer: pl.Trainer) -> None:
+    """Reject DDP settings that cannot work, before any process is started."""
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        raise ConfigError(
+            f"trainer.strategy={cfg.trainer.strategy!r}: spawned/forked processes are not supported (the "
+            "scores and history would stay in the child processes); use trainer.strategy=ddp, which "
+            "re-runs the command once per device, or start the processes with torchrun or srun"
+        )
+    if (
+        cfg.trainer.sync_batchnorm
+        and trainer.world_size > 1
+        and not isinstance(trainer.accelerator, CUDAAccelerator)
+    ):
+        raise ConfigError(
+            f"trainer.sync_batchnorm: PyTorch's SyncBatchNorm runs on CUDA GPUs only, but this run uses "
+            f"{trainer.world_size} {type(trainer.accelerator).__name__.removesuffix('Accelerator')} processes; "
+            "set trainer.sync_batchnorm=false"
+        )
 
 
 def _write_config(cfg: RunConfig, path: Path) -> None:
     from geomamba import __version__
 
-    if rank_zero_only.rank != 0:
+    if not is_launch_rank_zero():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     text = f"# resolved by geomamba {__version__}\n" + yaml.safe_dump(
@@ -236,13 +265,19 @@ def _resume_path(run_dir: Path, resume: bool | str | Path | None) -> Path | None
     return path
 
 
-def train(cfg: RunConfig, *, resume: bool | str | Path | None = None) -> TrainResult:
+def train(
+    cfg: RunConfig, *, resume: bool | str | Path | None = None, callbacks: list[pl.Callback] | None = None
+) -> TrainResult:
     """Train ``cfg``: validation pass, fit with checkpoints/logs/figures, then test the best checkpoint.
+
+    Under DDP (``trainer.strategy=ddp``) every process runs this function; files are written by global
+    rank 0 only, and every process returns the same scores.
 
     Args:
         cfg: the run config.
         resume: None = resume from ``<run>/checkpoints/last.ckpt`` if it exists; True = that file must
             exist; a path = that checkpoint; False = start from scratch (``last.ckpt`` is overwritten).
+        callbacks: extra Lightning callbacks (monitoring, tests), added after the run's own.
     """
     run_dir = Path(cfg.output_dir) / cfg.name
     setup_logging(run_dir / "train.log")
@@ -271,10 +306,12 @@ def train(cfg: RunConfig, *, resume: bool | str | Path | None = None) -> TrainRe
         auto_insert_metric_name=False,
         every_n_train_steps=cfg.trainer.save_every_n_steps,
     )
-    callbacks: list = [
+    extra_callbacks = list(callbacks or [])
+    callbacks = [
         checkpoint,
         SaveLastOnTrainEnd(ckpt_dir / "last.ckpt"),
         RunArtifacts(run_dir, monitor=cfg.eval.monitor, positive=cfg.data.class_names[1]),
+        PerRankRandomState(cfg.seed),
         GPUMemoryMonitor(),
     ]
     if cfg.trainer.enable_progress_bar:
@@ -289,7 +326,7 @@ def train(cfg: RunConfig, *, resume: bool | str | Path | None = None) -> TrainRe
         TensorBoardLogger(run_dir / "logs", name="tensorboard", default_hp_metric=False),
         CSVLogger(run_dir / "logs", name="csv"),
     ]
-    trainer = _trainer(cfg, run_dir, callbacks=callbacks, loggers=loggers)
+    trainer = _trainer(cfg, run_dir, callbacks=callbacks + extra_callbacks, loggers=loggers)
     dm = task.datamodule_class(cfg, report)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
