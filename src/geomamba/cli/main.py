@@ -109,16 +109,26 @@ def _report(result) -> None:
     lines = [f"run folder: {result.run_dir}"]
     if result.best_checkpoint:
         lines.append(f"best checkpoint: {result.best_checkpoint}")
+    monitor = getattr(result, "monitor", "F1_changed")
     if result.best:
         lines.append(
-            "best validation: epoch {epoch}, F1_changed {f1:.4f}".format(
-                epoch=result.best["epoch"], f1=result.best.get("F1_changed", float("nan"))
+            "best validation: epoch {epoch}, {monitor} {f1:.4f}".format(
+                epoch=result.best["epoch"], monitor=monitor, f1=result.best.get(monitor, float("nan"))
             )
         )
     if result.test_scores:
-        ch = list(result.test_scores["per_class"].values())[-1]
-        lines.append(f"test: F1 {ch['F1']:.4f}  IoU {ch['IoU']:.4f}  OA {result.test_scores['OA']:.4f}")
+        lines.append(f"test: {_score_line(result.test_scores)}")
     print("\n".join(lines))
+
+
+def _score_line(scores: dict) -> str:
+    """One line of test scores: the changed class's F1/IoU and OA for change detection (two classes),
+    mIoU/OA/mF1 (and Boundary IoU) for segmentation."""
+    if "BIoU" in scores or len(scores["per_class"]) != 2:
+        extra = f"  BIoU {scores['BIoU']:.4f}" if "BIoU" in scores else ""
+        return f"mIoU {scores['mIoU']:.4f}  OA {scores['OA']:.4f}  mF1 {scores['mF1']:.4f}{extra}"
+    ch = list(scores["per_class"].values())[-1]
+    return f"F1 {ch['F1']:.4f}  IoU {ch['IoU']:.4f}  OA {scores['OA']:.4f}"
 
 
 def _eval_overrides(args) -> dict:
@@ -142,8 +152,7 @@ def _cmd_test(args) -> int:
         out_dir=args.out,
         overrides=_eval_overrides(args),
     )
-    ch = list(scores["per_class"].values())[-1]
-    print(f"F1 {ch['F1']:.4f}  IoU {ch['IoU']:.4f}  OA {scores['OA']:.4f}  Kappa {scores['Kappa']:.4f}")
+    print(f"{_score_line(scores)}  Kappa {scores['Kappa']:.4f}")
     return 0
 
 

@@ -41,7 +41,8 @@ PredictFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def make_predict_fn(model: nn.Module, *, tta: bool = False) -> PredictFn:
-    """``x (B, 2, C, H, W) -> class probabilities (B, K, H, W)`` float32; ``tta`` averages over flips."""
+    """``x (B, 2, C, H, W)`` (or ``(B, C, H, W)`` for one-image models) ``-> class probabilities
+    (B, K, H, W)`` float32; ``tta`` averages over flips."""
 
     def probs(x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(as_logits(model(x)).float(), dim=1)
@@ -81,14 +82,14 @@ def _axis_weight(length: int, overlap: int, before: bool, after: bool) -> torch.
 
 
 def _pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Pad ``(B, 2, C, H, W)`` at the bottom/right to ``(height, width)`` by reflection."""
-    b, t, c, h, w = x.shape
+    """Pad ``(..., C, H, W)`` at the bottom/right to ``(height, width)`` by reflection."""
+    *lead, c, h, w = x.shape
     ph, pw = height - h, width - w
     if ph == 0 and pw == 0:
         return x
-    flat = x.reshape(b * t, c, h, w)
+    flat = x.reshape(-1, c, h, w)
     mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(flat, (0, pw, 0, ph), mode=mode).reshape(b, t, c, height, width)
+    return F.pad(flat, (0, pw, 0, ph), mode=mode).reshape(*lead, c, height, width)
 
 
 @torch.no_grad()
@@ -100,7 +101,8 @@ def sliding_window_probs(
     overlap: int = 64,
     pad_multiple: int = 32,
 ) -> torch.Tensor:
-    """Class probabilities ``(B, K, H, W)`` of a bitemporal batch ``x (B, 2, C, H, W)``.
+    """Class probabilities ``(B, K, H, W)`` of a bitemporal batch ``x (B, 2, C, H, W)`` (or of an image
+    batch ``(B, C, H, W)`` for segmentation models).
 
     Args:
         predict_fn: from ``make_predict_fn``.
@@ -108,9 +110,11 @@ def sliding_window_probs(
         overlap: pixels shared by neighbouring windows (< window / 2).
         pad_multiple: inputs are padded to a multiple of this (the model's total stride).
     """
-    if x.dim() != 5 or x.shape[1] != 2:
-        raise ValueError(f"expected a bitemporal batch (B, 2, C, H, W), got {tuple(x.shape)}")
-    _, _, _, h, w = x.shape
+    if not (x.dim() == 4 or (x.dim() == 5 and x.shape[1] == 2)):
+        raise ValueError(
+            f"expected a bitemporal batch (B, 2, C, H, W) or an image batch (B, C, H, W), got {tuple(x.shape)}"
+        )
+    h, w = x.shape[-2:]
 
     def up(v: int) -> int:
         return math.ceil(v / pad_multiple) * pad_multiple

@@ -114,6 +114,8 @@ class ChangeDetectionModule(pl.LightningModule):
         config: a resolved run config as a plain dict (``config_to_dict(RunConfig)``).
     """
 
+    task = "change"  # the ``task`` of geomamba.engine.tasks, stored in checkpoints
+
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         self.cfg = parse_config(config)
@@ -137,6 +139,10 @@ class ChangeDetectionModule(pl.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict:
         return self.model(x)
 
+    def example_input(self, channels: int, size: int) -> torch.Tensor:
+        """A zero input batch of one sample, ``(1, 2, channels, size, size)``."""
+        return torch.zeros(1, 2, channels, size, size)
+
     def predict_probs(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``(B, K, H, W)`` by the configured sliding window (and TTA)."""
         e = self.cfg.eval
@@ -157,7 +163,12 @@ class ChangeDetectionModule(pl.LightningModule):
         return loss
 
     # ------------------------------------------------------------------ evaluation
-    def _eval_step(self, batch: dict, confusion, keep_samples: bool) -> None:
+    def _scores(self, cm: torch.Tensor) -> dict:
+        """The scores of a validation/test confusion matrix (subclasses add their own)."""
+        return scores_from_confusion(cm, self.class_names)
+
+    def _eval_step(self, batch: dict, confusion, keep_samples: bool) -> torch.Tensor:
+        """Predict a batch, update ``confusion`` and the loss; returns the predicted class ids ``(B, H, W)``."""
         if "mask" not in batch:
             raise GeomambaError("evaluation needs labels, but the split has no label folder")
         probs = self.predict_probs(batch["image"])
@@ -177,6 +188,7 @@ class ChangeDetectionModule(pl.LightningModule):
                         "pred": preds[i].cpu(),
                     }
                 )
+        return preds
 
     def on_validation_epoch_start(self) -> None:
         self.error_samples = []
@@ -191,7 +203,7 @@ class ChangeDetectionModule(pl.LightningModule):
         self.val_loss.reset()
         if self.trainer.sanity_checking:
             return
-        scores = scores_from_confusion(cm, self.class_names)
+        scores = self._scores(cm)
         scores["confusion"] = cm.long().tolist()
         self.last_val_scores = scores
         flat = flatten_scores(scores, "val/")
@@ -222,7 +234,7 @@ class ChangeDetectionModule(pl.LightningModule):
         cm = self.test_confusion.compute()
         self.test_confusion.reset()
         self.val_loss.reset()
-        scores = scores_from_confusion(cm, self.class_names)
+        scores = self._scores(cm)
         scores["confusion"] = cm.long().tolist()
         self.test_scores = scores
         self.log_dict(flatten_scores(scores, "test/"), sync_dist=False)
@@ -277,7 +289,7 @@ class ChangeDetectionModule(pl.LightningModule):
 
         checkpoint["geomamba"] = {
             "version": __version__,
-            "task": "change",
+            "task": self.task,
             "config": config_to_dict(self.cfg),
             "history": list(self.history),
         }
@@ -289,7 +301,7 @@ class ChangeDetectionModule(pl.LightningModule):
 def load_module(
     path: str | Path, overrides: dict[str, Any] | None = None, map_location: str = "cpu"
 ) -> ChangeDetectionModule:
-    """Rebuild a ``ChangeDetectionModule`` from a checkpoint, loaded with ``weights_only=True``.
+    """Rebuild the module of a checkpoint (the class of its ``task``), loaded with ``weights_only=True``.
 
     Args:
         path: a ``.ckpt`` written by ``geomamba train``.
@@ -311,7 +323,13 @@ def load_module(
             config[section] = {**config.get(section, {}), **values}
         else:
             config[section] = values
-    module = ChangeDetectionModule(config)
+    from geomamba.engine.tasks import get_task
+
+    task = config.get("task", meta.get("task", "change"))
+    try:
+        module = get_task(task).module_class(config)
+    except KeyError as exc:
+        raise GeomambaError(f"{path}: {exc.args[0]}") from None
     state, own = ckpt["state_dict"], module.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]

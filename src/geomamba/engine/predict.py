@@ -98,6 +98,11 @@ def predict_paths(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     module = load_module(checkpoint)
     cfg = module.cfg
+    if cfg.task != "change":
+        raise GeomambaError(
+            f"{checkpoint}: a {cfg.task} checkpoint; `geomamba predict` maps image pairs with change-detection "
+            "checkpoints only (score a segmentation checkpoint with `geomamba test`)"
+        )
     model = module.model.to(device)
     e = cfg.eval
     window = window or e.window or 256

@@ -35,11 +35,11 @@ from geomamba.data.errors import DataError, GeomambaError
 from geomamba.data.labels import LabelMapping
 from geomamba.data.layout import resolve_split_dir
 from geomamba.data.validate import DatasetReport, validate_dataset
-from geomamba.engine.callbacks import RunArtifacts, SaveLastOnTrainEnd
+from geomamba.engine.callbacks import GPUMemoryMonitor, RunArtifacts, SaveLastOnTrainEnd
 from geomamba.engine.config import ConfigError, RunConfig, config_to_dict, parse_config
-from geomamba.engine.datamodule import ChangeDataModule
 from geomamba.engine.distributed import PerRankRandomState, is_launch_rank_zero, launch_rank
 from geomamba.engine.module import ChangeDetectionModule, load_module
+from geomamba.engine.tasks import get_task
 
 __all__ = ["TrainResult", "evaluate_checkpoint", "prepare_data", "setup_logging", "train"]
 
@@ -55,6 +55,8 @@ class TrainResult:
     last_checkpoint: Path | None
     best: dict[str, Any] | None
     test_scores: dict[str, Any] | None
+    task: str = "change"
+    monitor: str = "F1_changed"
 
 
 def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:
@@ -159,7 +161,7 @@ def prepare_data(cfg: RunConfig, roles: tuple[str, ...]) -> tuple[RunConfig, Dat
 
 def _check_model_runs(module: ChangeDetectionModule, channels: int) -> None:
     p = module.cfg.eval.pad_multiple * 2
-    x = torch.zeros(1, 2, channels, p, p)
+    x = module.example_input(channels, p)
     module.eval()
     try:
         with torch.no_grad():
@@ -281,12 +283,13 @@ def train(
     setup_logging(run_dir / "train.log")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_path = _resume_path(run_dir, resume)
-    do_test = cfg.eval.test_after_fit and _has_split(cfg.data.root, cfg.data.splits.test)
+    task = get_task(cfg.task)
+    do_test = cfg.eval.test_after_fit and task.split_exists(cfg, cfg.data.splits.test)
     roles = ("train", "val", "test") if do_test else ("train", "val")
-    cfg, report = prepare_data(cfg, roles)
+    cfg, report = task.prepare(cfg, roles)
     cfg = parse_config(config_to_dict(cfg))  # the resolved config must pass the schema too
     _write_config(cfg, run_dir / "config.yaml")
-    module = ChangeDetectionModule(config_to_dict(cfg))
+    module = task.module_class(config_to_dict(cfg))
     channels = len(cfg.data.mean) if cfg.data.mean else report.splits[cfg.data.splits.train].bands
     _check_model_runs(module, channels)
     n_params = sum(p.numel() for p in module.model.parameters())
@@ -309,6 +312,7 @@ def train(
         SaveLastOnTrainEnd(ckpt_dir / "last.ckpt"),
         RunArtifacts(run_dir, monitor=cfg.eval.monitor, positive=cfg.data.class_names[1]),
         PerRankRandomState(cfg.seed),
+        GPUMemoryMonitor(),
     ]
     if cfg.trainer.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, cfg.trainer.log_every_n_steps // 2)))
@@ -323,7 +327,7 @@ def train(
         CSVLogger(run_dir / "logs", name="csv"),
     ]
     trainer = _trainer(cfg, run_dir, callbacks=callbacks + extra_callbacks, loggers=loggers)
-    dm = ChangeDataModule(cfg, report)
+    dm = task.datamodule_class(cfg, report)
     trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
     best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
     last = ckpt_dir / "last.ckpt"
@@ -337,7 +341,8 @@ def train(
     if history:
         scored = [h for h in history if not math.isnan(h.get(cfg.eval.monitor, math.nan))]
         best_entry = max(scored, key=lambda h: h[cfg.eval.monitor]) if scored else None
-    return TrainResult(run_dir, best, last if last.is_file() else None, best_entry, test_scores)
+    last_path = last if last.is_file() else None
+    return TrainResult(run_dir, best, last_path, best_entry, test_scores, cfg.task, cfg.eval.monitor)
 
 
 def evaluate_checkpoint(
@@ -365,7 +370,8 @@ def evaluate_checkpoint(
         base = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
         out_dir = base / f"test_{split}"
     out_dir = Path(out_dir)
-    _, report = prepare_data(cfg, ("test",))
+    task = get_task(cfg.task)
+    _, report = task.prepare(cfg, ("test",))
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=1,
@@ -377,5 +383,5 @@ def evaluate_checkpoint(
         callbacks=[RunArtifacts(out_dir, monitor=cfg.eval.monitor, positive=cfg.data.class_names[1])],
         default_root_dir=out_dir,
     )
-    trainer.test(module, datamodule=ChangeDataModule(cfg, report), verbose=False)
+    trainer.test(module, datamodule=task.datamodule_class(cfg, report), verbose=False)
     return module.test_scores
