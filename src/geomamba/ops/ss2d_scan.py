@@ -83,14 +83,13 @@ def _ss2d_fwd(
 ) -> Tensor:
     be = resolve_backend(backend, x.device)
     args = (_c(x), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
-    if be.ss2d_fwd is not None:
-        return be.ss2d_fwd(*args)
-    return composed_ss2d_fwd(be, *args)
+    y = be.ss2d_fwd(*args) if be.ss2d_fwd is not None else composed_ss2d_fwd(be, *args)
+    return y.contiguous()
 
 
 @_ss2d_fwd.register_fake
 def _ss2d_fwd_fake(x, delta, A, B, C, D, delta_bias, directions, backend):
-    return torch.empty_like(x)
+    return x.new_empty(x.shape)
 
 
 @torch.library.custom_op("geomamba::ss2d_scan_bwd", mutates_args=())
@@ -110,13 +109,13 @@ def _ss2d_bwd(
     be = resolve_backend(backend, x.device)
     args = (_c(dy), _c(x), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
     grads = be.ss2d_bwd(*args) if be.ss2d_bwd is not None else composed_ss2d_bwd(be, *args)
-    return tuple(x.new_empty(0) if g is None else g for g in grads)
+    return tuple(x.new_empty(0) if g is None else g.contiguous() for g in grads)
 
 
 @_ss2d_bwd.register_fake
 def _ss2d_bwd_fake(dy, x, delta, A, B, C, D, delta_bias, directions, backend):
     return tuple(
-        x.new_empty(0) if t is None else torch.empty_like(t) for t in (x, delta, A, B, C, D, delta_bias)
+        x.new_empty(0) if t is None else t.new_empty(t.shape) for t in (x, delta, A, B, C, D, delta_bias)
     )
 
 

@@ -46,12 +46,12 @@ def _scan_fwd(
 ) -> tuple[Tensor, Tensor]:
     be = resolve_backend(backend, u.device)
     y, last = be.fwd(_c(u), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(z), _c(delta_bias), delta_softplus)
-    return y, last
+    return y.contiguous(), last.contiguous()
 
 
 @_scan_fwd.register_fake
 def _scan_fwd_fake(u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
-    return torch.empty_like(u), u.new_empty((u.shape[0], u.shape[1], A.shape[1]), dtype=state_dtype(u.dtype))
+    return u.new_empty(u.shape), u.new_empty((u.shape[0], u.shape[1], A.shape[1]), dtype=state_dtype(u.dtype))
 
 
 @torch.library.custom_op("geomamba::selective_scan_bwd", mutates_args=())
@@ -84,13 +84,13 @@ def _scan_bwd(
         delta_softplus,
         _c(dlast_state),
     )
-    return tuple(u.new_empty(0) if g is None else g for g in grads)
+    return tuple(u.new_empty(0) if g is None else g.contiguous() for g in grads)
 
 
 @_scan_bwd.register_fake
 def _scan_bwd_fake(dy, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, backend):
     return tuple(
-        u.new_empty(0) if t is None else torch.empty_like(t) for t in (u, delta, A, B, C, D, z, delta_bias)
+        u.new_empty(0) if t is None else t.new_empty(t.shape) for t in (u, delta, A, B, C, D, z, delta_bias)
     )
 
 

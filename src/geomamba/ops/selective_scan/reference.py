@@ -52,7 +52,7 @@ def _plan(length: int, per_pos: int) -> list[tuple[int, int, int, int]]:
     start = 0
     while start < length:
         size = min(block, length - start)
-        if per_pos >= _SEQ_MIN or size <= 8:
+        if per_pos >= _SEQ_MIN:
             t, nc = size, 1
         else:
             t = math.isqrt(size - 1) + 1
