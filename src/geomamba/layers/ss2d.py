@@ -92,14 +92,16 @@ class SS2DCore(nn.Module):
         x_dbl = torch.einsum("bdl,kcd->bkcl", x.flatten(2), self.x_proj_weight.to(x.dtype))
         dts, bs, cs = torch.split(x_dbl, [r, n, n], dim=2)
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(dts.dtype))
+        # the state-space parameters stay fp32 (fp64 in a float64 module) whatever x's dtype
+        sdt = torch.float64 if self.A_logs.dtype == torch.float64 else torch.float32
         return ss2d_scan(
             x,
             dts,
-            -torch.exp(self.A_logs.float()),
+            -torch.exp(self.A_logs.to(sdt)),
             bs,
             cs,
-            self.Ds.float(),
-            self.dt_projs_bias.reshape(-1).float(),
+            self.Ds.to(sdt),
+            self.dt_projs_bias.reshape(-1).to(sdt),
             k,
             self.backend,
         )
