@@ -112,6 +112,18 @@ def _sum_d(x: Tensor, v: Tensor) -> Tensor:
     return (x * v).sum(-1)
 
 
+def _cumsum0(x: Tensor, *, reverse: bool = False) -> Tensor:
+    """Cumulative sum along dim 0 (from the end when ``reverse``), one slice at a time: several times
+    faster than ``torch.cumsum`` along an outer dimension."""
+    out = x.clone()
+    rows = out.unbind(0)
+    order = range(len(rows) - 2, -1, -1) if reverse else range(1, len(rows))
+    step = 1 if reverse else -1
+    for i in order:
+        rows[i].add_(rows[i + step])
+    return out
+
+
 def _to_internal(h: Tensor, g: int) -> Tensor:
     """State ``(b, D, N)`` -> ``(b, G, N, D/G)``."""
     b, d, n = h.shape
@@ -154,7 +166,7 @@ class _Block:
         for i in range(1, t):  # every chunk from a zero state
             hl[i].addcmul_(al[i], hl[i - 1])
         # decay[i, c] = prod_{r <= i} a[r, c] = exp(A * cumsum(dt)), exponent <= 0
-        cs = self.dt_t.cumsum(0) if full else self.dt_t.sum(0, keepdim=True)
+        cs = _cumsum0(self.dt_t) if full else self.dt_t.sum(0, keepdim=True)
         decay = torch.mul(cs, self.A4).exp_()
         starts = a.new_empty((nc + 1, *h0.shape))
         starts[0] = h0
@@ -178,7 +190,7 @@ class _Block:
         for i in range(t - 2, -1, -1):  # every chunk from a zero gradient at its end
             gl[i].addcmul_(al[i + 1], gl[i + 1])
         # decay[i, c] = prod_{r = i+1}^{T} a[r, c] with a[T, c] = a[0, c+1] (1 after the last chunk)
-        rc = self.dt_t.flip(0).cumsum(0).flip(0)  # sum_{r >= i}
+        rc = _cumsum0(self.dt_t, reverse=True)  # sum_{r >= i}
         expo = torch.zeros_like(rc)
         expo[:-1] = rc[1:]
         expo[:, :-1] += self.dt_t[0, 1:]
