@@ -9,9 +9,9 @@ Algorithm (the recurrence ``h_t = a_t * h_{t-1} + x_t`` with ``a_t = exp(delta_t
 * The sequence is cut into *blocks* of ``S`` positions, processed one after another (the state is
   carried between blocks), so that no ``(batch, D, L, N)`` tensor exists for the whole sequence: a
   block's working tensors hold about ``_BLOCK_ELEMS`` elements whatever L is.
-* A block is stored time-major as ``(T, nc, batch, G, N, D/G)``: ``nc`` chunks of ``T`` positions,
-  one time step of all chunks being one contiguous slice, N before the channels so that the sums over
-  N (``y = C.h``) and over a group's channels (dB, dC) are small matrix products.
+* A block is stored as ``(nc, T, batch, G, N, D/G)``: ``nc`` chunks of ``T`` positions, each position
+  a contiguous row of ``batch * D * N`` values (converting from ``(batch, D, L)`` is a 2-D transpose),
+  N before the channels so that the sum over N (``y = C.h``) is a small matrix product.
 * When a position holds many elements (``batch * D * N >= _SEQ_MIN``) a block is one chunk and the
   recurrence runs position by position, one fused ``addcmul`` per step. Otherwise the block is cut in
   ``nc ~ T ~ sqrt(S)`` chunks: the recurrence runs inside every chunk from a zero state, all chunks at
@@ -74,28 +74,32 @@ def _block(x: Tensor, start: int, size: int, padded: int, cdt: torch.dtype) -> T
     return F.pad(s, (0, padded - size)) if padded > size else s.contiguous()
 
 
+# The layout changes below are plain 2-D transposes (position-major <-> channel-major), the fast path
+# of ``Tensor.contiguous`` (a general permutation copy is several times slower).
+
+
 def _seq(x: Tensor, g: int, t: int, nc: int) -> Tensor:
-    """Channel tensor ``(b, D, nc*T)`` -> contiguous ``(T, nc, b, G, 1, D/G)`` (a copy)."""
-    b, d, _ = x.shape
-    return x.view(b, g, d // g, nc, t).permute(4, 3, 0, 1, 2).unsqueeze(-2).contiguous()
+    """Channel tensor ``(b, D, nc*T)`` -> contiguous ``(nc, T, b, G, 1, D/G)`` (a copy)."""
+    b, d, s = x.shape
+    return x.reshape(b * d, s).t().contiguous().view(nc, t, b, g, 1, d // g)
 
 
 def _seq_n(x: Tensor, t: int, nc: int) -> Tensor:
-    """State-input tensor ``(b, G, N, nc*T)`` -> contiguous ``(T, nc, b, G, N, 1)`` (a copy)."""
-    b, g, n, _ = x.shape
-    return x.view(b, g, n, nc, t).permute(4, 3, 0, 1, 2).unsqueeze(-1).contiguous()
+    """State-input tensor ``(b, G, N, nc*T)`` -> contiguous ``(nc, T, b, G, N, 1)`` (a copy)."""
+    b, g, n, s = x.shape
+    return x.reshape(b * g * n, s).t().contiguous().view(nc, t, b, g, n, 1)
 
 
 def _unseq(x: Tensor) -> Tensor:
-    """``(T, nc, b, G, K)`` -> ``(b, G*K, nc*T)`` (a copy)."""
-    t, nc, b, g, k = x.shape
-    return x.permute(2, 3, 4, 1, 0).reshape(b, g * k, nc * t)
+    """``(nc, T, b, G, K)`` -> ``(b, G*K, nc*T)`` (a copy)."""
+    nc, t, b, g, k = x.shape
+    return x.reshape(nc * t, b * g * k).t().contiguous().view(b, g * k, nc * t)
 
 
 def _unseq_n(x: Tensor) -> Tensor:
-    """``(T, nc, b, G, N)`` -> ``(b, G, N, nc*T)`` (a copy)."""
-    t, nc, b, g, n = x.shape
-    return x.permute(2, 3, 4, 1, 0).reshape(b, g, n, nc * t)
+    """``(nc, T, b, G, N)`` -> ``(b, G, N, nc*T)`` (a copy)."""
+    nc, t, b, g, n = x.shape
+    return x.reshape(nc * t, b * g * n).t().contiguous().view(b, g, n, nc * t)
 
 
 def _sum_n(w: Tensor, x: Tensor) -> Tensor:
@@ -112,11 +116,11 @@ def _sum_d(x: Tensor, v: Tensor) -> Tensor:
     return (x * v).sum(-1)
 
 
-def _cumsum0(x: Tensor, *, reverse: bool = False) -> Tensor:
-    """Cumulative sum along dim 0 (from the end when ``reverse``), one slice at a time: several times
+def _cumsum1(x: Tensor, *, reverse: bool = False) -> Tensor:
+    """Cumulative sum along dim 1 (from the end when ``reverse``), one slice at a time: several times
     faster than ``torch.cumsum`` along an outer dimension."""
     out = x.clone()
-    rows = out.unbind(0)
+    rows = out.unbind(1)
     order = range(len(rows) - 2, -1, -1) if reverse else range(1, len(rows))
     step = 1 if reverse else -1
     for i in order:
@@ -137,7 +141,8 @@ def _to_external(h: Tensor) -> Tensor:
 
 
 class _Block:
-    """One block's working tensors, time-major ``(T, nc, b, G, N, D/G)``.
+    """One block's working tensors, ``(nc, T, b, G, N, D/G)``: chunk, position in the chunk, then
+    everything else, so that a position of every chunk is an evenly strided set of contiguous rows.
 
     Args: dt, u ``(b, D, nc*T)`` (dt after softplus, zero-padded); A4 ``(G, N, D/G)``;
     B ``(b, G, N, nc*T)``."""
@@ -146,7 +151,7 @@ class _Block:
         b, d, _ = dt.shape
         g, n = B.shape[1], B.shape[2]
         self.t, self.nc, self.A4 = t, nc, A4
-        self.shape = (t, nc, b, g, n, d // g)
+        self.shape = (nc, t, b, g, n, d // g)
         self.dt_t = _seq(dt, g, t, nc)
         self.du_t = _seq(dt * u, g, t, nc)
         self.B_t = _seq_n(B, t, nc)
@@ -157,7 +162,7 @@ class _Block:
         from ``h0`` ``(b, G, N, D/G)``."""
         a, t, nc = self.a, self.t, self.nc
         h = torch.mul(self.du_t, self.B_t, out=a.new_empty(self.shape))  # x_t = dt_t u_t B_t
-        hl, al = h.unbind(0), a.unbind(0)
+        hl, al = h.unbind(1), a.unbind(1)
         if nc == 1:
             hl[0][0].addcmul_(al[0][0], h0)
             for i in range(1, t):
@@ -165,23 +170,23 @@ class _Block:
             return h, hl[t - 1][0]
         for i in range(1, t):  # every chunk from a zero state
             hl[i].addcmul_(al[i], hl[i - 1])
-        # decay[i, c] = prod_{r <= i} a[r, c] = exp(A * cumsum(dt)), exponent <= 0
-        cs = _cumsum0(self.dt_t) if full else self.dt_t.sum(0, keepdim=True)
+        # decay[c, i] = prod_{r <= i} a[c, r] = exp(A * cumsum(dt)), exponent <= 0
+        cs = _cumsum1(self.dt_t) if full else self.dt_t.sum(1, keepdim=True)
         decay = torch.mul(cs, self.A4).exp_()
         starts = a.new_empty((nc + 1, *h0.shape))
         starts[0] = h0
-        ends, dl, sl = hl[t - 1].unbind(0), decay[-1].unbind(0), starts.unbind(0)
+        ends, dl, sl = hl[t - 1].unbind(0), decay[:, -1].unbind(0), starts.unbind(0)
         for c in range(nc):  # chain the chunks
             torch.addcmul(ends[c], dl[c], sl[c], out=sl[c + 1])
         if full:
-            h.addcmul_(decay, starts[:nc])
+            h.addcmul_(decay, starts[:nc].unsqueeze(1))
         return h, sl[nc]
 
     def adjoint(self, g: Tensor, gin: Tensor) -> Tensor:
         """In place on ``g`` (``C_t dy_t`` on entry): ``g_t = C_t dy_t + a_{t+1} g_{t+1}``; ``gin``
         ``(b, G, N, D/G)`` is the gradient reaching the block's last state from later positions."""
         a, t, nc = self.a, self.t, self.nc
-        gl, al = g.unbind(0), a.unbind(0)
+        gl, al = g.unbind(1), a.unbind(1)
         if nc == 1:
             gl[t - 1][0].add_(gin)
             for i in range(t - 2, -1, -1):
@@ -189,18 +194,18 @@ class _Block:
             return g
         for i in range(t - 2, -1, -1):  # every chunk from a zero gradient at its end
             gl[i].addcmul_(al[i + 1], gl[i + 1])
-        # decay[i, c] = prod_{r = i+1}^{T} a[r, c] with a[T, c] = a[0, c+1] (1 after the last chunk)
-        rc = _cumsum0(self.dt_t, reverse=True)  # sum_{r >= i}
+        # decay[c, i] = prod_{r = i+1}^{T} a[c, r] with a[c, T] = a[c+1, 0] (1 after the last chunk)
+        rc = _cumsum1(self.dt_t, reverse=True)  # sum_{r >= i}
         expo = torch.zeros_like(rc)
-        expo[:-1] = rc[1:]
-        expo[:, :-1] += self.dt_t[0, 1:]
+        expo[:, :-1] = rc[:, 1:]
+        expo[:-1] += self.dt_t[1:, :1]
         decay = torch.mul(expo, self.A4).exp_()
         gnext = a.new_empty((nc + 1, *gin.shape))
         gnext[nc] = gin
-        firsts, d0, gn = gl[0].unbind(0), decay[0].unbind(0), gnext.unbind(0)
+        firsts, d0, gn = gl[0].unbind(0), decay[:, 0].unbind(0), gnext.unbind(0)
         for c in range(nc - 1, -1, -1):
             torch.addcmul(firsts[c], d0[c], gn[c + 1], out=gn[c])
-        return g.addcmul_(decay, gnext[1:])
+        return g.addcmul_(decay, gnext[1:].unsqueeze(1))
 
 
 def _softplus_delta(delta: Tensor, delta_bias: Tensor | None, softplus: bool) -> tuple[Tensor, Tensor]:
@@ -314,8 +319,8 @@ def ref_bwd(dy, u, delta, A, B, C, D, z, delta_bias, delta_softplus, dlast_state
         # a_t = exp(dt_t A): dL/d(dt_t A) = g_t a_t h_{t-1}.
         term = a.mul_(gr)
         del gr
-        term[1:].mul_(hs[:-1])
-        term[0, 1:].mul_(hs[-1, :-1])
+        term[:, 1:].mul_(hs[:, :-1])
+        term[1:, 0].mul_(hs[:-1, -1])
         term[0, 0].mul_(h0)
         del hs
         dA4 += (term * blk.dt_t).sum((0, 1, 2))
