@@ -52,14 +52,16 @@ def _plan(length: int, per_pos: int) -> list[tuple[int, int, int, int]]:
     start = 0
     while start < length:
         size = min(block, length - start)
-        if per_pos >= _SEQ_MIN:
-            t, nc = size, 1
-        else:
-            t = math.isqrt(size - 1) + 1
-            nc = -(-size // t)
+        t, nc = (size, 1) if per_pos >= _SEQ_MIN else _chunks(size)
         out.append((start, size, t, nc))
         start += size
     return out
+
+
+def _chunks(size: int) -> tuple[int, int]:
+    """``(T, nc)`` with ``T ~ nc ~ sqrt(size)`` and ``T * nc >= size``."""
+    t = math.isqrt(max(size, 1) - 1) + 1
+    return t, -(-size // t)
 
 
 def compute_dtype(u: Tensor) -> torch.dtype:
@@ -273,13 +275,14 @@ def ref_bwd(dy, u, delta, A, B, C, D, z, delta_bias, delta_softplus, dlast_state
         u_s = _block(u, start, size, padded, cdt)
         return _Block(dt, u_s, A4, _block(B, start, size, padded, cdt), t, nc), raw, dt, u_s
 
-    # Pass 1: the state at each block start.
+    # Pass 1: the state at each block start. Only block end states are needed, so the blocks are always
+    # cut in chunks here (no per-position correction, far fewer steps).
     h = torch.zeros(b, g, n, d // g, dtype=cdt, device=dev)
     block_h0 = []
-    for i, (start, size, t, nc) in enumerate(plan):
+    for i, (start, size, _, _) in enumerate(plan):
         block_h0.append(h)
         if i + 1 < len(plan):
-            blk = load(start, size, t, nc)[0]
+            blk = load(start, size, *_chunks(size))[0]
             h = blk.states(h, full=False)[1].clone()
             del blk
 
