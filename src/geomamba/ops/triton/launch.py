@@ -1,0 +1,333 @@
+"""Python launchers of the Triton selective-scan kernels (the backend's fwd/bwd and the SS2D pair).
+
+Shapes (plain scan): u, delta, z ``(batch, D, L)``; A ``(D, N)`` fp32; B, C ``(batch, G, N, L)`` with G
+dividing D; D, delta_bias ``(D,)``. SS2D pair: x ``(batch, Dm, H, W)``; delta ``(batch, K, Dm, H*W)`` and
+B, C ``(batch, K, N, H*W)`` in image (row-major) order; A ``(K*Dm, N)``; D, delta_bias ``(K*Dm,)``.
+State and accumulation are fp32 whatever the input dtype; outputs and gradients take their input's dtype.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+import triton
+
+from geomamba.ops.triton.scan_bwd import scan_bwd_kernel
+from geomamba.ops.triton.scan_fwd import scan_fwd_kernel
+
+__all__ = ["ScanConfig", "pick_config", "selective_scan_bwd", "selective_scan_fwd", "ss2d_bwd", "ss2d_fwd"]
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Tile of one program: ``bd`` channels x ``chunk`` positions (x the padded state size); warps."""
+
+    bd: int
+    chunk: int
+    num_warps: int
+
+
+# Tiles by padded state size: (plain fwd, plain bwd, SS2D fwd, SS2D bwd); the tile holds BD * NP state rows
+# of ``chunk`` positions. Chosen from the sweeps of bench/scan_gpu.py on an H100 (bench/NOTES_triton.md).
+_TABLE = {
+    1: (ScanConfig(4, 256, 4), ScanConfig(4, 128, 4), ScanConfig(2, 256, 4), ScanConfig(4, 256, 4)),
+    2: (ScanConfig(4, 128, 4), ScanConfig(2, 128, 4), ScanConfig(2, 128, 4), ScanConfig(2, 128, 4)),
+    4: (ScanConfig(2, 128, 4), ScanConfig(1, 128, 4), ScanConfig(1, 128, 4), ScanConfig(1, 128, 4)),
+    8: (ScanConfig(1, 128, 4), ScanConfig(1, 64, 4), ScanConfig(1, 128, 4), ScanConfig(1, 64, 4)),
+    16: (ScanConfig(1, 32, 4), ScanConfig(1, 32, 4), ScanConfig(1, 32, 4), ScanConfig(1, 32, 4)),
+}
+
+
+def _pow2_divisor(n: int) -> int:
+    return n & (-n)
+
+
+def pick_config(
+    n: int,
+    per_group: int,
+    length: int,
+    *,
+    backward: bool,
+    ss2d: bool = False,
+    override: ScanConfig | None = None,
+):
+    """Tile for state size ``n``; ``bd`` is capped so a block never straddles two groups, and the warps
+    so that a tiny tile is not replicated over idle threads."""
+    npad = triton.next_power_of_2(max(n, 1))
+    if npad > 16:
+        raise ValueError(f"the Triton scan supports d_state N <= 16, got N = {n}")
+    cfg = override or _TABLE[npad][(2 if ss2d else 0) + (1 if backward else 0)]
+    bd = min(cfg.bd, _pow2_divisor(per_group))
+    chunk = min(cfg.chunk, max(16, triton.next_power_of_2(max(length, 1))))
+    warps = max(1, min(cfg.num_warps, bd * npad * chunk // 256))
+    return npad, ScanConfig(bd, chunk, warps)
+
+
+# Columns per column-major chunk. The kernels support TO > 1 (whole columns, transposed in shared memory
+# through tl.reshape; exact under the Triton interpreter), but Triton 3.6 on an H100 returned wrong sums
+# for some (rows, TO, TI) tiles, e.g. (2, 8, 16), while others passed: the launcher keeps one column per
+# chunk (strided loads, exact everywhere it was tested) until that is understood. bench/NOTES_triton.md.
+COLMAJOR_COLUMNS = 1
+
+# Sequences shorter than this are zero-padded to it (the kernels mask the padding with the valid length,
+# an unspecialized argument): one chunk shape serves them, and no row stride is specialized to the
+# constant 1. (L = 1 first looked wrong on the H100; it was the test's relative error against dA = 0.)
+_MIN_LENGTH = 16
+
+
+def _colmajor_tile(h: int, chunk: int, columns: int = COLMAJOR_COLUMNS) -> tuple[int, int]:
+    """(TO columns, TI rows) of a column-major chunk."""
+    ti = min(triton.next_power_of_2(max(h, 1)), chunk)
+    return max(1, min(columns, chunk // ti)), ti
+
+
+def _pad_length(t, length):
+    return None if t is None else F.pad(t, (0, length - t.shape[-1])).contiguous()
+
+
+def _device_ctx(t: torch.Tensor):
+    return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+def _check_scan_args(u, delta, A, B, C, D, z, delta_bias):
+    _check(u.dim() == 3, f"u must be (batch, D, L), got {tuple(u.shape)}")
+    batch, dim, length = u.shape
+    _check(delta.shape == u.shape, f"delta must have u's shape {tuple(u.shape)}, got {tuple(delta.shape)}")
+    _check(A.dim() == 2 and A.shape[0] == dim, f"A must be (D={dim}, N), got {tuple(A.shape)}")
+    n = A.shape[1]
+    _check(B.dim() == 4, f"B must be (batch, G, N, L), got {tuple(B.shape)}")
+    g = B.shape[1]
+    _check(
+        B.shape == (batch, g, n, length) and g > 0 and dim % g == 0,
+        f"B must be (batch={batch}, G dividing {dim}, N={n}, L={length}), got {tuple(B.shape)}",
+    )
+    _check(C.shape == B.shape, f"C must have B's shape {tuple(B.shape)}, got {tuple(C.shape)}")
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None:
+            _check(tuple(t.shape) == (dim,), f"{name} must be ({dim},), got {tuple(t.shape)}")
+    if z is not None:
+        _check(z.shape == u.shape, f"z must have u's shape {tuple(u.shape)}, got {tuple(z.shape)}")
+    return batch, dim, length, g, n
+
+
+def selective_scan_fwd(
+    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, *, config=None
+):
+    """Forward of the plain scan: returns ``(y (batch, D, L) in u.dtype, last_state (batch, D, N) fp32)``."""
+    batch, dim, length, groups, n = _check_scan_args(u, delta, A, B, C, D, z, delta_bias)
+    u, delta, B, C = u.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
+    A32 = A.detach().float().contiguous()
+    z = z.contiguous() if z is not None else None
+    y = torch.empty_like(u)
+    last = torch.empty(batch, dim, n, device=u.device, dtype=torch.float32)
+    if length == 0 or batch == 0:
+        last.zero_()
+        return y, last
+    tiny = length < _MIN_LENGTH
+    stride = _MIN_LENGTH if tiny else length
+    if tiny:
+        u, delta, B, C, z = (_pad_length(t, stride) for t in (u, delta, B, C, z))
+        y = torch.empty_like(u)
+    npad, cfg = pick_config(n, dim // groups, stride, backward=False, override=config)
+    n_db = dim // cfg.bd
+    with _device_ctx(u):
+        scan_fwd_kernel[(batch * n_db,)](
+            u, delta, A32, B, C,
+            D if D is not None else A32, delta_bias if delta_bias is not None else A32,
+            z if z is not None else u, y, last,
+            dim, 1, groups, n, stride, length, 1, stride, n_db, TINY=tiny,
+            HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
+            SOFTPLUS=bool(delta_softplus), STORE_LAST=True, ACCUM=False, SS2D=False,
+            BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, num_warps=cfg.num_warps,
+        )  # fmt: skip
+    if tiny:
+        y = y[..., :length].contiguous()
+    return y, last
+
+
+def selective_scan_bwd(
+    dy,
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=True,
+    dlast_state=None,
+    *,
+    config=None,
+):
+    """Backward of the plain scan: ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``, None for None inputs."""
+    batch, dim, length, groups, n = _check_scan_args(u, delta, A, B, C, D, z, delta_bias)
+    _check(dy.shape == u.shape, f"dy must have u's shape {tuple(u.shape)}, got {tuple(dy.shape)}")
+    u, delta, B, C, dy = u.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous(), dy.contiguous()
+    A32 = A.detach().float().contiguous()
+    z = z.contiguous() if z is not None else None
+    if dlast_state is not None:
+        _check(
+            tuple(dlast_state.shape) == (batch, dim, n),
+            f"dlast_state must be ({batch}, {dim}, {n}), got {tuple(dlast_state.shape)}",
+        )
+        dlast_state = dlast_state.contiguous()
+    dev, f32 = u.device, torch.float32
+    du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+    dz = torch.empty_like(z) if z is not None else None
+    dA = torch.zeros(dim, n, device=dev, dtype=f32)
+    dB = torch.zeros(B.shape, device=dev, dtype=f32)
+    dC = torch.zeros(C.shape, device=dev, dtype=f32)
+    dD = torch.zeros(dim, device=dev, dtype=f32) if D is not None else None
+    dbias = torch.zeros(dim, device=dev, dtype=f32) if delta_bias is not None else None
+    tiny = 0 < length < _MIN_LENGTH
+    stride = _MIN_LENGTH if tiny else length
+    if tiny:
+        u, delta, B, C, z, dy = (_pad_length(t, stride) for t in (u, delta, B, C, z, dy))
+        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+        dz = torch.empty_like(z) if z is not None else None
+        dB, dC = torch.zeros(B.shape, device=dev, dtype=f32), torch.zeros(C.shape, device=dev, dtype=f32)
+    if length > 0 and batch > 0:
+        npad, cfg = pick_config(n, dim // groups, stride, backward=True, override=config)
+        n_db = dim // cfg.bd
+        nc = triton.cdiv(stride, cfg.chunk)
+        progs = batch * n_db
+        st = torch.empty(progs * nc * cfg.bd * npad, device=dev, dtype=f32)
+        with _device_ctx(u):
+            scan_bwd_kernel[(progs,)](
+                u, delta, A32, B, C,
+                D if D is not None else A32, delta_bias if delta_bias is not None else A32,
+                z if z is not None else u, dy, dlast_state if dlast_state is not None else A32, st,
+                du, ddelta, dA, dB, dC, dD if dD is not None else dA, dbias if dbias is not None else dA,
+                dz if dz is not None else du,
+                dim, 1, groups, n, stride, length, 1, stride, n_db, nc, TINY=tiny,
+                HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
+                SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast_state is not None, ACCUM=False, SS2D=False,
+                BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, num_warps=cfg.num_warps,
+            )  # fmt: skip
+    else:
+        du.zero_()
+        ddelta.zero_()
+        if dz is not None:
+            dz.zero_()
+    if tiny:
+        du, ddelta, dB, dC = (t[..., :length].contiguous() for t in (du, ddelta, dB, dC))
+        dz = dz[..., :length].contiguous() if dz is not None else None
+    return (
+        du,
+        ddelta,
+        dA.to(A.dtype),
+        dB.to(B.dtype),
+        dC.to(C.dtype),
+        dD.to(D.dtype) if D is not None else None,
+        dz,
+        dbias.to(delta_bias.dtype) if delta_bias is not None else None,
+    )
+
+
+def _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions):
+    _check(directions in (1, 2, 4), f"directions must be 1, 2 or 4, got {directions}")
+    _check(x.dim() == 4, f"x must be (batch, D, H, W), got {tuple(x.shape)}")
+    batch, dm, h, w = x.shape
+    k, length = directions, h * w
+    _check(
+        tuple(delta.shape) == (batch, k, dm, length),
+        f"delta must be (batch={batch}, K={k}, D={dm}, H*W={length}) in image order, got {tuple(delta.shape)}",
+    )
+    _check(A.dim() == 2 and A.shape[0] == k * dm, f"A must be (K*D={k * dm}, N), got {tuple(A.shape)}")
+    n = A.shape[1]
+    for name, t in (("B", B), ("C", C)):
+        _check(
+            tuple(t.shape) == (batch, k, n, length),
+            f"{name} must be (batch={batch}, K={k}, N={n}, H*W={length}), got {tuple(t.shape)}",
+        )
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None:
+            _check(tuple(t.shape) == (k * dm,), f"{name} must be ({k * dm},), got {tuple(t.shape)}")
+    return batch, dm, h, w, k, n
+
+
+def _ss2d_launch_geometry(n, dm, h, w, backward, config):
+    npad, cfg = pick_config(n, dm, h * w, backward=backward, ss2d=True, override=config)
+    to_c, ti_c = _colmajor_tile(h, cfg.chunk)
+    nc_max = max(triton.cdiv(h * w, cfg.chunk), triton.cdiv(w, to_c) * triton.cdiv(h, ti_c))
+    return npad, cfg, to_c, ti_c, nc_max
+
+
+def ss2d_fwd(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None):
+    """Fused SS2D scan: ``y (batch, Dm, H, W)`` in x.dtype, the K directional scans merged (summed)."""
+    batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions)
+    x, delta, B, C = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
+    A32 = A.detach().float().contiguous()
+    accum = k > 1
+    if accum:
+        y = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
+    else:
+        y = torch.empty_like(x)
+    if x.numel() == 0:
+        return y.to(x.dtype)
+    npad, cfg, to_c, ti_c, _ = _ss2d_launch_geometry(n, dm, h, w, False, config)
+    n_db = dm // cfg.bd
+    with _device_ctx(x):
+        scan_fwd_kernel[(batch * n_db * k,)](
+            x, delta, A32, B, C,
+            D if D is not None else A32, delta_bias if delta_bias is not None else A32,
+            x, y, A32,
+            dm, k, 1, n, h * w, h * w, h, w, n_db, TINY=False,
+            HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=False,
+            SOFTPLUS=True, STORE_LAST=False, ACCUM=accum, SS2D=True,
+            BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, num_warps=cfg.num_warps,
+        )  # fmt: skip
+    return y.to(x.dtype)
+
+
+def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None):
+    """Backward of the fused SS2D scan: ``(dx, ddelta, dA, dB, dC, dD, ddelta_bias)``."""
+    batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions)
+    _check(dy.shape == x.shape, f"dy must have x's shape {tuple(x.shape)}, got {tuple(dy.shape)}")
+    x, delta, B, C, dy = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous(), dy.contiguous()
+    A32 = A.detach().float().contiguous()
+    dev, f32 = x.device, torch.float32
+    accum = k > 1
+    dx = torch.zeros(x.shape, device=dev, dtype=f32) if accum else torch.empty_like(x)
+    ddelta = torch.empty_like(delta)
+    dA = torch.zeros(k * dm, n, device=dev, dtype=f32)
+    dB = torch.zeros(B.shape, device=dev, dtype=f32)
+    dC = torch.zeros(C.shape, device=dev, dtype=f32)
+    dD = torch.zeros(k * dm, device=dev, dtype=f32) if D is not None else None
+    dbias = torch.zeros(k * dm, device=dev, dtype=f32) if delta_bias is not None else None
+    if x.numel() > 0:
+        npad, cfg, to_c, ti_c, nc_max = _ss2d_launch_geometry(n, dm, h, w, True, config)
+        n_db = dm // cfg.bd
+        progs = batch * n_db * k
+        st = torch.empty(progs * nc_max * cfg.bd * npad, device=dev, dtype=f32)
+        with _device_ctx(x):
+            scan_bwd_kernel[(progs,)](
+                x, delta, A32, B, C,
+                D if D is not None else A32, delta_bias if delta_bias is not None else A32,
+                x, dy, A32, st,
+                dx, ddelta, dA, dB, dC, dD if dD is not None else dA, dbias if dbias is not None else dA, dx,
+                dm, k, 1, n, h * w, h * w, h, w, n_db, nc_max, TINY=False,
+                HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=False,
+                SOFTPLUS=True, HAS_DLAST=False, ACCUM=accum, SS2D=True,
+                BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, num_warps=cfg.num_warps,
+            )  # fmt: skip
+    else:
+        ddelta.zero_()
+    return (
+        dx.to(x.dtype),
+        ddelta,
+        dA.to(A.dtype),
+        dB.to(B.dtype),
+        dC.to(C.dtype),
+        dD.to(D.dtype) if D is not None else None,
+        dbias.to(delta_bias.dtype) if delta_bias is not None else None,
+    )

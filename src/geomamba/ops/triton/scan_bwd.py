@@ -1,0 +1,239 @@
+"""Triton backward kernel of the selective scan (plain and fused SS2D layouts).
+
+It recomputes the forward instead of storing states. Pass 1 walks the sequence forward and writes only
+the state entering each chunk (``R`` fp32 values per chunk: a scratch of ``N * 4 / CH`` bytes per
+element). Pass 2 walks the chunks backwards: it rescans the chunk from its stored state, runs the adjoint
+scan ``g_t = C_t dy_t + a_{t+1} g_{t+1}`` (see ``combine_adj``) and forms every gradient. Tiles are the
+forward's ``(R = BD * NP, CH)`` state rows. dB/dC are summed over the program's BD channels before one
+atomic add per block and state; dA, dD and d(delta_bias) accumulate elementwise in registers over the
+whole sequence and are reduced and added once per program.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from geomamba.ops.triton._common import (
+    atomic_add_state_sum,
+    channel_pick,
+    channel_sum,
+    chunk_count,
+    chunk_tile,
+    combine_adj,
+    combine_fwd,
+    flat_mask,
+    load_tile,
+    softplus,
+    state_rows,
+    store_tile,
+)
+
+
+@triton.jit
+def _bwd_seq(
+    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
+    dx_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
+    x_base, dl_base, bc_base, prm0, last_base, st_base, L, Lv, H, W, N,
+    TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_DLAST: tl.constexpr, ACCUM: tl.constexpr, COLMAJOR: tl.constexpr, REVERSE: tl.constexpr,
+    BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
+):  # fmt: skip
+    CH: tl.constexpr = TO * TI
+    R: tl.constexpr = BD * NP
+    rr = tl.arange(0, R)
+    rd = rr // NP
+    rn = rr % NP
+    nmask = rn < N
+    true_r = rr >= 0
+    dd = tl.arange(0, BD)
+    true_d = dd >= 0
+    x_rows_r = x_base + rd.to(tl.int64) * L
+    x_rows_d = x_base + dd.to(tl.int64) * L
+    dl_rows = dl_base + rd.to(tl.int64) * L
+    dl_rows_d = dl_base + dd.to(tl.int64) * L
+    bc_rows = bc_base + rn.to(tl.int64) * L
+    a2 = tl.load(A_ptr + (prm0 + rd) * N + rn, mask=nmask, other=0.0) * 1.4426950408889634
+    A = a2 * 0.6931471805599453
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + prm0 + rd).to(tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + prm0 + dd).to(tl.float32)
+    seq = tl.arange(0, CH)
+    if REVERSE:
+        last_sel = seq == 0
+        first_sel = seq == CH - 1
+    else:
+        last_sel = seq == CH - 1
+        first_sel = seq == 0
+    nc = chunk_count(L, H, W, COLMAJOR, TO, TI)
+    if TINY:
+        Lm = Lv  # padded short sequence: L is the row stride, Lv the valid length
+    else:
+        Lm = L
+
+    # pass 1: the state entering every chunk
+    h = tl.zeros((R,), dtype=tl.float32)
+    for it in range(nc):
+        if REVERSE:
+            c = nc - 1 - it
+        else:
+            c = it
+        tl.store(st_ptr + st_base + it * R + rr, h)
+        off, msk = chunk_tile(c, Lm, H, W, COLMAJOR, TO, TI)
+        valid = flat_mask(msk, COLMAJOR, CH)
+        u = load_tile(x_ptr, x_rows_r, true_r, off, msk, COLMAJOR, R, CH)
+        dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, COLMAJOR, R, CH)
+        Bt = load_tile(B_ptr, bc_rows, nmask, off, msk, COLMAJOR, R, CH)
+        if HAS_BIAS:
+            dr = dr + bias[:, None]
+        if SOFTPLUS:
+            dt = softplus(dr)
+        else:
+            dt = dr
+        dt = tl.where(valid, dt, 0.0)
+        aa, hh = tl.associative_scan(
+            (tl.exp2(dt * a2[:, None]), dt * u * Bt), 1, combine_fwd, reverse=REVERSE
+        )
+        hh = hh + aa * h[:, None]
+        h = tl.sum(tl.where(last_sel[None, :], hh, 0.0), 1)
+    tl.debug_barrier()
+
+    # pass 2: chunks in reverse sequence order
+    if HAS_DLAST:
+        p = tl.load(dlast_ptr + last_base + rd * N + rn, mask=nmask, other=0.0).to(tl.float32)
+    else:
+        p = tl.zeros((R,), dtype=tl.float32)
+    acc_dA = tl.zeros((R, CH), dtype=tl.float32)
+    acc_dD = tl.zeros((BD, CH), dtype=tl.float32)
+    acc_db = tl.zeros((BD, CH), dtype=tl.float32)
+    for it2 in range(nc):
+        it = nc - 1 - it2
+        if REVERSE:
+            c = nc - 1 - it
+        else:
+            c = it
+        h0 = tl.load(st_ptr + st_base + it * R + rr)
+        off, msk = chunk_tile(c, Lm, H, W, COLMAJOR, TO, TI)
+        valid = flat_mask(msk, COLMAJOR, CH)
+        u = load_tile(x_ptr, x_rows_r, true_r, off, msk, COLMAJOR, R, CH)
+        dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, COLMAJOR, R, CH)
+        Bt = load_tile(B_ptr, bc_rows, nmask, off, msk, COLMAJOR, R, CH)
+        Ct = load_tile(C_ptr, bc_rows, nmask, off, msk, COLMAJOR, R, CH)
+        if HAS_BIAS:
+            dr = dr + bias[:, None]
+        if SOFTPLUS:
+            dt = softplus(dr)
+        else:
+            dt = dr
+        dt = tl.where(valid, dt, 0.0)
+        a = tl.exp2(dt * a2[:, None])
+        bx = dt * u * Bt
+        aa, hh = tl.associative_scan((a, bx), 1, combine_fwd, reverse=REVERSE)
+        hh = hh + aa * h0[:, None]
+        if HAS_Z:
+            dout = load_tile(dy_ptr, x_rows_d, true_d, off, msk, COLMAJOR, BD, CH)
+            zz = load_tile(z_ptr, x_rows_d, true_d, off, msk, COLMAJOR, BD, CH)
+            y = channel_sum(hh * Ct, BD, NP, CH)
+            if HAS_D:
+                y = y + Dv[:, None] * channel_pick(u, BD, NP, CH)
+            sz = tl.sigmoid(zz)
+            dz = dout * y * sz * (1.0 + zz * (1.0 - sz))
+            store_tile(dz_ptr, x_rows_d, true_d, off, msk, dz, COLMAJOR, False, BD, TO, TI)
+            dy_d = dout * zz * sz
+            dy = state_rows(dy_d, BD, NP, CH)
+        else:
+            dy = load_tile(dy_ptr, x_rows_r, true_r, off, msk, COLMAJOR, R, CH)
+            dy_d = channel_pick(dy, BD, NP, CH)
+        ones = tl.full((R, CH), 1.0, dtype=tl.float32)
+        _f, mm, vv = tl.associative_scan((a, ones, Ct * dy), 1, combine_adj, reverse=not REVERSE)
+        g = vv + mm * p[:, None]
+        p = tl.sum(tl.where(first_sel[None, :], a * g, 0.0), 1)
+        ah = hh - bx  # a_t * h_{t-1}
+        gdt = g * dt
+        acc_dA += gdt * ah
+        du = channel_sum(gdt * Bt, BD, NP, CH)
+        ddt = channel_sum(g * (Bt * u + ah * A[:, None]), BD, NP, CH)
+        if HAS_D:
+            u_d = channel_pick(u, BD, NP, CH)
+            du = du + Dv[:, None] * dy_d
+            acc_dD += dy_d * u_d
+        if SOFTPLUS:
+            ddt = ddt * tl.sigmoid(channel_pick(dr, BD, NP, CH))
+        ddt = tl.where(valid, ddt, 0.0)
+        if HAS_BIAS:
+            acc_db += ddt
+        store_tile(dx_ptr, x_rows_d, true_d, off, msk, du, COLMAJOR, ACCUM, BD, TO, TI)
+        store_tile(ddelta_ptr, dl_rows_d, true_d, off, msk, ddt, COLMAJOR, False, BD, TO, TI)
+        atomic_add_state_sum(dB_ptr, bc_base, N, L, off, msk, gdt * u, COLMAJOR, BD, NP, TO, TI)
+        atomic_add_state_sum(dC_ptr, bc_base, N, L, off, msk, hh * dy, COLMAJOR, BD, NP, TO, TI)
+    tl.atomic_add(dA_ptr + (prm0 + rd) * N + rn, tl.sum(acc_dA, 1), mask=nmask, sem="relaxed")
+    if HAS_D:
+        tl.atomic_add(dD_ptr + prm0 + dd, tl.sum(acc_dD, 1), sem="relaxed")
+    if HAS_BIAS:
+        tl.atomic_add(dbias_ptr + prm0 + dd, tl.sum(acc_db, 1), sem="relaxed")
+
+
+@triton.jit(do_not_specialize=["Lv"])
+def scan_bwd_kernel(
+    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
+    dx_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
+    Dm, K, G, N, L, Lv, H, W, n_dblocks, nc_max,
+    TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
+    SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, ACCUM: tl.constexpr, SS2D: tl.constexpr,
+    BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr, TO_C: tl.constexpr, TI_C: tl.constexpr,
+):  # fmt: skip
+    """Same grid and layouts as ``scan_fwd_kernel``; dy has y's layout, gradients their input's layout.
+
+    dx (fused SS2D with K > 1), dA, dB, dC, dD, dbias are fp32 accumulators zeroed by the caller;
+    ``st_ptr`` is a ``(programs, nc_max, BD * NP)`` fp32 scratch for the chunk-entry states.
+    """
+    pid = tl.program_id(0)
+    k = pid % K
+    rest = pid // K
+    db = rest % n_dblocks
+    b = rest // n_dblocks
+    d0 = db * BD
+    g = d0 // (Dm // G)
+    x_base = (b * Dm + d0).to(tl.int64) * L
+    dl_base = ((b * K + k) * Dm + d0).to(tl.int64) * L
+    bc_base = ((b * K + k) * G + g).to(tl.int64) * N * L
+    prm0 = k * Dm + d0
+    last_base = ((b * K + k) * Dm + d0).to(tl.int64) * N
+    st_base = pid.to(tl.int64) * nc_max * (BD * NP)
+    if SS2D:
+        if k == 0:
+            _bwd_seq(
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
+                dx_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
+                x_base, dl_base, bc_base, prm0, last_base, st_base, L, Lv, H, W, N,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, ACCUM, False, False, BD, NP, 1, CH,
+            )  # fmt: skip
+        elif k == 1:
+            _bwd_seq(
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
+                dx_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
+                x_base, dl_base, bc_base, prm0, last_base, st_base, L, Lv, H, W, N,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, ACCUM, True, False, BD, NP, TO_C, TI_C,
+            )  # fmt: skip
+        elif k == 2:
+            _bwd_seq(
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
+                dx_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
+                x_base, dl_base, bc_base, prm0, last_base, st_base, L, Lv, H, W, N,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, ACCUM, False, True, BD, NP, 1, CH,
+            )  # fmt: skip
+        else:
+            _bwd_seq(
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
+                dx_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
+                x_base, dl_base, bc_base, prm0, last_base, st_base, L, Lv, H, W, N,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, ACCUM, True, True, BD, NP, TO_C, TI_C,
+            )  # fmt: skip
+    else:
+        _bwd_seq(
+            x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
+            dx_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
+            x_base, dl_base, bc_base, prm0, last_base, st_base, L, Lv, H, W, N,
+            TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, ACCUM, False, False, BD, NP, 1, CH,
+        )  # fmt: skip

@@ -1,0 +1,157 @@
+"""Triton forward kernel of the selective scan (plain and fused SS2D layouts).
+
+One program owns ``BD`` channels (all in one group) of one sequence (batch b, direction k) and walks it
+chunk by chunk. Its tiles are ``(R, CH)`` with ``R = BD * NP`` state rows (row r: channel r // NP, state
+r % NP; for N = 1 a row is a channel), so every operation is two-dimensional: u/delta rows repeat over
+the states and B/C rows over the channels (broadcast loads served by L1). Per chunk: ``a = exp(dt*A)``,
+``b = dt*B*u``, ``tl.associative_scan`` along the chunk plus the carried state, ``y = sum_n C*h`` (a
+reduction over the NP rows of a channel), D skip, SiLU(z) gate, then ``y`` is stored (or, for the fused
+SS2D, atomically added to the fp32 image accumulator so the K directions merge in place).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from geomamba.ops.triton._common import (
+    channel_pick,
+    channel_sum,
+    chunk_count,
+    chunk_tile,
+    combine_fwd,
+    flat_mask,
+    load_tile,
+    softplus,
+    store_tile,
+)
+
+
+@triton.jit
+def _fwd_seq(
+    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+    x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
+    TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
+    STORE_LAST: tl.constexpr, ACCUM: tl.constexpr, COLMAJOR: tl.constexpr, REVERSE: tl.constexpr,
+    BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
+):  # fmt: skip
+    CH: tl.constexpr = TO * TI
+    R: tl.constexpr = BD * NP
+    rr = tl.arange(0, R)
+    rd = rr // NP
+    rn = rr % NP
+    nmask = rn < N
+    true_r = rr >= 0
+    dd = tl.arange(0, BD)
+    true_d = dd >= 0
+    x_rows_r = x_base + rd.to(tl.int64) * L
+    x_rows_d = x_base + dd.to(tl.int64) * L
+    dl_rows = dl_base + rd.to(tl.int64) * L
+    bc_rows = bc_base + rn.to(tl.int64) * L
+    a2 = tl.load(A_ptr + (prm0 + rd) * N + rn, mask=nmask, other=0.0) * 1.4426950408889634
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + prm0 + rd).to(tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + prm0 + dd).to(tl.float32)
+    seq = tl.arange(0, CH)
+    if REVERSE:
+        last_sel = seq == 0
+    else:
+        last_sel = seq == CH - 1
+    nc = chunk_count(L, H, W, COLMAJOR, TO, TI)
+    if TINY:
+        Lm = Lv  # padded short sequence: L is the row stride, Lv the valid length
+    else:
+        Lm = L
+    h = tl.zeros((R,), dtype=tl.float32)
+    for it in range(nc):
+        if REVERSE:
+            c = nc - 1 - it
+        else:
+            c = it
+        off, msk = chunk_tile(c, Lm, H, W, COLMAJOR, TO, TI)
+        valid = flat_mask(msk, COLMAJOR, CH)
+        u = load_tile(x_ptr, x_rows_r, true_r, off, msk, COLMAJOR, R, CH)
+        dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, COLMAJOR, R, CH)
+        Bt = load_tile(B_ptr, bc_rows, nmask, off, msk, COLMAJOR, R, CH)
+        Ct = load_tile(C_ptr, bc_rows, nmask, off, msk, COLMAJOR, R, CH)
+        if HAS_BIAS:
+            dr = dr + bias[:, None]
+        if SOFTPLUS:
+            dt = softplus(dr)
+        else:
+            dt = dr
+        dt = tl.where(valid, dt, 0.0)
+        aa, hh = tl.associative_scan(
+            (tl.exp2(dt * a2[:, None]), dt * u * Bt), 1, combine_fwd, reverse=REVERSE
+        )
+        hh = hh + aa * h[:, None]
+        h = tl.sum(tl.where(last_sel[None, :], hh, 0.0), 1)
+        y = channel_sum(hh * Ct, BD, NP, CH)
+        if HAS_D:
+            y = y + Dv[:, None] * channel_pick(u, BD, NP, CH)
+        if HAS_Z:
+            zz = load_tile(z_ptr, x_rows_d, true_d, off, msk, COLMAJOR, BD, CH)
+            y = y * zz * tl.sigmoid(zz)
+        store_tile(y_ptr, x_rows_d, true_d, off, msk, y, COLMAJOR, ACCUM, BD, TO, TI)
+    if STORE_LAST:
+        tl.store(last_ptr + last_base + rd * N + rn, h, mask=nmask)
+
+
+@triton.jit(do_not_specialize=["Lv"])
+def scan_fwd_kernel(
+    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+    Dm, K, G, N, L, Lv, H, W, n_dblocks,
+    TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
+    SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, ACCUM: tl.constexpr, SS2D: tl.constexpr,
+    BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr, TO_C: tl.constexpr, TI_C: tl.constexpr,
+):  # fmt: skip
+    """Grid: ``batch * n_dblocks * K`` programs, k fastest (the K directions of a block run together).
+
+    Plain scan: ``K = 1``; x/z/y ``(batch, Dm, L)``; delta ``(batch, Dm, L)``; B/C ``(batch, G, N, L)``.
+    SS2D: x/y ``(batch, Dm, H, W)``; delta ``(batch, K, Dm, L)``; B/C ``(batch, K, N, L)`` (G = 1);
+    A ``(K*Dm, N)``; D/bias ``(K*Dm,)``; direction k: 0 row, 1 column, 2 row reversed, 3 column reversed.
+    """
+    pid = tl.program_id(0)
+    k = pid % K
+    rest = pid // K
+    db = rest % n_dblocks
+    b = rest // n_dblocks
+    d0 = db * BD
+    g = d0 // (Dm // G)
+    x_base = (b * Dm + d0).to(tl.int64) * L
+    dl_base = ((b * K + k) * Dm + d0).to(tl.int64) * L
+    bc_base = ((b * K + k) * G + g).to(tl.int64) * N * L
+    prm0 = k * Dm + d0
+    last_base = ((b * K + k) * Dm + d0).to(tl.int64) * N
+    if SS2D:
+        if k == 0:
+            _fwd_seq(
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+                x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, False, False, BD, NP, 1, CH,
+            )  # fmt: skip
+        elif k == 1:
+            _fwd_seq(
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+                x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, True, False, BD, NP, TO_C, TI_C,
+            )  # fmt: skip
+        elif k == 2:
+            _fwd_seq(
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+                x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, False, True, BD, NP, 1, CH,
+            )  # fmt: skip
+        else:
+            _fwd_seq(
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+                x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, True, True, BD, NP, TO_C, TI_C,
+            )  # fmt: skip
+    else:
+        _fwd_seq(
+            x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+            x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
+            TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, False, False, BD, NP, 1, CH,
+        )  # fmt: skip
