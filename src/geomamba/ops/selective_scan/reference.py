@@ -1,7 +1,7 @@
 """Reference selective scan: chunked, pure PyTorch, the CPU path (backend ``"ref"``).
 
 Shapes as in :func:`geomamba.ops.selective_scan.selective_scan`: u, delta, z ``(batch, D, L)``;
-A ``(D, N)``; B, C ``(batch, G, N, L)``; D, delta_bias ``(D,)``. Everything is computed in fp32.
+A ``(D, N)``; B, C ``(batch, G, N, L)``; D, delta_bias ``(D,)``. Everything is computed in fp32 (fp64 for fp64 inputs).
 
 Algorithm (the recurrence ``h_t = a_t * h_{t-1} + x_t`` with ``a_t = exp(delta_t * A)`` and
 ``x_t = delta_t * u_t * B_t``):
