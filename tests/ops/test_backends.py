@@ -94,6 +94,13 @@ def test_env_var_overrides_auto_only(clean_table, monkeypatch):
         selective_scan(*tiny())
 
 
+def test_auto_gives_float64_to_the_reference(clean_table, monkeypatch):
+    counting_backend("fast", [])
+    monkeypatch.setattr(_backends, "_PREFERENCE", ("fast", "ref"))
+    assert resolve_backend("auto", "cpu", torch.float32).name == "fast"
+    assert resolve_backend("auto", "cpu", torch.float64).name == "ref"
+
+
 def test_unknown_backend_name(clean_table):
     with pytest.raises(ValueError, match="unknown selective-scan backend 'fast'; known backends: auto, ref"):
         selective_scan(*tiny(), backend="fast")

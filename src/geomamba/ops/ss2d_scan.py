@@ -81,7 +81,7 @@ def _ss2d_fwd(
     directions: int,
     backend: str,
 ) -> Tensor:
-    be = resolve_backend(backend, x.device)
+    be = resolve_backend(backend, x.device, x.dtype)
     args = (_c(x), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
     y = be.ss2d_fwd(*args) if be.ss2d_fwd is not None else composed_ss2d_fwd(be, *args)
     return y.contiguous()
@@ -106,7 +106,7 @@ def _ss2d_bwd(
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(dx, ddelta, dA, dB, dC, dD, ddelta_bias)``; an empty tensor stands for None."""
-    be = resolve_backend(backend, x.device)
+    be = resolve_backend(backend, x.device, x.dtype)
     args = (_c(dy), _c(x), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
     grads = be.ss2d_bwd(*args) if be.ss2d_bwd is not None else composed_ss2d_bwd(be, *args)
     return tuple(x.new_empty(0) if g is None else g.contiguous() for g in grads)

@@ -15,8 +15,8 @@ A backend is registered with :func:`register_backend` and provides
 
 Choice (:func:`resolve_backend`): ``"auto"`` (or the ``GEOMAMBA_SCAN_BACKEND`` environment variable,
 which overrides ``"auto"`` only) takes the first of ``_PREFERENCE`` that is registered, available and
-supports the tensors' device, and logs once per device type which one it took and why the faster ones
-were skipped. An explicitly named backend that cannot run raises :class:`BackendUnavailableError`
+supports the tensors' device (for float64 tensors: the reference, the only one computing in fp64), and
+logs once per device type which one it took and why the faster ones were skipped. An explicitly named backend that cannot run raises :class:`BackendUnavailableError`
 saying why and how to fix it; an unknown name raises ``ValueError``.
 
 The optional backends live in modules imported lazily, once (``_OPTIONAL``): ``geomamba.ops.triton``
@@ -54,6 +54,8 @@ _PREFERENCE = ("triton", "ref")
 _OPTIONAL = {"triton": "geomamba.ops.triton"}
 # Device types an optional backend can serve: "auto" does not import it for other devices.
 _OPTIONAL_DEVICES = {"triton": ("cuda",)}
+# Backends that compute in fp64 for fp64 inputs: "auto" gives fp64 inputs to these only.
+_FP64_BACKENDS = ("ref",)
 _HOW_TO_FIX = {
     "triton": "install the GPU extra (`pip install 'geomamba[gpu]'`, which brings triton), put the tensors "
     "on a CUDA device, or use backend='ref' (the pure-PyTorch reference, any device)",
@@ -80,7 +82,7 @@ class Backend:
 _BACKENDS: dict[str, Backend] = {}
 _IMPORT_ERRORS: dict[str, str] = {}
 _IMPORTED: set[str] = set()
-_LOGGED: set[tuple[str, str]] = set()
+_LOGGED: set[tuple[str, str, str]] = set()
 _LOCK = threading.Lock()
 
 
@@ -145,8 +147,9 @@ def _known_names() -> list[str]:
     return sorted(set(_BACKENDS) | set(_OPTIONAL) | {"auto"})
 
 
-def resolve_backend(name: str, device: torch.device | str) -> Backend:
-    """The backend that runs a scan requested as ``name`` for tensors on ``device``."""
+def resolve_backend(name: str, device: torch.device | str, dtype: torch.dtype | None = None) -> Backend:
+    """The backend that runs a scan requested as ``name`` for tensors on ``device``; with ``dtype``
+    float64, ``"auto"`` only considers backends that compute in fp64 (the reference)."""
     device = torch.device(device)
     if not isinstance(name, str):
         raise ValueError(f"backend must be a string, got {type(name).__name__}")
@@ -173,6 +176,11 @@ def resolve_backend(name: str, device: torch.device | str) -> Backend:
         if candidate in _OPTIONAL_DEVICES and device.type not in _OPTIONAL_DEVICES[candidate]:
             skipped.append(f"{candidate}: runs on {'/'.join(_OPTIONAL_DEVICES[candidate])} tensors only")
             continue
+        if dtype == torch.float64 and candidate not in _FP64_BACKENDS:
+            skipped.append(
+                f"{candidate}: float64 inputs are computed in fp64 by {', '.join(_FP64_BACKENDS)} only"
+            )
+            continue
         reason = _why_not(candidate, device)
         if reason is None:
             _log_choice(candidate, device, skipped)
@@ -182,7 +190,7 @@ def resolve_backend(name: str, device: torch.device | str) -> Backend:
 
 
 def _log_choice(name: str, device: torch.device, skipped: list[str]) -> None:
-    key = (name, device.type)
+    key = (name, device.type, "; ".join(skipped))
     if key in _LOGGED:
         return
     _LOGGED.add(key)

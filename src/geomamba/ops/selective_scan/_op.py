@@ -44,7 +44,7 @@ def _scan_fwd(
     delta_softplus: bool,
     backend: str,
 ) -> tuple[Tensor, Tensor]:
-    be = resolve_backend(backend, u.device)
+    be = resolve_backend(backend, u.device, u.dtype)
     y, last = be.fwd(_c(u), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(z), _c(delta_bias), delta_softplus)
     return y.contiguous(), last.contiguous()
 
@@ -70,7 +70,7 @@ def _scan_bwd(
     backend: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """Gradients ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``; an empty tensor stands for None."""
-    be = resolve_backend(backend, u.device)
+    be = resolve_backend(backend, u.device, u.dtype)
     grads = be.bwd(
         _c(dy),
         _c(u),
