@@ -4,8 +4,9 @@ Times forward and forward+backward (autograd through each implementation) at the
 (batch 2, D 192, L 4096, N 1 and 16), and measures peak memory, then prints a table and writes
 ``bench/results/scan_cpu.json`` (machine, torch version, command, every figure).
 
-Timing: wall clock (``time.perf_counter``), best and median of ``--repeats`` runs after one warm-up
-(the naive loop: ``--naive-repeats`` runs, no warm-up, it takes seconds).
+Timing: wall clock (``time.perf_counter``), best and median of ``--repeats`` runs of the reference after
+one warm-up and of ``--naive-repeats`` runs of the naive loop, interleaved so that load from other
+processes on a shared machine hits both alike; the speedup compares the best runs.
 
 Peak memory: ``torch.profiler`` with ``profile_memory=True`` records every CPU allocation and free made
 by torch during one call; the peak is the largest running sum of those, i.e. the most memory the call
@@ -70,15 +71,19 @@ def run_once(fn, inputs, backward):
     return [y, dy, *(t.grad for t in leaves.values())]
 
 
-def timed(fn, inputs, backward, repeats, warmup):
-    for _ in range(warmup):
-        run_once(fn, inputs, backward)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run_once(fn, inputs, backward)
-        times.append(time.perf_counter() - t0)
-    return min(times), statistics.median(times)
+def timed_pair(fns, inputs, backward, repeats):
+    """Times of each function, runs interleaved (ref, naive, ref, naive, ...) so that a burst of load
+    from other processes hits both alike; ``repeats[i]`` runs of ``fns[i]`` after one warm-up of the
+    first (the reference). Returns ``[(best, median), ...]``."""
+    run_once(fns[0], inputs, backward)
+    times = [[] for _ in fns]
+    for r in range(max(repeats)):
+        for i, fn in enumerate(fns):
+            if r < repeats[i]:
+                t0 = time.perf_counter()
+                run_once(fn, inputs, backward)
+                times[i].append(time.perf_counter() - t0)
+    return [(min(ts), statistics.median(ts)) for ts in times]
 
 
 def peak_bytes(fn, inputs, backward):
@@ -96,6 +101,9 @@ def peak_bytes(fn, inputs, backward):
     return peak, io
 
 
+LOAD_AT_START = os.getloadavg() if hasattr(os, "getloadavg") else None
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--batch", type=int, default=2)
@@ -103,9 +111,10 @@ def main(argv=None):
     parser.add_argument("--length", type=int, default=4096)
     parser.add_argument("--d-state", type=int, nargs="+", default=[1, 16])
     parser.add_argument("--groups", type=int, default=1, help="G of B and C (default 1)")
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs of the reference")
-    parser.add_argument("--naive-repeats", type=int, default=1, help="timed runs of the naive loop")
+    parser.add_argument("--repeats", type=int, default=7, help="timed runs of the reference")
+    parser.add_argument("--naive-repeats", type=int, default=3, help="timed runs of the naive loop")
     parser.add_argument("--no-memory", action="store_true", help="skip the profiler memory pass")
+    parser.add_argument("--naive-memory", action="store_true", help="also profile the naive loop's memory")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output file")
     args = parser.parse_args(argv)
 
@@ -119,19 +128,21 @@ def main(argv=None):
             "d_state": n,
             "groups": args.groups,
         }
-        for impl in ("ref", "naive"):
-            fn = impl_fn(impl)
-            repeats, warmup = (args.repeats, 1) if impl == "ref" else (args.naive_repeats, 0)
-            for phase, backward in (("fwd", False), ("fwdbwd", True)):
-                best, median = timed(fn, inputs, backward, repeats, warmup)
+        impls = ("ref", "naive")
+        for phase, backward in (("fwd", False), ("fwdbwd", True)):
+            results = timed_pair(
+                [impl_fn(i) for i in impls], inputs, backward, [args.repeats, args.naive_repeats]
+            )
+            for impl, (best, median) in zip(impls, results):
                 row[f"{impl}_{phase}_s"] = best
                 row[f"{impl}_{phase}_median_s"] = median
-                if not args.no_memory:
-                    peak, io = peak_bytes(fn, inputs, backward)
+                print(f"  N={n} {impl:5s} {phase:6s} best {best:.4f} s  median {median:.4f} s", flush=True)
+            for impl in impls:
+                if not args.no_memory and (impl == "ref" or args.naive_memory):
+                    peak, io = peak_bytes(impl_fn(impl), inputs, backward)
                     row[f"{impl}_{phase}_peak_bytes"] = peak
                     row[f"{impl}_{phase}_io_bytes"] = io
                     row[f"{impl}_{phase}_peak_over_io"] = peak / io
-                print(f"  N={n} {impl:5s} {phase:6s} best {best:.4f} s  median {median:.4f} s", flush=True)
         for phase in ("fwd", "fwdbwd"):
             row[f"speedup_{phase}"] = row[f"naive_{phase}_s"] / row[f"ref_{phase}_s"]
         rows.append(row)
@@ -168,7 +179,8 @@ def main(argv=None):
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "loadavg_at_end": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         },
-        "timing": "wall clock, best (and median) of the runs; naive loop autograd for its backward",
+        "timing": "wall clock, best (and median) of interleaved runs; naive loop: autograd for its backward",
+        "loadavg_at_start": list(LOAD_AT_START) if LOAD_AT_START else None,
         "memory": "torch.profiler profile_memory: peak running sum of allocations during one call, "
         "compared with the bytes of the call's inputs + outputs (peak_over_io)",
         "results": rows,
