@@ -1,0 +1,243 @@
+"""Prediction of any image size: sliding windows with overlap and blending, flip TTA, and large scenes
+read and written window by window (bounded memory) into GeoTIFFs that keep image A's georeference.
+
+Blending: every window's class probabilities are weighted by a map that is 1 inside the window and, on
+each side that borders another window, 0 for the outer ``overlap // 4`` pixels and then rises linearly to 1
+across the overlap. Weights of overlapping windows are normalised per pixel, so seams are smooth, and a
+model whose receptive field reaches no more than ``overlap // 4`` pixels gives exactly the whole-image
+result. Images smaller than a window, or not a multiple of ``pad_multiple``, are reflect-padded and the
+output cropped back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from geomamba.data.datasets import normalise_image
+from geomamba.data.errors import DataError
+from geomamba.data.io import RasterWriter, raster_info, read_raster
+from geomamba.data.labels import IGNORE_INDEX, LabelMapping
+from geomamba.metrics.confusion import confusion_matrix, scores_from_confusion
+from geomamba.models.base import as_logits
+
+__all__ = [
+    "SceneResult",
+    "make_predict_fn",
+    "predict_scene",
+    "sliding_window_probs",
+    "window_starts",
+]
+
+PredictFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+def make_predict_fn(model: nn.Module, *, tta: bool = False) -> PredictFn:
+    """``x (B, 2, C, H, W) -> class probabilities (B, K, H, W)`` float32; ``tta`` averages over flips."""
+
+    def probs(x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(as_logits(model(x)).float(), dim=1)
+
+    if not tta:
+        return probs
+
+    def probs_tta(x: torch.Tensor) -> torch.Tensor:
+        out = probs(x)
+        out = out + probs(x.flip(-1)).flip(-1)
+        out = out + probs(x.flip(-2)).flip(-2)
+        return out / 3
+
+    return probs_tta
+
+
+def window_starts(size: int, window: int, overlap: int) -> list[int]:
+    """Start offsets of windows covering ``[0, size)`` with at least ``overlap`` pixels of overlap."""
+    if size <= window:
+        return [0]
+    n = math.ceil((size - overlap) / (window - overlap))
+    return sorted({round(v) for v in np.linspace(0, size - window, n)})
+
+
+def _axis_weight(length: int, overlap: int, before: bool, after: bool) -> torch.Tensor:
+    w = torch.ones(length)
+    if overlap <= 0:
+        return w
+    m = overlap // 4
+    ramp = torch.arange(1, overlap - 2 * m + 1, dtype=torch.float32) / (overlap - 2 * m + 1)
+    edge = torch.cat([torch.zeros(m), ramp])
+    if before:
+        w[: len(edge)] = torch.minimum(w[: len(edge)], edge)
+    if after:
+        w[length - len(edge) :] = torch.minimum(w[length - len(edge) :], edge.flip(0))
+    return w
+
+
+def _pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pad ``(B, 2, C, H, W)`` at the bottom/right to ``(height, width)`` by reflection."""
+    b, t, c, h, w = x.shape
+    ph, pw = height - h, width - w
+    if ph == 0 and pw == 0:
+        return x
+    flat = x.reshape(b * t, c, h, w)
+    mode = "reflect" if ph < h and pw < w else "replicate"
+    return F.pad(flat, (0, pw, 0, ph), mode=mode).reshape(b, t, c, height, width)
+
+
+@torch.no_grad()
+def sliding_window_probs(
+    predict_fn: PredictFn,
+    x: torch.Tensor,
+    *,
+    window: int | None = None,
+    overlap: int = 64,
+    pad_multiple: int = 32,
+) -> torch.Tensor:
+    """Class probabilities ``(B, K, H, W)`` of a bitemporal batch ``x (B, 2, C, H, W)``.
+
+    Args:
+        predict_fn: from ``make_predict_fn``.
+        window: window side (None: the whole image at once).
+        overlap: pixels shared by neighbouring windows (< window / 2).
+        pad_multiple: inputs are padded to a multiple of this (the model's total stride).
+    """
+    if x.dim() != 5 or x.shape[1] != 2:
+        raise ValueError(f"expected a bitemporal batch (B, 2, C, H, W), got {tuple(x.shape)}")
+    _, _, _, h, w = x.shape
+
+    def up(v: int) -> int:
+        return math.ceil(v / pad_multiple) * pad_multiple
+
+    if window is None or (h <= window and w <= window):
+        return predict_fn(_pad_to(x, up(h), up(w)))[..., :h, :w]
+    hp, wp = max(h, window), max(w, window)
+    xp = _pad_to(x, hp, wp)
+    rows, cols = window_starts(hp, window, overlap), window_starts(wp, window, overlap)
+    out = None
+    norm = torch.zeros(hp, wp, device=x.device)
+    for i, r in enumerate(rows):
+        wy = _axis_weight(window, overlap, i > 0, i < len(rows) - 1)
+        for j, c in enumerate(cols):
+            wx = _axis_weight(window, overlap, j > 0, j < len(cols) - 1)
+            weight = (wy[:, None] * wx[None, :]).to(x.device)
+            p = predict_fn(xp[..., r : r + window, c : c + window])
+            if out is None:
+                out = torch.zeros(p.shape[0], p.shape[1], hp, wp, device=x.device)
+            out[..., r : r + window, c : c + window] += p * weight
+            norm[r : r + window, c : c + window] += weight
+    return (out / norm)[..., :h, :w]
+
+
+@dataclass
+class SceneResult:
+    """What ``predict_scene`` wrote, and the scores when a label was given."""
+
+    path: Path
+    height: int
+    width: int
+    scores: dict | None = None
+    confusion: np.ndarray | None = None
+
+
+def predict_scene(
+    model: nn.Module,
+    a: str | Path,
+    b: str | Path,
+    out: str | Path,
+    *,
+    mean: Sequence[float] | None,
+    std: Sequence[float] | None,
+    bands: Sequence[int] | None = None,
+    window: int = 256,
+    overlap: int = 64,
+    pad_multiple: int = 32,
+    tta: bool = False,
+    output: str = "binary",
+    block: int | None = None,
+    label: str | Path | None = None,
+    ignore_value: int | None = None,
+    class_names: Sequence[str] = ("unchanged", "changed"),
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> SceneResult:
+    """Predict the change map of the pair ``a``/``b`` into ``out``, block by block.
+
+    Reads blocks of ``block`` x ``block`` pixels (default ``4 * window``) plus an ``overlap`` halo, so memory
+    stays bounded whatever the scene size; writes a GeoTIFF with image A's CRS and transform (or a PNG when
+    ``out`` ends in .png), atomically. ``output="binary"``: uint8 class ids (changed = 255 for two classes);
+    ``output="prob"``: float32 probability of the changed class (all K bands for K > 2). With ``label``,
+    also returns the scores of the prediction against it.
+    """
+    if output not in ("binary", "prob"):
+        raise ValueError(f"output must be 'binary' or 'prob', got {output!r}")
+    ia, ib = raster_info(a), raster_info(b)
+    if ia.size != ib.size:
+        raise DataError(
+            f"{ib.path}: size {ib.height}x{ib.width} differs from {ia.path} ({ia.height}x{ia.width})"
+        )
+    if ia.count != ib.count:
+        raise DataError(f"{ib.path}: {ib.count} band(s) but {ia.path} has {ia.count} (dates must match)")
+    n_bands = len(bands) if bands is not None else ia.count
+    if mean is not None and len(mean) != n_bands:
+        raise DataError(
+            f"{ia.path}: {n_bands} band(s) used but the model was trained on {len(mean)} "
+            f"(normalisation statistics of the checkpoint)"
+        )
+    il = None
+    mapping = LabelMapping(ignore_value)
+    if label is not None:
+        il = raster_info(label)
+        if il.size != ia.size:
+            raise DataError(f"{il.path}: label size {il.height}x{il.width} differs from {ia.path}")
+    k = len(class_names)
+    count = (1 if k == 2 else k) if output == "prob" else 1
+    dtype = "float32" if output == "prob" else "uint8"
+    block = block or 4 * window
+    halo = overlap
+    h, w = ia.height, ia.width
+    cm = np.zeros((k, k), np.int64)
+    predict_fn = make_predict_fn(model, tta=tta)
+    was_training = model.training
+    model.eval()
+    blocks = [(r, c) for r in range(0, h, block) for c in range(0, w, block)]
+    try:
+        with RasterWriter(
+            out, height=h, width=w, count=count, dtype=dtype, crs=ia.crs, transform=ia.transform
+        ) as dst:
+            for r, c in tqdm(blocks, desc=f"predicting {Path(out).name}", disable=not progress or None):
+                bh, bw = min(block, h - r), min(block, w - c)
+                r1, c1 = min(h, r + bh + halo), min(w, c + bw + halo)
+                # At least one window per side where the image allows, so no padding inside the scene.
+                r0, c0 = max(0, min(r - halo, r1 - window)), max(0, min(c - halo, c1 - window))
+                win = (r0, c0, r1 - r0, c1 - c0)
+                dates = []
+                for info in (ia, ib):
+                    raw = read_raster(info.path, win, bands=list(bands) if bands is not None else None)
+                    if raw.dtype.kind == "f" and not np.isfinite(raw).all():
+                        raise DataError(f"{info.path}: NaN/inf pixel values in window {win}")
+                    dates.append(normalise_image(raw, mean=mean, std=std, path=info.path))
+                x = torch.from_numpy(np.stack(dates))[None].to(device)
+                probs = sliding_window_probs(
+                    predict_fn, x, window=window, overlap=overlap, pad_multiple=pad_multiple
+                )[0]
+                core = probs[:, r - r0 : r - r0 + bh, c - c0 : c - c0 + bw]
+                pred = core.argmax(0)
+                if output == "prob":
+                    arr = (core[1:2] if k == 2 else core).cpu().numpy().astype(np.float32)
+                else:
+                    arr = (pred * (255 if k == 2 else 1)).to(torch.uint8).cpu().numpy()[None]
+                dst.write(arr, r, c)
+                if il is not None:
+                    target = mapping.apply(read_raster(il.path, (r, c, bh, bw)), il.path)
+                    cm += confusion_matrix(pred.cpu(), torch.from_numpy(target), k, IGNORE_INDEX).numpy()
+    finally:
+        model.train(was_training)
+    scores = scores_from_confusion(cm, class_names) if il is not None else None
+    return SceneResult(Path(out), h, w, scores, cm if il is not None else None)

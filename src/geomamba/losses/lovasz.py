@@ -1,0 +1,101 @@
+"""Lovász-softmax loss (Berman, Rannen Triki, Blaschko, CVPR 2018).
+
+For each class c, with pixel errors ``m_i = |[y_i = c] - p_i(c)|`` sorted in decreasing order, the loss is
+the Lovász extension of the Jaccard loss ``Delta_c(M) = |M| / |{y = c} ∪ M|``:
+``sum_i m_(i) * (Delta_c({1..i}) - Delta_c({1..i-1}))``; the class losses are averaged.
+
+``classes="present"`` (default) averages over the classes present in the (valid) labels, so that a class
+absent from the batch neither counts nor divides; ``"all"`` averages over every class (an absent class then
+costs its largest predicted probability); a list picks classes. Pixels equal to ``ignore_index`` are
+removed first. ``per_image`` computes the loss per image and averages over the images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from geomamba.losses._common import check_inputs
+
+__all__ = ["LovaszSoftmaxLoss", "lovasz_grad", "lovasz_softmax", "lovasz_softmax_flat"]
+
+
+def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
+    """Gradient of the Lovász extension of the Jaccard loss along sorted errors.
+
+    ``gt_sorted`` ``(P, ...)``: ground-truth membership (0/1 float) of the pixels in decreasing error order,
+    along dim 0 (further dims are independent classes). Returns the same shape.
+    """
+    gts = gt_sorted.sum(dim=0, keepdim=True)
+    intersection = gts - gt_sorted.cumsum(dim=0)
+    union = gts + (1.0 - gt_sorted).cumsum(dim=0)
+    jaccard = 1.0 - intersection / union
+    return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]], dim=0)
+
+
+def lovasz_softmax_flat(
+    probs: torch.Tensor, labels: torch.Tensor, *, classes: str | Sequence[int] = "present"
+) -> torch.Tensor:
+    """Lovász-softmax of flat ``probs (P, K)`` and ``labels (P,)`` (valid pixels only)."""
+    k = probs.shape[1]
+    if probs.shape[0] == 0:
+        return probs.sum() * 0.0
+    fg = (labels.unsqueeze(1) == torch.arange(k, device=labels.device)).float()  # (P, K)
+    errors = (fg - probs).abs()
+    errors_sorted, perm = torch.sort(errors, dim=0, descending=True)
+    per_class = (errors_sorted * lovasz_grad(fg.gather(0, perm))).sum(dim=0)  # (K,)
+    if classes == "present":
+        present = (fg.sum(dim=0) > 0).float()
+        return (per_class * present).sum() / present.sum().clamp(min=1.0)
+    if classes == "all":
+        return per_class.mean()
+    if isinstance(classes, str):
+        raise ValueError(
+            f"lovasz_softmax: classes must be 'present', 'all' or a list of ids, got {classes!r}"
+        )
+    idx = torch.as_tensor(list(classes), dtype=torch.long, device=probs.device)
+    if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= k:
+        raise ValueError(f"lovasz_softmax: classes {list(classes)} must be non-empty ids in [0, {k})")
+    return per_class[idx].mean()
+
+
+def lovasz_softmax(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    classes: str | Sequence[int] = "present",
+    per_image: bool = False,
+    ignore_index: int = 255,
+    from_logits: bool = True,
+) -> torch.Tensor:
+    """Lovász-softmax of ``logits (B, K, H, W)`` (softmax applied unless ``from_logits=False``) and
+    ``target (B, H, W)``."""
+    target = check_inputs(logits, target, "lovasz_softmax")
+    probs = torch.softmax(logits.float(), dim=1) if from_logits else logits.float()
+
+    def flat(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        p = p.permute(0, 2, 3, 1).reshape(-1, p.shape[1])
+        t = t.reshape(-1)
+        valid = t != ignore_index
+        return lovasz_softmax_flat(p[valid], t[valid], classes=classes)
+
+    if per_image:
+        return torch.stack([flat(p[None], t[None]) for p, t in zip(probs, target)]).mean()
+    return flat(probs, target)
+
+
+class LovaszSoftmaxLoss(nn.Module):
+    """Module form of ``lovasz_softmax``."""
+
+    def __init__(
+        self, *, classes: str | Sequence[int] = "present", per_image: bool = False, ignore_index: int = 255
+    ) -> None:
+        super().__init__()
+        self.classes, self.per_image, self.ignore_index = classes, per_image, ignore_index
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return lovasz_softmax(
+            logits, target, classes=self.classes, per_image=self.per_image, ignore_index=self.ignore_index
+        )

@@ -1,0 +1,60 @@
+import torch
+import torch.nn.functional as F
+
+from geomamba.layers.fadc import FrequencyAdaptiveDilatedConv, FrequencySelection
+
+
+def test_dilation_one_equals_plain_conv():
+    conv = FrequencyAdaptiveDilatedConv(4, 6, bias=True)
+    torch.nn.init.normal_(conv.bias)
+    x = torch.randn(2, 4, 7, 9)
+    expected = F.conv2d(x, conv.weight, conv.bias, padding=1)
+    torch.testing.assert_close(conv(x, dilation=1.0), expected, atol=1e-5, rtol=1e-5)
+    # the predicted path with the predictor forced to D = 1 is the same plain conv
+    torch.nn.init.constant_(conv.dilation_predictor.bias, -60.0)
+    torch.testing.assert_close(conv(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_integer_dilation_equals_dilated_conv():
+    conv = FrequencyAdaptiveDilatedConv(3, 5)
+    x = torch.randn(1, 3, 8, 8)
+    expected = F.conv2d(x, conv.weight, padding=2, dilation=2)
+    torch.testing.assert_close(conv(x, dilation=2.0), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_predicted_dilation_range_and_gradient():
+    conv = FrequencyAdaptiveDilatedConv(4, 4, max_dilation=3.0, init_dilation=2.0)
+    x = torch.randn(2, 4, 6, 6)
+    d = conv.predict_dilation(x)
+    assert d.shape == (2, 1, 6, 6)
+    torch.testing.assert_close(d, torch.full_like(d, 2.0))
+    torch.nn.init.normal_(conv.dilation_predictor.weight, std=5.0)
+    d = conv.predict_dilation(x)
+    assert torch.all((d >= 1.0) & (d <= 3.0)) and d.std() > 0
+    conv(x).square().sum().backward()
+    assert conv.dilation_predictor.weight.grad.abs().sum() > 0
+
+
+def test_adakern_starts_as_plain_fadc_and_learns_scales():
+    torch.manual_seed(0)
+    plain = FrequencyAdaptiveDilatedConv(4, 6)
+    ada = FrequencyAdaptiveDilatedConv(4, 6, adakern=True)
+    ada.load_state_dict(plain.state_dict(), strict=False)
+    x = torch.randn(2, 4, 6, 6)
+    torch.testing.assert_close(ada(x), plain(x), atol=1e-5, rtol=1e-5)
+    torch.nn.init.normal_(ada.adakern.bias)
+    assert not torch.allclose(ada(x), plain(x), atol=1e-3)
+
+
+def test_frequency_selection_bands_sum_to_input_and_identity_at_init():
+    fs = FrequencySelection(3, cutoffs=(2, 4))
+    x = torch.randn(2, 3, 16, 12)
+    bands = fs.bands(x)
+    assert len(bands) == 3
+    torch.testing.assert_close(sum(bands), x, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fs(x), x, atol=1e-5, rtol=1e-5)
+    # the lowest band of a constant map is the map itself
+    const = torch.full((1, 3, 8, 8), 2.0)
+    torch.testing.assert_close(fs.bands(const)[0], const, atol=1e-5, rtol=1e-5)
+    conv = FrequencyAdaptiveDilatedConv(3, 3, freq_select=True)
+    assert conv(x).shape == (2, 3, 16, 12)
