@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 from PIL import Image
 from torchmetrics import MeanMetric
 
@@ -68,6 +70,10 @@ __all__ = [
 ]
 
 log = logging.getLogger("geomamba.engine")
+
+# Stage II keeps the frozen stage-I network in eval mode on purpose (fixed priors): silence Lightning's
+# notice about modules in eval mode at the start of training.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode", category=PossibleUserWarning)
 
 PIXEL_SPLITS = ("train", "val", "test")
 _LOSS_OPTIONS = ("name", "aux_weight", "similarity_weights", "normalize", "ignore_index")
