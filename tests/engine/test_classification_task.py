@@ -78,7 +78,7 @@ def _stage1_state(path) -> dict[str, torch.Tensor]:
     return {k.removeprefix("model.stage1."): v for k, v in state.items() if k.startswith("model.stage1.")}
 
 
-def test_config_defaults_and_errors():
+def test_config_defaults_and_errors(tmp_path):
     cfg = load_config(None, adcd_overrides("runs"))
     assert cfg.loss == {"name": "adcd"} and cfg.eval.monitor == "OA" and cfg.classification.stage is None
     cfg = load_config(
@@ -101,6 +101,10 @@ def test_config_defaults_and_errors():
         with pytest.raises(ConfigError) as info:
             load_config(None, overrides)
         assert message in str(info.value)
+    with pytest.raises(
+        ConfigError, match="'cmdbnet_tiny' is a segmentation model; task classification trains adcdnet"
+    ):
+        train(load_config(None, [*adcd_overrides(tmp_path), "model.name=cmdbnet_tiny"]))
 
 
 def test_shipped_demo_config(tmp_path):

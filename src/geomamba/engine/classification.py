@@ -166,6 +166,17 @@ def prepare_classification_data(cfg: RunConfig, roles: tuple[str, ...]) -> tuple
     """Read and check the scene, split its labelled pixels and resolve the config: ``data.root`` of a
     synthetic scene, ``data.mspan.ratio`` (when inferred), ``model.options`` ``in_channels``,
     ``num_classes`` and ``ratio`` (unless given; a given ``ratio`` must match the scene's)."""
+    from geomamba.models import get_model_entry, list_models
+
+    try:
+        entry = get_model_entry(cfg.model.name)
+    except KeyError as exc:
+        raise ConfigError(f"model.name: {exc.args[0]}") from None
+    if entry.task != "classification":
+        raise ConfigError(
+            f"model.name: {cfg.model.name!r} is a {entry.task} model; task classification trains "
+            f"{', '.join(list_models(task='classification'))}"
+        )
     d, m = cfg.data, cfg.data.mspan
     if m.synthetic is not None:
         cfg = replace(cfg, data=replace(d, root=str(ensure_synthetic_scene(cfg))))
