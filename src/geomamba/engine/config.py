@@ -3,7 +3,7 @@
 A config is YAML whose keys are the fields below (every key optional; defaults shown in the dataclasses)::
 
     name: levircd_subtask_mamba
-    task: change                  # or segmentation (see geomamba.engine.tasks)
+    task: change                  # or segmentation, classification (see geomamba.engine.tasks)
     model: {name: subtask_mamba, options: {depths: [2, 2, 10]}}
     loss: ce                      # or {name: ..., **options}; see geomamba.losses.build_loss
     data: {root: data/LEVIR-CD, crop_size: 256, batch_size: 16}
@@ -17,7 +17,8 @@ Overrides ``a.b.c=value`` (value parsed as YAML: ``model.options.depths=[2,2,8]`
 replace single keys. Unknown keys and wrong types raise ``ConfigError`` naming the key and listing the
 valid ones; ``model.options`` and ``loss`` are checked against the model factory and the loss builder
 when the run is built. Defaults that depend on the task (``eval.monitor``; for segmentation also the class
-names of a named palette and ``loss.boundary_weight`` 0.3) are filled in when the key is not given.
+names of a named palette and ``loss.boundary_weight`` 0.3; for classification the ``adcd`` loss and, for
+a synthetic scene, class names) are filled in when the key is not given.
 """
 
 from __future__ import annotations
@@ -33,18 +34,30 @@ import yaml
 
 from geomamba.data.errors import GeomambaError
 from geomamba.data.seg_labels import PALETTES
+from geomamba.engine.classification_config import (
+    ClassificationConfig,
+    MSPanDataConfig,
+    StageConfig,
+    SyntheticMSPanConfig,
+    check_classification,
+    classification_defaults,
+)
 from geomamba.engine.tasks import RESERVED_TASKS, TASKS
 
 __all__ = [
     "AugmentConfig",
+    "ClassificationConfig",
     "ConfigError",
     "DataConfig",
     "EvalConfig",
+    "MSPanDataConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
     "SchedulerConfig",
     "SegmentationDataConfig",
+    "StageConfig",
+    "SyntheticMSPanConfig",
     "TrainerConfig",
     "apply_overrides",
     "config_keys",
@@ -138,6 +151,7 @@ class DataConfig:
     validate: Literal["full", "header", "off"] = "full"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     segmentation: SegmentationDataConfig = field(default_factory=SegmentationDataConfig)
+    mspan: MSPanDataConfig = field(default_factory=MSPanDataConfig)
 
 
 @dataclass
@@ -227,6 +241,7 @@ class RunConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    classification: ClassificationConfig = field(default_factory=ClassificationConfig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -374,6 +389,8 @@ def _check_values(cfg: RunConfig) -> None:
     positive("eval.boundary_width", cfg.eval.boundary_width)
     if cfg.task == "segmentation":
         _check_segmentation(cfg)
+    if cfg.task == "classification":
+        check_classification(cfg)
     if len(cfg.data.class_names) < 2:
         raise ConfigError(f"data.class_names: need at least 2 classes, got {cfg.data.class_names}")
     if cfg.eval.window is not None:
@@ -448,6 +465,8 @@ def _task_defaults(cfg: RunConfig, raw: dict[str, Any]) -> None:
     given_eval = raw.get("eval") if isinstance(raw.get("eval"), dict) else {}
     if cfg.task in TASKS and "monitor" not in given_eval:
         cfg.eval.monitor = TASKS[cfg.task].monitor
+    if cfg.task == "classification":
+        classification_defaults(cfg, raw, given_data, given_eval)
     if cfg.task != "segmentation":
         return
     seg = cfg.data.segmentation

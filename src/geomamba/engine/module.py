@@ -26,6 +26,7 @@ from geomamba.data.errors import GeomambaError
 from geomamba.data.labels import IGNORE_INDEX
 from geomamba.engine.config import ConfigError, RunConfig, config_to_dict, parse_config
 from geomamba.engine.inference import make_predict_fn, sliding_window_probs
+from geomamba.layers.plugin_places import PluginError
 from geomamba.losses import build_loss
 from geomamba.metrics.confusion import (
     ConfusionMatrix,
@@ -65,6 +66,8 @@ def build_model(cfg: RunConfig) -> nn.Module:
             )
     try:
         return create_model(cfg.model.name, **cfg.model.options)
+    except PluginError as exc:  # unknown plug-in name or place: the message lists the valid ones
+        raise ConfigError(f"model.options of {cfg.model.name!r}: {exc}") from exc
     except TypeError as exc:
         if "argument" in str(exc):
             raise ConfigError(f"model.options of {cfg.model.name!r}: {exc}") from exc
@@ -121,7 +124,7 @@ class ChangeDetectionModule(pl.LightningModule):
         self.cfg = parse_config(config)
         self.save_hyperparameters({"config": config_to_dict(self.cfg)})
         self.model = build_model(self.cfg)
-        self.loss_fn = build_loss_from_config(self.cfg)
+        self.loss_fn = self.make_loss()
         self.class_names = list(self.cfg.data.class_names)
         k = len(self.class_names)
         self.val_confusion = ConfusionMatrix(k, IGNORE_INDEX)
@@ -134,6 +137,10 @@ class ChangeDetectionModule(pl.LightningModule):
         self.error_samples: list[dict[str, Any]] = []
         self._predict = make_predict_fn(self.model, tta=self.cfg.eval.tta)
         self._warmup_steps = 0
+
+    def make_loss(self) -> nn.Module:
+        """The training loss of ``self.cfg`` (tasks with their own losses override this)."""
+        return build_loss_from_config(self.cfg)
 
     # ------------------------------------------------------------------ forward and prediction
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict:

@@ -98,6 +98,10 @@ def predict_paths(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     module = load_module(checkpoint)
     cfg = module.cfg
+    if cfg.task == "classification":
+        raise GeomambaError(
+            f"{checkpoint}: an MS + PAN classification checkpoint; give --ms and --pan, not --a/--b"
+        )
     if cfg.task != "change":
         raise GeomambaError(
             f"{checkpoint}: a {cfg.task} checkpoint; `geomamba predict` maps image pairs with change-detection "
