@@ -132,7 +132,8 @@ class SegmentationDataConfig:
 
 @dataclass
 class DataConfig:
-    """Dataset, normalisation, cropping and loading."""
+    """Dataset, normalisation, cropping and loading. ``cache``: keep the decoded training images in memory
+    (shared by the loader workers); ``prefetch_factor``: batches each worker loads ahead."""
 
     root: str = ""
     splits: SplitsConfig = field(default_factory=SplitsConfig)
@@ -148,6 +149,8 @@ class DataConfig:
     batch_size: int = 8
     eval_batch_size: int = 1
     num_workers: int = 4
+    prefetch_factor: int = 4
+    cache: bool = False
     validate: Literal["full", "header", "off"] = "full"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     segmentation: SegmentationDataConfig = field(default_factory=SegmentationDataConfig)
@@ -156,7 +159,8 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    """Optimiser: AdamW (``betas``) or SGD (``momentum``, ``nesterov``)."""
+    """Optimiser: AdamW (``betas``) or SGD (``momentum``, ``nesterov``); ``fused``: one fused kernel for
+    all parameters when they are on a GPU."""
 
     name: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1e-3
@@ -164,6 +168,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     momentum: float = 0.9
     nesterov: bool = False
+    fused: bool = True
 
 
 @dataclass
@@ -185,7 +190,9 @@ _PRECISIONS = Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "1
 
 @dataclass
 class TrainerConfig:
-    """Lightning Trainer settings, plus checkpoint/early-stopping options."""
+    """Lightning Trainer settings, plus checkpoint/early-stopping options and speed switches: ``compile``
+    (``torch.compile`` of the model with ``compile_mode``/``compile_backend``, eager fallback with a
+    warning) and ``channels_last`` (NHWC weights and activations)."""
 
     max_epochs: int = 200
     max_steps: int = -1
@@ -210,15 +217,21 @@ class TrainerConfig:
     early_stopping_patience: int | None = None
     save_every_n_steps: int | None = None
     enable_progress_bar: bool = True
+    compile: bool = False
+    compile_mode: str | None = None
+    compile_backend: str = "inductor"
+    channels_last: bool = False
 
 
 @dataclass
 class EvalConfig:
-    """Validation/test/prediction: sliding window, test-time augmentation, monitored score, figures."""
+    """Validation/test/prediction: sliding window (``window_batch``: windows per forward pass),
+    test-time augmentation, monitored score, figures."""
 
     window: int | None = None
     overlap: int = 64
     pad_multiple: int = 32
+    window_batch: int = 16
     tta: bool = False
     monitor: str = "F1_changed"
     num_error_maps: int = 4
@@ -367,6 +380,8 @@ def _check_values(cfg: RunConfig) -> None:
     positive("data.crop_size", cfg.data.crop_size)
     positive("data.crops_per_image", cfg.data.crops_per_image)
     positive("data.num_workers", cfg.data.num_workers, allow_zero=True)
+    positive("data.prefetch_factor", cfg.data.prefetch_factor)
+    positive("eval.window_batch", cfg.eval.window_batch)
     positive("trainer.accumulate_grad_batches", cfg.trainer.accumulate_grad_batches)
     positive("eval.window", cfg.eval.window)
     positive("eval.overlap", cfg.eval.overlap, allow_zero=True)

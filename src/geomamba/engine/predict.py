@@ -134,6 +134,7 @@ def predict_paths(
             tta=e.tta if tta is None else tta,
             output=output,
             block=block,
+            window_batch=e.window_batch,
             label=pl,
             ignore_value=cfg.data.ignore_value,
             class_names=cfg.data.class_names,
