@@ -40,9 +40,10 @@ class ScanConfig:
 
 
 # Tiles by padded state size: (plain fwd, plain bwd, SS2D fwd, SS2D bwd); the tile holds BD * NP state rows
-# of ``chunk`` positions. Chosen from the sweeps of bench/scan_gpu.py on an H100 (bench/NOTES_triton.md).
+# of ``chunk`` positions. Chosen from the sweeps of bench/scan_gpu.py on an H100 (bench/NOTES_triton.md);
+# the SS2D backward keeps 4 x 128 at N = 1 (4 x 256 needs 255 registers and spills, sm_90, triton 3.6).
 _TABLE = {
-    1: (ScanConfig(4, 256, 4), ScanConfig(4, 128, 4), ScanConfig(2, 256, 4), ScanConfig(4, 256, 4)),
+    1: (ScanConfig(4, 256, 4), ScanConfig(4, 128, 4), ScanConfig(2, 256, 4), ScanConfig(4, 128, 4)),
     2: (ScanConfig(4, 128, 4), ScanConfig(2, 128, 4), ScanConfig(2, 128, 4), ScanConfig(2, 128, 4)),
     4: (ScanConfig(2, 128, 4), ScanConfig(1, 128, 4), ScanConfig(1, 128, 4), ScanConfig(1, 128, 4)),
     8: (ScanConfig(1, 128, 4), ScanConfig(1, 64, 4), ScanConfig(1, 128, 4), ScanConfig(1, 64, 4)),
