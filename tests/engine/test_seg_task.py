@@ -65,8 +65,8 @@ def test_task_defaults_and_checks():
     assert change.task == "change" and change.eval.monitor == "F1_changed" and change.loss == "ce"
     assert {"task", "data.segmentation.encoding", "eval.boundary_width"} <= {k for k, _, _ in config_keys()}
     assert get_task("segmentation") is TASKS["segmentation"]
-    with pytest.raises(KeyError, match="not wired into the engine yet"):
-        get_task("classification")
+    with pytest.raises(KeyError, match="unknown task 'detection'; valid tasks: change, segmentation"):
+        get_task("detection")
 
 
 SEG3 = ["task=segmentation", "data.class_names=[a,b,c]"]
@@ -75,8 +75,7 @@ SEG3 = ["task=segmentation", "data.class_names=[a,b,c]"]
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["task=detection"], "task: 'detection' is not one of change, segmentation"),
-        (["task=classification"], "'classification' is reserved (ADCD-Net"),
+        (["task=detection"], "task: 'detection' is not one of change, segmentation, classification"),
         (["eval.monitor=BIoU"], "eval.monitor: 'BIoU' is not a score"),  # change detection has no BIoU
         (["task=segmentation"], "data.class_names: set the class names"),
         ([*SEG3, "data.segmentation.encoding=rgb"], "RGB-coded labels need a palette"),

@@ -46,10 +46,22 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="output folder (default: <run>/test_<split>/)")
     _eval_args(e)
 
-    pr = sub.add_parser("predict", help="predict change maps for image pairs (files or folders)")
+    pr = sub.add_parser(
+        "predict",
+        help="predict change maps for image pairs (--a/--b), or classify an MS + PAN scene (--ms/--pan)",
+    )
     pr.add_argument("checkpoint")
-    pr.add_argument("--a", required=True, help="image of date A (or a folder)")
-    pr.add_argument("--b", required=True, help="image of date B (or a folder with the same names)")
+    pr.add_argument("--a", help="image of date A (or a folder)")
+    pr.add_argument("--b", help="image of date B (or a folder with the same names)")
+    pr.add_argument("--ms", help="multispectral image of a scene (ADCD-Net stage-II checkpoints)")
+    pr.add_argument("--pan", help="panchromatic image of the scene (ratio x the MS resolution)")
+    pr.add_argument(
+        "--grid",
+        choices=("pan", "ms"),
+        default="pan",
+        help="--ms/--pan: class map on the PAN (default) or MS grid",
+    )
+    pr.add_argument("--batch-size", type=int, default=256, help="--ms/--pan: patch pairs per batch (256)")
     pr.add_argument("--out", required=True, help="output .tif/.png (or a folder for folder inputs)")
     pr.add_argument("--label", help="ground truth (file or folder): also print the scores")
     pr.add_argument("--prob", action="store_true", help="write float32 change probabilities, not 0/255")
@@ -123,7 +135,11 @@ def _report(result) -> None:
 
 def _score_line(scores: dict) -> str:
     """One line of test scores: the changed class's F1/IoU and OA for change detection (two classes),
-    mIoU/OA/mF1 (and Boundary IoU) for segmentation."""
+    mIoU/OA/mF1 (and Boundary IoU) for segmentation, OA/AA/Kappa for pixel classification."""
+    if "cosine" in scores:  # ADCD-Net stage I
+        return f"cosine {scores['cosine']:.4f}  similarity {scores['similarity']:.5f}"
+    if "AA" in scores:
+        return f"OA {scores['OA']:.4f}  AA {scores['AA']:.4f}  Kappa {scores['Kappa']:.4f}"
     if "BIoU" in scores or len(scores["per_class"]) != 2:
         extra = f"  BIoU {scores['BIoU']:.4f}" if "BIoU" in scores else ""
         return f"mIoU {scores['mIoU']:.4f}  OA {scores['OA']:.4f}  mF1 {scores['mF1']:.4f}{extra}"
@@ -152,15 +168,21 @@ def _cmd_test(args) -> int:
         out_dir=args.out,
         overrides=_eval_overrides(args),
     )
-    print(f"{_score_line(scores)}  Kappa {scores['Kappa']:.4f}")
+    kappa = f"  Kappa {scores['Kappa']:.4f}" if "Kappa" in scores and "AA" not in scores else ""
+    print(f"{_score_line(scores)}{kappa}")
     return 0
 
 
 def _cmd_predict(args) -> int:
+    from geomamba.data.errors import GeomambaError
     from geomamba.engine.predict import predict_paths
     from geomamba.engine.train import setup_logging
 
     setup_logging()
+    if args.ms or args.pan:
+        return _cmd_predict_mspan(args)
+    if not (args.a and args.b):
+        raise GeomambaError("predict needs --a and --b (change detection) or --ms and --pan (MS + PAN scene)")
     res = predict_paths(
         args.checkpoint,
         args.a,
@@ -176,6 +198,28 @@ def _cmd_predict(args) -> int:
     )
     for r in res.outputs:
         print(f"wrote {r.path} ({r.height}x{r.width})")
+    return 0
+
+
+def _cmd_predict_mspan(args) -> int:
+    from geomamba.data.errors import GeomambaError
+    from geomamba.engine.predict_mspan import predict_mspan
+
+    if not (args.ms and args.pan) or args.a or args.b:
+        raise GeomambaError("classifying a scene needs both --ms and --pan (and neither --a nor --b)")
+    res = predict_mspan(
+        args.checkpoint,
+        args.ms,
+        args.pan,
+        args.out,
+        label=args.label,
+        grid=args.grid,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    print(f"wrote {res.path} and {res.png} ({res.height}x{res.width})")
+    if res.scores is not None:
+        print(_score_line(res.scores))
     return 0
 
 

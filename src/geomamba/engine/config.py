@@ -3,7 +3,7 @@
 A config is YAML whose keys are the fields below (every key optional; defaults shown in the dataclasses)::
 
     name: levircd_subtask_mamba
-    task: change                  # or segmentation (see geomamba.engine.tasks)
+    task: change                  # or segmentation, classification (see geomamba.engine.tasks)
     model: {name: subtask_mamba, options: {depths: [2, 2, 10]}}
     loss: ce                      # or {name: ..., **options}; see geomamba.losses.build_loss
     data: {root: data/LEVIR-CD, crop_size: 256, batch_size: 16}
@@ -17,7 +17,8 @@ Overrides ``a.b.c=value`` (value parsed as YAML: ``model.options.depths=[2,2,8]`
 replace single keys. Unknown keys and wrong types raise ``ConfigError`` naming the key and listing the
 valid ones; ``model.options`` and ``loss`` are checked against the model factory and the loss builder
 when the run is built. Defaults that depend on the task (``eval.monitor``; for segmentation also the class
-names of a named palette and ``loss.boundary_weight`` 0.3) are filled in when the key is not given.
+names of a named palette and ``loss.boundary_weight`` 0.3; for classification the ``adcd`` loss and, for
+a synthetic scene, class names) are filled in when the key is not given.
 """
 
 from __future__ import annotations
@@ -33,18 +34,30 @@ import yaml
 
 from geomamba.data.errors import GeomambaError
 from geomamba.data.seg_labels import PALETTES
+from geomamba.engine.classification_config import (
+    ClassificationConfig,
+    MSPanDataConfig,
+    StageConfig,
+    SyntheticMSPanConfig,
+    check_classification,
+    classification_defaults,
+)
 from geomamba.engine.tasks import RESERVED_TASKS, TASKS
 
 __all__ = [
     "AugmentConfig",
+    "ClassificationConfig",
     "ConfigError",
     "DataConfig",
     "EvalConfig",
+    "MSPanDataConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
     "SchedulerConfig",
     "SegmentationDataConfig",
+    "StageConfig",
+    "SyntheticMSPanConfig",
     "TrainerConfig",
     "apply_overrides",
     "config_keys",
@@ -119,7 +132,8 @@ class SegmentationDataConfig:
 
 @dataclass
 class DataConfig:
-    """Dataset, normalisation, cropping and loading."""
+    """Dataset, normalisation, cropping and loading. ``cache``: keep the decoded training images in memory
+    (shared by the loader workers); ``prefetch_factor``: batches each worker loads ahead."""
 
     root: str = ""
     splits: SplitsConfig = field(default_factory=SplitsConfig)
@@ -135,14 +149,18 @@ class DataConfig:
     batch_size: int = 8
     eval_batch_size: int = 1
     num_workers: int = 4
+    prefetch_factor: int = 4
+    cache: bool = False
     validate: Literal["full", "header", "off"] = "full"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     segmentation: SegmentationDataConfig = field(default_factory=SegmentationDataConfig)
+    mspan: MSPanDataConfig = field(default_factory=MSPanDataConfig)
 
 
 @dataclass
 class OptimConfig:
-    """Optimiser: AdamW (``betas``) or SGD (``momentum``, ``nesterov``)."""
+    """Optimiser: AdamW (``betas``) or SGD (``momentum``, ``nesterov``); ``fused``: one fused kernel for
+    all parameters when they are on a GPU."""
 
     name: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1e-3
@@ -150,6 +168,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     momentum: float = 0.9
     nesterov: bool = False
+    fused: bool = True
 
 
 @dataclass
@@ -171,7 +190,9 @@ _PRECISIONS = Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "1
 
 @dataclass
 class TrainerConfig:
-    """Lightning Trainer settings, plus checkpoint/early-stopping options."""
+    """Lightning Trainer settings, plus checkpoint/early-stopping options and speed switches: ``compile``
+    (``torch.compile`` of the model with ``compile_mode``/``compile_backend``, eager fallback with a
+    warning) and ``channels_last`` (NHWC weights and activations)."""
 
     max_epochs: int = 200
     max_steps: int = -1
@@ -196,15 +217,21 @@ class TrainerConfig:
     early_stopping_patience: int | None = None
     save_every_n_steps: int | None = None
     enable_progress_bar: bool = True
+    compile: bool = False
+    compile_mode: str | None = None
+    compile_backend: str = "inductor"
+    channels_last: bool = False
 
 
 @dataclass
 class EvalConfig:
-    """Validation/test/prediction: sliding window, test-time augmentation, monitored score, figures."""
+    """Validation/test/prediction: sliding window (``window_batch``: windows per forward pass),
+    test-time augmentation, monitored score, figures."""
 
     window: int | None = None
     overlap: int = 64
     pad_multiple: int = 32
+    window_batch: int = 16
     tta: bool = False
     monitor: str = "F1_changed"
     num_error_maps: int = 4
@@ -227,6 +254,7 @@ class RunConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    classification: ClassificationConfig = field(default_factory=ClassificationConfig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -352,6 +380,8 @@ def _check_values(cfg: RunConfig) -> None:
     positive("data.crop_size", cfg.data.crop_size)
     positive("data.crops_per_image", cfg.data.crops_per_image)
     positive("data.num_workers", cfg.data.num_workers, allow_zero=True)
+    positive("data.prefetch_factor", cfg.data.prefetch_factor)
+    positive("eval.window_batch", cfg.eval.window_batch)
     positive("trainer.accumulate_grad_batches", cfg.trainer.accumulate_grad_batches)
     positive("eval.window", cfg.eval.window)
     positive("eval.overlap", cfg.eval.overlap, allow_zero=True)
@@ -374,6 +404,8 @@ def _check_values(cfg: RunConfig) -> None:
     positive("eval.boundary_width", cfg.eval.boundary_width)
     if cfg.task == "segmentation":
         _check_segmentation(cfg)
+    if cfg.task == "classification":
+        check_classification(cfg)
     if len(cfg.data.class_names) < 2:
         raise ConfigError(f"data.class_names: need at least 2 classes, got {cfg.data.class_names}")
     if cfg.eval.window is not None:
@@ -448,6 +480,8 @@ def _task_defaults(cfg: RunConfig, raw: dict[str, Any]) -> None:
     given_eval = raw.get("eval") if isinstance(raw.get("eval"), dict) else {}
     if cfg.task in TASKS and "monitor" not in given_eval:
         cfg.eval.monitor = TASKS[cfg.task].monitor
+    if cfg.task == "classification":
+        classification_defaults(cfg, raw, given_data, given_eval)
     if cfg.task != "segmentation":
         return
     seg = cfg.data.segmentation

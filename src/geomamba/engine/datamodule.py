@@ -30,6 +30,10 @@ log = logging.getLogger("geomamba.engine")
 class ChangeDataModule(pl.LightningDataModule):
     """Train (random crops + augmentation), val and test (whole images) loaders.
 
+    Loaders: ``data.num_workers`` worker processes kept alive between epochs, each ``data.prefetch_factor``
+    batches ahead, pinned host memory when a GPU is present; ``data.cache`` keeps the decoded training
+    images in memory.
+
     Args:
         cfg: the run config (``data`` section used).
         report: the validation pass's report (samples per split, image sizes), if it ran.
@@ -77,6 +81,8 @@ class ChangeDataModule(pl.LightningDataModule):
                 value_scale=d.value_scale,
                 transform=transform,
                 repeats=d.crops_per_image if role == "train" else 1,
+                crop_size=d.crop_size if role == "train" else None,
+                cache=d.cache and role == "train",
             )
         return self.datasets[role]
 
@@ -115,6 +121,7 @@ class ChangeDataModule(pl.LightningDataModule):
             pin_memory=torch.cuda.is_available(),
             drop_last=shuffle and per_rank > batch_size,
             persistent_workers=workers > 0,
+            prefetch_factor=self.cfg.data.prefetch_factor if workers > 0 else None,
         )
 
     def _eval_batch(self, role: str) -> int:

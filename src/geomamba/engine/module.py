@@ -24,9 +24,12 @@ from torchmetrics import MeanMetric
 
 from geomamba.data.errors import GeomambaError
 from geomamba.data.labels import IGNORE_INDEX
+from geomamba.engine.acceleration import CompiledModel, apply_channels_last, build_optimizer
 from geomamba.engine.config import ConfigError, RunConfig, config_to_dict, parse_config
 from geomamba.engine.inference import make_predict_fn, sliding_window_probs
+from geomamba.layers.plugin_places import PluginError
 from geomamba.losses import build_loss
+from geomamba.losses._common import validate_labels
 from geomamba.metrics.confusion import (
     ConfusionMatrix,
     flatten_scores,
@@ -65,6 +68,8 @@ def build_model(cfg: RunConfig) -> nn.Module:
             )
     try:
         return create_model(cfg.model.name, **cfg.model.options)
+    except PluginError as exc:  # unknown plug-in name or place: the message lists the valid ones
+        raise ConfigError(f"model.options of {cfg.model.name!r}: {exc}") from exc
     except TypeError as exc:
         if "argument" in str(exc):
             raise ConfigError(f"model.options of {cfg.model.name!r}: {exc}") from exc
@@ -110,6 +115,11 @@ class ChangeDetectionModule(pl.LightningModule):
     Logged: ``train/loss`` (+ loss components), ``lr``, ``val/loss`` and ``val/<score>`` for every score
     of ``geomamba.metrics.flatten_scores`` (e.g. ``val/F1_changed``), the same under ``test/``.
 
+    The training step has no host synchronisation: the label check of the loss (``loss.validate``) runs
+    on the first training batch of each epoch and on every evaluation batch instead of every step, and
+    logged values stay tensors. ``trainer.compile`` compiles the model's forward at its first use
+    (``CompiledModel``), ``trainer.channels_last`` converts its weights (``apply_channels_last``).
+
     Args:
         config: a resolved run config as a plain dict (``config_to_dict(RunConfig)``).
     """
@@ -121,23 +131,47 @@ class ChangeDetectionModule(pl.LightningModule):
         self.cfg = parse_config(config)
         self.save_hyperparameters({"config": config_to_dict(self.cfg)})
         self.model = build_model(self.cfg)
-        self.loss_fn = build_loss_from_config(self.cfg)
+        if self.cfg.trainer.channels_last:
+            apply_channels_last(self.model)
+        self.loss_fn = self.make_loss()
+        # The label check costs a host sync per call: done once per epoch and in evaluation instead.
+        self._check_labels = bool(getattr(self.loss_fn, "validate", False))
+        if self._check_labels:
+            self.loss_fn.validate = False
+        self._compiled: CompiledModel | None = None
         self.class_names = list(self.cfg.data.class_names)
         k = len(self.class_names)
         self.val_confusion = ConfusionMatrix(k, IGNORE_INDEX)
         self.test_confusion = ConfusionMatrix(k, IGNORE_INDEX)
         self.val_loss = MeanMetric()
-        self.train_loss = MeanMetric()
+        self.train_loss = MeanMetric(nan_strategy="disable")  # no NaN check (a host sync) per step
         self.history: list[dict[str, float]] = []
         self.last_val_scores: dict | None = None
         self.test_scores: dict | None = None
         self.error_samples: list[dict[str, Any]] = []
-        self._predict = make_predict_fn(self.model, tta=self.cfg.eval.tta)
+        self._predict = make_predict_fn(self.run_model, tta=self.cfg.eval.tta)  # type: ignore[arg-type]
         self._warmup_steps = 0
+
+    def make_loss(self) -> nn.Module:
+        """The training loss of ``self.cfg`` (tasks with their own losses override this)."""
+        return build_loss_from_config(self.cfg)
 
     # ------------------------------------------------------------------ forward and prediction
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict:
         return self.model(x)
+
+    def run_model(self, x: torch.Tensor) -> torch.Tensor | dict:
+        """The model's forward, compiled at the first call when ``trainer.compile`` is set."""
+        t = self.cfg.trainer
+        if not t.compile:
+            return self.model(x)
+        if self._compiled is None:
+            self._compiled = CompiledModel(self.model, mode=t.compile_mode, backend=t.compile_backend)
+        return self._compiled(x)
+
+    def _validate_labels(self, mask: torch.Tensor) -> None:
+        if self._check_labels:
+            validate_labels(mask, len(self.class_names), self.loss_fn.ignore_index, "labels")
 
     def example_input(self, channels: int, size: int) -> torch.Tensor:
         """A zero input batch of one sample, ``(1, 2, channels, size, size)``."""
@@ -147,18 +181,27 @@ class ChangeDetectionModule(pl.LightningModule):
         """Class probabilities ``(B, K, H, W)`` by the configured sliding window (and TTA)."""
         e = self.cfg.eval
         return sliding_window_probs(
-            self._predict, x, window=e.window, overlap=e.overlap, pad_multiple=e.pad_multiple
+            self._predict,
+            x,
+            window=e.window,
+            overlap=e.overlap,
+            pad_multiple=e.pad_multiple,
+            window_batch=e.window_batch,
         )
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self.model(batch["image"])
+        if batch_idx == 0:
+            self._validate_labels(batch["mask"])
+        out = self.run_model(batch["image"])
         loss = self.loss_fn(out, batch["mask"])
         bs = batch["image"].shape[0]
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=bs)
         for name, value in getattr(self.loss_fn, "last_components", {}).items():
             self.log(f"train/loss_{name}", value, on_step=True, on_epoch=False, batch_size=bs)
-        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=bs)
+        # a CPU tensor: a Python float would be copied to the GPU (a synchronising copy) at every step
+        lr = torch.tensor(float(self.optimizers().param_groups[0]["lr"]))
+        self.log("lr", lr, on_step=True, on_epoch=False, batch_size=bs)
         self.train_loss.update(loss.detach())
         return loss
 
@@ -171,6 +214,7 @@ class ChangeDetectionModule(pl.LightningModule):
         """Predict a batch, update ``confusion`` and the loss; returns the predicted class ids ``(B, H, W)``."""
         if "mask" not in batch:
             raise GeomambaError("evaluation needs labels, but the split has no label folder")
+        self._validate_labels(batch["mask"])
         probs = self.predict_probs(batch["image"])
         preds = probs.argmax(1)
         confusion.update(preds, batch["mask"])
@@ -246,10 +290,7 @@ class ChangeDetectionModule(pl.LightningModule):
     def configure_optimizers(self):
         o, s = self.cfg.optim, self.cfg.scheduler
         groups = param_groups_weight_decay(self.model, o.weight_decay)
-        if o.name == "adamw":
-            opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
-        else:
-            opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+        opt = build_optimizer(groups, o, self.device)
         total = int(self.trainer.estimated_stepping_batches)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         per_epoch = max(1, total // epochs) if self.trainer.max_steps == -1 else None

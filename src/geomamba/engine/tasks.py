@@ -8,11 +8,14 @@ heavy and the config can read it):
 - ``prepare_data``: ``fn(cfg, roles) -> (resolved cfg, report)``: the validation pass over the splits of
   ``roles`` ("train", "val", "test") and the config resolution (statistics, channels, classes);
 - ``has_split``: ``fn(cfg, split) -> bool``: whether a split folder exists;
+- ``runner`` (optional): ``fn(cfg, *, resume, callbacks) -> TrainResult | None``, the task's own training
+  plan, which ``geomamba.engine.train.train`` calls first (``classification``: ADCD-Net's stage I, then
+  stage II, each a normal one-stage run); ``None`` from it lets ``train`` run the config as one stage;
 
 and plain values: the default ``eval.monitor`` and the names of the scores the task reports (overall,
 and per class as ``<score>_<class name>``), which ``eval.monitor`` is checked against.
 
-Adding a task (e.g. ``classification`` for ADCD-Net) is one entry in ``TASKS``.
+Adding a task is one entry in ``TASKS``.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class TaskSpec:
     monitor: str
     scores: tuple[str, ...] = _CONFUSION_OVERALL
     class_scores: tuple[str, ...] = _CONFUSION_CLASS
+    runner: str | None = None
 
     @staticmethod
     def _load(ref: str) -> Any:
@@ -63,6 +67,10 @@ class TaskSpec:
         """Whether the dataset of ``cfg`` has the split folder ``split``."""
         return bool(self._load(self.has_split)(cfg, split))
 
+    def run(self, cfg: Any, **kwargs: Any) -> Any:
+        """The task's own training plan (``runner``) on ``cfg``; ``None`` when it has none for ``cfg``."""
+        return self._load(self.runner)(cfg, **kwargs) if self.runner else None
+
 
 TASKS: dict[str, TaskSpec] = {
     "change": TaskSpec(
@@ -83,9 +91,19 @@ TASKS: dict[str, TaskSpec] = {
         scores=(*_CONFUSION_OVERALL, "BIoU"),
         class_scores=(*_CONFUSION_CLASS, "BIoU"),
     ),
+    "classification": TaskSpec(
+        name="classification",
+        module="geomamba.engine.classification:ClassificationModule",
+        datamodule="geomamba.engine.classification:ClassificationDataModule",
+        prepare_data="geomamba.engine.classification:prepare_classification_data",
+        has_split="geomamba.engine.classification:classification_has_split",
+        monitor="OA",
+        scores=("OA", "AA", *_CONFUSION_OVERALL[1:], "cosine"),
+        runner="geomamba.engine.adcd_stages:train_stages",
+    ),
 }
-# Task names kept for engines still to be wired in (ADCD-Net, hyperspectral change classification).
-RESERVED_TASKS = {"classification": "ADCD-Net hyperspectral change classification"}
+# Task names kept for engines still to be wired in (none at present).
+RESERVED_TASKS: dict[str, str] = {}
 
 
 def get_task(name: str) -> TaskSpec:

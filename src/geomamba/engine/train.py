@@ -279,11 +279,14 @@ def train(
             exist; a path = that checkpoint; False = start from scratch (``last.ckpt`` is overwritten).
         callbacks: extra Lightning callbacks (monitoring, tests), added after the run's own.
     """
+    task = get_task(cfg.task)
+    planned = task.run(cfg, resume=resume, callbacks=callbacks)  # e.g. ADCD-Net's two stages
+    if planned is not None:
+        return planned
     run_dir = Path(cfg.output_dir) / cfg.name
     setup_logging(run_dir / "train.log")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_path = _resume_path(run_dir, resume)
-    task = get_task(cfg.task)
     do_test = cfg.eval.test_after_fit and task.split_exists(cfg, cfg.data.splits.test)
     roles = ("train", "val", "test") if do_test else ("train", "val")
     cfg, report = task.prepare(cfg, roles)

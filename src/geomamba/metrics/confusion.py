@@ -37,8 +37,9 @@ log = logging.getLogger("geomamba")
 CLASS_SCORES = ("Precision", "Recall", "F1", "IoU", "Acc")
 OVERALL_SCORES = ("OA", "Kappa", "mIoU", "mF1", "mPrecision", "mRecall")
 # Scores added to a scores dict by other metrics (e.g. Boundary IoU: ``scores["BIoU"]`` and
-# ``scores["per_class"][name]["BIoU"]``); flattened and tabulated when present.
-EXTRA_SCORES = ("BIoU",)
+# ``scores["per_class"][name]["BIoU"]``; pixel classification's average accuracy ``scores["AA"]``, see
+# ``geomamba.metrics.adcd``); flattened and tabulated where present.
+EXTRA_SCORES = ("BIoU", "AA")
 
 
 def ConfusionMatrix(num_classes: int, ignore_index: int | None = 255) -> MulticlassConfusionMatrix:
@@ -150,7 +151,8 @@ def format_table(scores: dict[str, object], title: str = "") -> str:
     """A printable per-class and summary table (percent, 2 decimals), like mmengine's."""
     per_class = scores["per_class"]
     extra = [k for k in EXTRA_SCORES if k in scores]
-    columns = ["IoU", "Acc", "F1", "Precision", "Recall", *extra]
+    class_extra = [k for k in extra if any(k in v for v in per_class.values())]  # type: ignore[union-attr]
+    columns = ["IoU", "Acc", "F1", "Precision", "Recall", *class_extra]
     rows = [
         [name, *(_pct(v.get(k, math.nan)) for k in columns)]
         for name, v in per_class.items()  # type: ignore[union-attr]
