@@ -7,7 +7,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from geomamba.ops.triton import route  # noqa: E402
+from geomamba.ops.triton import route
 
 
 @pytest.mark.parametrize(

@@ -32,11 +32,14 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ScanConfig:
-    """Tile of one program: ``bd`` channels x ``chunk`` positions (x the padded state size); warps."""
+    """Tile of one program: ``bd`` channels x ``chunk`` positions (x the padded state size); warps;
+    ``num_stages``: software-pipelining depth of the chunk loop (``tl.range(num_stages=...)``: the next
+    chunks' loads are issued while this one computes; 1 = none)."""
 
     bd: int
     chunk: int
     num_warps: int
+    num_stages: int = 1
 
 
 # Tiles by padded state size: (plain fwd, plain bwd, SS2D fwd, SS2D bwd); the tile holds BD * NP state rows
@@ -73,7 +76,7 @@ def pick_config(
     bd = min(cfg.bd, _pow2_divisor(per_group))
     chunk = min(cfg.chunk, max(16, triton.next_power_of_2(max(length, 1))))
     warps = max(1, min(cfg.num_warps, bd * npad * chunk // 256))
-    return npad, ScanConfig(bd, chunk, warps)
+    return npad, ScanConfig(bd, chunk, warps, cfg.num_stages)
 
 
 @dataclass(frozen=True)
@@ -179,7 +182,7 @@ def selective_scan_fwd(
             dim, 1, groups, n, stride, length, 1, stride, n_db, TINY=tiny,
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
             SOFTPLUS=bool(delta_softplus), STORE_LAST=True, SS2D=False, SEQ_K=False, KC=1, COL_T3=False,
-            BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, num_warps=cfg.num_warps,
+            BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
         )  # fmt: skip
     if tiny:
         y = y[..., :length].contiguous()
@@ -254,7 +257,7 @@ def selective_scan_bwd(
                 HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
                 SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast_state is not None, SS2D=False, SEQ_K=False,
                 KC=1, COL_T3=False, DBC_ATOMIC=not partial,
-                BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, num_warps=cfg.num_warps,
+                BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
             )  # fmt: skip
         if partial:
             dB, dC = dBp.sum(2), dCp.sum(2)
@@ -333,7 +336,7 @@ def ss2d_fwd(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config
             dm, k, 1, n, h * w, h * w, h, w, n_db, TINY=False,
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=False,
             SOFTPLUS=True, STORE_LAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
-            BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, num_warps=cfg.num_warps,
+            BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
         )  # fmt: skip
     return acc.to(x.dtype) if atomic else y
 
@@ -377,7 +380,7 @@ def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, co
                 HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=False,
                 SOFTPLUS=True, HAS_DLAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
                 DBC_ATOMIC=not partial,
-                BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, num_warps=cfg.num_warps,
+                BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
             )  # fmt: skip
         if partial:
             dB, dC = dBp.sum(2), dCp.sum(2)

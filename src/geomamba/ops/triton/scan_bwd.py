@@ -42,7 +42,7 @@ def _bwd_seq(
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, DX_MODE: tl.constexpr, DBC_ATOMIC: tl.constexpr, COLMAJOR: tl.constexpr,
     T3: tl.constexpr, REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr,
-    TI: tl.constexpr,
+    TI: tl.constexpr, STAGES: tl.constexpr,
 ):  # fmt: skip
     CH: tl.constexpr = TO * TI
     R: tl.constexpr = BD * NP
@@ -79,7 +79,7 @@ def _bwd_seq(
 
     # pass 1: the state entering every chunk
     h = tl.zeros((R,), dtype=tl.float32)
-    for it in range(nc):
+    for it in tl.range(0, nc, num_stages=STAGES):
         if REVERSE:
             c = nc - 1 - it
         else:
@@ -112,7 +112,7 @@ def _bwd_seq(
     acc_dA = tl.zeros((R, CH), dtype=tl.float32)
     acc_dD = tl.zeros((BD, CH), dtype=tl.float32)
     acc_db = tl.zeros((BD, CH), dtype=tl.float32)
-    for it2 in range(nc):
+    for it2 in tl.range(0, nc, num_stages=STAGES):
         it = nc - 1 - it2
         if REVERSE:
             c = nc - 1 - it
@@ -187,7 +187,7 @@ def _bwd_dir(
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, DX_MODE: tl.constexpr, DBC_ATOMIC: tl.constexpr,
     COLMAJOR: tl.constexpr, T3: tl.constexpr, REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
-    TO: tl.constexpr, TI: tl.constexpr,
+    TO: tl.constexpr, TI: tl.constexpr, STAGES: tl.constexpr,
 ):  # fmt: skip
     """Direction ``k`` (run-time index of the tensors) of batch ``b``, channels ``d0 .. d0 + BD - 1``.
     Partial dB/dC rows (``DBC_ATOMIC = False``): ``(batch, K*G, n_part, N, L)`` with
@@ -208,7 +208,7 @@ def _bwd_dir(
         dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
         x_base, dl_base, bc_base, dbc_base, k * Dm + d0, last_base, st_base, L, Lv, H, W, N,
         TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, DX_MODE, DBC_ATOMIC, COLMAJOR, T3, REVERSE,
-        BD, NP, TO, TI,
+        BD, NP, TO, TI, STAGES,
     )  # fmt: skip
 
 
@@ -221,6 +221,7 @@ def scan_bwd_kernel(
     SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, SS2D: tl.constexpr, SEQ_K: tl.constexpr,
     KC: tl.constexpr, COL_T3: tl.constexpr, DBC_ATOMIC: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr, TO_C: tl.constexpr, TI_C: tl.constexpr,
+    STAGES: tl.constexpr,
 ):  # fmt: skip
     """Same grids and layouts as ``scan_fwd_kernel``; dy has y's layout, gradients their input's layout.
 
@@ -247,7 +248,7 @@ def scan_bwd_kernel(
             dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
             b, 0, d0, g, st_base, Dm, 1, G, N, L, Lv, H, W,
             TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, 0, DBC_ATOMIC, False, False, False,
-            BD, NP, 1, CH,
+            BD, NP, 1, CH, STAGES,
         )  # fmt: skip
     elif SEQ_K:
         if KC == 1:
@@ -256,7 +257,7 @@ def scan_bwd_kernel(
                 dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
                 b, 0, d0, g, st_base, Dm, K, G, N, L, Lv, H, W,
                 TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 0, DBC_ATOMIC, False, False, False,
-                BD, NP, 1, CH,
+                BD, NP, 1, CH, STAGES,
             )  # fmt: skip
         else:
             _bwd_dir(
@@ -264,7 +265,7 @@ def scan_bwd_kernel(
                 dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
                 b, 0, d0, g, st_base, Dm, K, G, N, L, Lv, H, W,
                 TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, DBC_ATOMIC, False, False, False,
-                BD, NP, 1, CH,
+                BD, NP, 1, CH, STAGES,
             )  # fmt: skip
             tl.debug_barrier()
             if KC == 2:
@@ -273,7 +274,7 @@ def scan_bwd_kernel(
                     dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
                     b, 1, d0, g, st_base, Dm, K, G, N, L, Lv, H, W,
                     TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 4, DBC_ATOMIC, True, COL_T3, False,
-                    BD, NP, TO_C, TI_C,
+                    BD, NP, TO_C, TI_C, STAGES,
                 )  # fmt: skip
             else:
                 _bwd_dir(
@@ -281,7 +282,7 @@ def scan_bwd_kernel(
                     dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
                     b, 1, d0, g, st_base, Dm, K, G, N, L, Lv, H, W,
                     TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, DBC_ATOMIC, True, COL_T3, False,
-                    BD, NP, TO_C, TI_C,
+                    BD, NP, TO_C, TI_C, STAGES,
                 )  # fmt: skip
                 tl.debug_barrier()
                 _bwd_dir(
@@ -289,7 +290,7 @@ def scan_bwd_kernel(
                     dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
                     b, 2, d0, g, st_base, Dm, K, G, N, L, Lv, H, W,
                     TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, DBC_ATOMIC, False, False, True,
-                    BD, NP, 1, CH,
+                    BD, NP, 1, CH, STAGES,
                 )  # fmt: skip
                 tl.debug_barrier()
                 _bwd_dir(
@@ -297,7 +298,7 @@ def scan_bwd_kernel(
                     dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
                     b, 3, d0, g, st_base, Dm, K, G, N, L, Lv, H, W,
                     TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 4, DBC_ATOMIC, True, COL_T3, True,
-                    BD, NP, TO_C, TI_C,
+                    BD, NP, TO_C, TI_C, STAGES,
                 )  # fmt: skip
     else:
         # one direction per program; K > 1 merges dx by atomics into dxacc (KC = K is constexpr)
@@ -311,7 +312,7 @@ def scan_bwd_kernel(
                 dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
                 b, k, d0, g, st_base, Dm, K, G, N, L, Lv, H, W,
                 TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, MODE, DBC_ATOMIC, False, False, False,
-                BD, NP, 1, CH,
+                BD, NP, 1, CH, STAGES,
             )  # fmt: skip
         elif k == 1:
             _bwd_dir(
@@ -319,7 +320,7 @@ def scan_bwd_kernel(
                 dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
                 b, k, d0, g, st_base, Dm, K, G, N, L, Lv, H, W,
                 TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, MODE, DBC_ATOMIC, True, COL_T3, False,
-                BD, NP, TO_C, TI_C,
+                BD, NP, TO_C, TI_C, STAGES,
             )  # fmt: skip
         elif k == 2:
             _bwd_dir(
@@ -327,7 +328,7 @@ def scan_bwd_kernel(
                 dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
                 b, k, d0, g, st_base, Dm, K, G, N, L, Lv, H, W,
                 TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, MODE, DBC_ATOMIC, False, False, True,
-                BD, NP, 1, CH,
+                BD, NP, 1, CH, STAGES,
             )  # fmt: skip
         else:
             _bwd_dir(
@@ -335,5 +336,5 @@ def scan_bwd_kernel(
                 dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
                 b, k, d0, g, st_base, Dm, K, G, N, L, Lv, H, W,
                 TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, MODE, DBC_ATOMIC, True, COL_T3, True,
-                BD, NP, TO_C, TI_C,
+                BD, NP, TO_C, TI_C, STAGES,
             )  # fmt: skip

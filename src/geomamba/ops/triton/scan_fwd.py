@@ -37,6 +37,7 @@ def _fwd_seq(
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
     STORE_LAST: tl.constexpr, MODE: tl.constexpr, COLMAJOR: tl.constexpr, T3: tl.constexpr,
     REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
+    STAGES: tl.constexpr,
 ):  # fmt: skip
     CH: tl.constexpr = TO * TI
     R: tl.constexpr = BD * NP
@@ -67,7 +68,7 @@ def _fwd_seq(
     else:
         Lm = L
     h = tl.zeros((R,), dtype=tl.float32)
-    for it in range(nc):
+    for it in tl.range(0, nc, num_stages=STAGES):
         if REVERSE:
             c = nc - 1 - it
         else:
@@ -108,7 +109,7 @@ def _fwd_dir(
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
     SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, MODE: tl.constexpr, COLMAJOR: tl.constexpr,
     T3: tl.constexpr, REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr,
-    TI: tl.constexpr,
+    TI: tl.constexpr, STAGES: tl.constexpr,
 ):  # fmt: skip
     """Direction ``k`` (run-time index of the tensors) of batch ``b``, channels ``d0 .. d0 + BD - 1``."""
     x_base = (b * Dm + d0).to(tl.int64) * L
@@ -118,7 +119,7 @@ def _fwd_dir(
     _fwd_seq(
         x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
         x_base, dl_base, bc_base, k * Dm + d0, last_base, L, Lv, H, W, N,
-        TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, MODE, COLMAJOR, T3, REVERSE, BD, NP, TO, TI,
+        TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, MODE, COLMAJOR, T3, REVERSE, BD, NP, TO, TI, STAGES,
     )  # fmt: skip
 
 
@@ -130,6 +131,7 @@ def scan_fwd_kernel(
     SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, SS2D: tl.constexpr, SEQ_K: tl.constexpr,
     KC: tl.constexpr, COL_T3: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr, TO_C: tl.constexpr, TI_C: tl.constexpr,
+    STAGES: tl.constexpr,
 ):  # fmt: skip
     """Plain scan: ``K = 1``, grid ``batch * n_dblocks``; x/z/y ``(batch, Dm, L)``; delta
     ``(batch, Dm, L)``; B/C ``(batch, G, N, L)``.
@@ -155,45 +157,45 @@ def scan_fwd_kernel(
         _fwd_dir(
             x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
             b, 0, d0, g, Dm, 1, G, N, L, Lv, H, W,
-            TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, 0, False, False, False, BD, NP, 1, CH,
+            TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, 0, False, False, False, BD, NP, 1, CH, STAGES,
         )  # fmt: skip
     elif SEQ_K:
         if KC == 1:
             _fwd_dir(
                 x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
                 b, 0, d0, g, Dm, K, G, N, L, Lv, H, W,
-                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 0, False, False, False, BD, NP, 1, CH,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 0, False, False, False, BD, NP, 1, CH, STAGES,
             )  # fmt: skip
         else:
             _fwd_dir(
                 x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
                 b, 0, d0, g, Dm, K, G, N, L, Lv, H, W,
-                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, False, False, False, BD, NP, 1, CH,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, False, False, False, BD, NP, 1, CH, STAGES,
             )  # fmt: skip
             tl.debug_barrier()
             if KC == 2:
                 _fwd_dir(
                     x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
                     b, 1, d0, g, Dm, K, G, N, L, Lv, H, W,
-                    TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 4, True, COL_T3, False, BD, NP, TO_C, TI_C,
+                    TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 4, True, COL_T3, False, BD, NP, TO_C, TI_C, STAGES,
                 )  # fmt: skip
             else:
                 _fwd_dir(
                     x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
                     b, 1, d0, g, Dm, K, G, N, L, Lv, H, W,
-                    TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, True, COL_T3, False, BD, NP, TO_C, TI_C,
+                    TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, True, COL_T3, False, BD, NP, TO_C, TI_C, STAGES,
                 )  # fmt: skip
                 tl.debug_barrier()
                 _fwd_dir(
                     x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
                     b, 2, d0, g, Dm, K, G, N, L, Lv, H, W,
-                    TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, False, False, True, BD, NP, 1, CH,
+                    TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, False, False, True, BD, NP, 1, CH, STAGES,
                 )  # fmt: skip
                 tl.debug_barrier()
                 _fwd_dir(
                     x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
                     b, 3, d0, g, Dm, K, G, N, L, Lv, H, W,
-                    TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 4, True, COL_T3, True, BD, NP, TO_C, TI_C,
+                    TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 4, True, COL_T3, True, BD, NP, TO_C, TI_C, STAGES,
                 )  # fmt: skip
     else:
         # one direction per program; K > 1 merges by atomics into acc (KC = K is constexpr)
@@ -205,23 +207,23 @@ def scan_fwd_kernel(
             _fwd_dir(
                 x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
                 b, k, d0, g, Dm, K, G, N, L, Lv, H, W,
-                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, MODE, False, False, False, BD, NP, 1, CH,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, MODE, False, False, False, BD, NP, 1, CH, STAGES,
             )  # fmt: skip
         elif k == 1:
             _fwd_dir(
                 x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
                 b, k, d0, g, Dm, K, G, N, L, Lv, H, W,
-                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, MODE, True, COL_T3, False, BD, NP, TO_C, TI_C,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, MODE, True, COL_T3, False, BD, NP, TO_C, TI_C, STAGES,
             )  # fmt: skip
         elif k == 2:
             _fwd_dir(
                 x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
                 b, k, d0, g, Dm, K, G, N, L, Lv, H, W,
-                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, MODE, False, False, True, BD, NP, 1, CH,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, MODE, False, False, True, BD, NP, 1, CH, STAGES,
             )  # fmt: skip
         else:
             _fwd_dir(
                 x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
                 b, k, d0, g, Dm, K, G, N, L, Lv, H, W,
-                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, MODE, True, COL_T3, True, BD, NP, TO_C, TI_C,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, MODE, True, COL_T3, True, BD, NP, TO_C, TI_C, STAGES,
             )  # fmt: skip
