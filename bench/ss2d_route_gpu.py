@@ -38,15 +38,21 @@ from geomamba.ops.triton.route import _triton_backend
 
 S = ScanConfig
 DEV = "cuda" if torch.cuda.is_available() else "cpu"  # cpu: TRITON_INTERPRET=1 smoke run (--tiny)
-# name -> (forward tile or None = table, backward tile or None, options)
+# name -> (forward tile or None = table, backward tile or None, options); T3 = transposed column tiles,
+# G = gather. Round-2 call 1 measured gather/atomic/stage variants; call 2 these.
+T3, G = SS2DOptions(col_t3=True), SS2DOptions(col_t3=False)
 VARIANTS = {
     "default": (None, None, SS2DOptions()),
-    "atomic_k": (None, None, SS2DOptions(seq_k=False)),
-    "stages2": (S(2, 256, 4, 2), S(4, 128, 4, 2), SS2DOptions()),
-    "stages3": (S(2, 256, 4, 3), S(4, 128, 4, 3), SS2DOptions()),
-    "c512": (S(2, 512, 4), S(2, 256, 4), SS2DOptions()),
-    "bd4": (S(4, 256, 4), S(2, 128, 4), SS2DOptions()),
-    "t3": (None, None, SS2DOptions(col_t3=True)),
+    "gather": (S(2, 256, 2), S(4, 128, 2), G),
+    "t3_k": (None, None, SS2DOptions(col_t3=True, seq_k=False)),
+    "t3_c1k": (S(1, 1024, 4), S(1, 1024, 4), T3),
+    "t3_c1k8": (S(1, 1024, 8), S(1, 1024, 8), T3),
+    "t3_c2k": (S(1, 2048, 8), S(1, 2048, 8), T3),
+    "t3_c4k": (S(1, 4096, 8), S(2, 512, 4), T3),
+    "t3_c1k_k": (S(1, 1024, 4), S(1, 1024, 4), SS2DOptions(col_t3=True, seq_k=False)),
+    "t3_s2": (S(2, 256, 2, 2), S(4, 128, 2, 2), T3),
+    "t3_b1w": (S(2, 512, 4), S(2, 128, 1), T3),
+    "g_b1w": (S(4, 256, 4), S(2, 128, 1), G),
 }
 # (name, batch, d_inner, H, W): the flagship's SS2D maps (d_inner 128..1024, batch 16-32)
 SHAPES = [
@@ -60,15 +66,14 @@ SHAPES = [
 # plain scan at stage 1 (16, 1024, 4096, G = 4): (N, forward tile, backward tile)
 PLAIN = [
     (1, None, None),
-    (1, S(4, 256, 4, 2), S(4, 128, 4, 2)),
-    (1, S(4, 256, 4, 3), S(4, 128, 4, 3)),
-    (1, S(4, 512, 4, 2), S(4, 256, 4, 2)),
-    (1, S(2, 256, 4, 2), S(2, 128, 4, 2)),
-    (1, S(4, 256, 8, 2), S(4, 128, 8, 2)),
+    (1, S(4, 256, 4, 3), S(2, 128, 1, 2)),
+    (1, S(2, 256, 2, 3), S(2, 128, 1, 3)),
+    (1, S(4, 512, 4, 3), S(2, 128, 2, 2)),
+    (1, S(2, 512, 4, 3), S(1, 128, 1, 2)),
+    (1, S(4, 256, 4, 4), S(2, 64, 1, 2)),
+    (1, S(8, 256, 8, 3), S(2, 256, 2, 2)),
+    (1, S(4, 128, 2, 3), S(1, 256, 1, 2)),
     (16, None, None),
-    (16, S(1, 32, 4, 2), S(1, 32, 4, 2)),
-    (16, S(1, 32, 4, 3), S(1, 32, 4, 3)),
-    (16, S(1, 64, 4, 3), S(1, 64, 4, 3)),
 ]
 
 

@@ -57,7 +57,9 @@ def _scan_kernel(a_ptr, b_ptr, out_ptr, R: tl.constexpr, CH: tl.constexpr, REVER
     tl.store(out_ptr + off, hh)
 
 
-@pytest.mark.parametrize(("rows", "ch", "warps", "reverse"), [(1, 16, 1, False), (4, 256, 4, True), (2, 512, 4, False)])
+@pytest.mark.parametrize(
+    ("rows", "ch", "warps", "reverse"), [(1, 16, 1, False), (4, 256, 4, True), (2, 512, 4, False)]
+)
 def test_triton_scan_primitive(rows, ch, warps, reverse):
     """The kernels rely on tl.associative_scan with a non-commutative combine, both directions."""
     a, b = torch.rand(rows, ch, device="cuda"), torch.randn(rows, ch, device="cuda")
@@ -100,7 +102,9 @@ def _scan_case(batch, dim, length, n, groups, dtype, *, d, z, bias, dlast, softp
     grads = selective_scan_bwd(dy.to(dtype), *ins, softplus, dl.float() if dlast else None)
     assert y.dtype == dtype and y.shape == y_ref.shape and last.dtype == torch.float32
     errs = {"y": _rel(y, y_ref), "last_state": _rel(last, last_ref)}
-    for name, g, t, r in zip(["u", "delta", "A", "B", "C", "D", "z", "delta_bias"], grads, ins, req, strict=True):
+    for name, g, t, r in zip(
+        ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"], grads, ins, req, strict=True
+    ):
         assert (g is None) == (r is None), name
         if r is not None:
             assert g.dtype == t.dtype and g.shape == t.shape, name
@@ -132,7 +136,19 @@ _PAIRWISE = [
 def test_scan_matches_reference(n, groups, dtype, length, batch, opts):
     on = {"none": (0, 0, 0, 0), "Dbias": (1, 0, 1, 0), "all": (1, 1, 1, 1)}[opts]
     softplus = not (n == 1 and length == 7)
-    _scan_case(batch, 8, length, n, groups, DTYPES[dtype], d=on[0], z=on[1], bias=on[2], dlast=on[3], softplus=softplus)
+    _scan_case(
+        batch,
+        8,
+        length,
+        n,
+        groups,
+        DTYPES[dtype],
+        d=on[0],
+        z=on[1],
+        bias=on[2],
+        dlast=on[3],
+        softplus=softplus,
+    )
 
 
 def _ss2d_inputs(batch, dm, h, w, n, k, dtype):
@@ -201,17 +217,24 @@ def test_fused_ss2d_matches_reference_and_composed(n, k, dtype, h, w, batch):
     be = _triton_backend()
     y_c = composed_ss2d_fwd(be, *ins, k)
     g_c = composed_ss2d_bwd(be, dy.to(y.dtype), *ins, k)
-    errs = {"y": _rel(y, y_c)} | {f"d{i}": _rel(a, b) for i, (a, b) in enumerate(zip(grads, g_c, strict=True))}
+    errs = {"y": _rel(y, y_c)} | {
+        f"d{i}": _rel(a, b) for i, (a, b) in enumerate(zip(grads, g_c, strict=True))
+    }
     bad = {name: v for name, v in errs.items() if not v < _tol(DTYPES[dtype])}
     assert not bad, f"fused vs composed Triton, relative errors: {bad}"
 
 
-def test_fused_ss2d_round1_tiles():
-    """Transposed multi-column tiles with per-direction programs and atomics (the round-1 kernel) on the
-    tiles that failed on an H100 with Triton 3.6: (rows, TO, TI) = (2, 8, 16) at 13 x 9."""
+@pytest.mark.parametrize(
+    "opts",
+    [dict(col_t3=True, seq_k=False, dbc_atomic=True), dict(col_t3=False), dict(col_t3=False, seq_k=False)],
+)
+def test_fused_ss2d_other_addressing(opts):
+    """The non-default variants: transposed multi-column tiles with per-direction programs and atomics
+    (the round-1 kernel, on the tile (rows, TO, TI) = (2, 8, 16) that round 1 saw fail on an H100), and
+    gather addressing (one program per block, or per direction), at 13 x 9 in fp32."""
     from geomamba.ops.triton import SS2DOptions
 
-    _ss2d_case(2, 8, 13, 9, 1, 4, torch.float32, SS2DOptions(col_t3=True, seq_k=False, dbc_atomic=True))
+    _ss2d_case(2, 8, 13, 9, 1, 4, torch.float32, SS2DOptions(**opts))
 
 
 def _train(block, x, target, steps=20):
@@ -252,7 +275,9 @@ def test_vss_block_trains_like_reference_on_each_path(monkeypatch, d_state):
             if hasattr(m, "backend"):
                 m.backend = "triton"
         names = _kernel_names(lambda block=block: block(x).sum().backward())
-        assert any("scan_fwd_kernel" in s for s in names) and any("scan_bwd_kernel" in s for s in names), names
+        assert any("scan_fwd_kernel" in s for s in names) and any("scan_bwd_kernel" in s for s in names), (
+            names
+        )
         block.zero_grad()
         losses = _train(block, x, target)
         diffs = [abs(a - b) / abs(a) for a, b in zip(losses_ref, losses, strict=True)]

@@ -34,7 +34,9 @@ def test_phases_are_decided_separately(monkeypatch):
     assert not route.fused_ss2d(32, 32, 1, backward=True)
 
 
-@pytest.mark.parametrize(("value", "expected"), [("always", True), ("1", True), ("never", False), ("0", False)])
+@pytest.mark.parametrize(
+    ("value", "expected"), [("always", True), ("1", True), ("never", False), ("0", False)]
+)
 def test_environment_overrides_the_rule(monkeypatch, value, expected):
     monkeypatch.setenv(route.ENV_FUSED, value)
     assert route.fused_ss2d(512, 512, 16, backward=False) is expected

@@ -9,12 +9,14 @@ along one sequence of length L in chunks of ``CH = TO * TI`` positions. A chunk 
   consecutive columns; sequence order is column after column (``w`` major, ``h`` minor). Two ways to
   address it (constexpr ``T3`` of the kernels):
 
-  * gather (``T3 = False``, the default): the chunk's offsets are computed directly in sequence order
+  * gather (``T3 = False``): the chunk's offsets are computed directly in sequence order
     as a ``(1, CH)`` row (``w = t // TI``, ``h = t % TI``), so every tile stays two-dimensional and the
     kernel code is the row-major code; a warp's load touches TI rows of TO adjacent columns, whose
     sectors the other columns of the same chunk reuse from L1;
-  * transpose (``T3 = True``): the tile is loaded in memory order as ``(R, TO, TI)`` and flattened to
-    ``(R, CH)`` with ``tl.reshape`` (a shared-memory transpose by the compiler).
+  * transpose (``T3 = True``, the launcher's default): the tile is loaded in memory order as
+    ``(R, TO, TI)`` (contiguous along the image rows) and flattened to ``(R, CH)`` with ``tl.reshape``
+    (a shared-memory transpose by the compiler). Round 1 saw wrong values from some of these tiles on
+    an H100; round 2 could not reproduce it (bench/NOTES_triton.md).
 
 A reversed direction walks the chunks backwards and scans each tile with ``reverse=True``.
 Masked positions are identity elements of the recurrence (``a = 1``, ``b = 0``, no output).

@@ -43,14 +43,14 @@ class ScanConfig:
 
 
 # Tiles by padded state size: (plain fwd, plain bwd, SS2D fwd, SS2D bwd); the tile holds BD * NP state rows
-# of ``chunk`` positions. Chosen from the sweeps of bench/scan_gpu.py on an H100 (bench/NOTES_triton.md);
-# the SS2D backward keeps 4 x 128 at N = 1 (4 x 256 needs 255 registers and spills, sm_90, triton 3.6).
+# of ``chunk`` positions. Chosen from the sweeps of bench/scan_gpu.py and bench/ss2d_route_gpu.py on an
+# H100 (bench/NOTES_triton.md). Warps as they ran (a program gets at most one warp per 64 tile elements).
 _TABLE = {
-    1: (ScanConfig(4, 256, 4), ScanConfig(4, 128, 4), ScanConfig(2, 256, 4), ScanConfig(4, 128, 4)),
-    2: (ScanConfig(4, 128, 4), ScanConfig(2, 128, 4), ScanConfig(2, 128, 4), ScanConfig(2, 128, 4)),
-    4: (ScanConfig(2, 128, 4), ScanConfig(1, 128, 4), ScanConfig(1, 128, 4), ScanConfig(1, 128, 4)),
-    8: (ScanConfig(1, 128, 4), ScanConfig(1, 64, 4), ScanConfig(1, 128, 4), ScanConfig(1, 64, 4)),
-    16: (ScanConfig(1, 32, 4), ScanConfig(1, 32, 4), ScanConfig(1, 32, 4), ScanConfig(1, 32, 4)),
+    1: (ScanConfig(4, 256, 4, 3), ScanConfig(2, 128, 1, 2), ScanConfig(2, 256, 2), ScanConfig(4, 128, 2)),
+    2: (ScanConfig(4, 128, 4), ScanConfig(2, 128, 2), ScanConfig(2, 128, 2), ScanConfig(2, 128, 2)),
+    4: (ScanConfig(2, 128, 4), ScanConfig(1, 128, 2), ScanConfig(1, 128, 2), ScanConfig(1, 128, 2)),
+    8: (ScanConfig(1, 128, 4), ScanConfig(1, 64, 2), ScanConfig(1, 128, 4), ScanConfig(1, 64, 2)),
+    16: (ScanConfig(1, 32, 2), ScanConfig(1, 32, 2), ScanConfig(1, 32, 2), ScanConfig(1, 32, 2)),
 }
 
 
@@ -75,7 +75,7 @@ def pick_config(
     cfg = override or _TABLE[npad][(2 if ss2d else 0) + (1 if backward else 0)]
     bd = min(cfg.bd, _pow2_divisor(per_group))
     chunk = min(cfg.chunk, max(16, triton.next_power_of_2(max(length, 1))))
-    warps = max(1, min(cfg.num_warps, bd * npad * chunk // 256))
+    warps = max(1, min(cfg.num_warps, bd * npad * chunk // 64))
     return npad, ScanConfig(bd, chunk, warps, cfg.num_stages)
 
 
@@ -83,13 +83,13 @@ def pick_config(
 class SS2DOptions:
     """How the fused SS2D kernels address the column-major directions and merge the K directions.
 
-    ``col_t3``: False = gather (sequence-order offsets, 2-D tiles); True = transpose (3-D memory-order
-    tile flattened by ``tl.reshape``). ``columns``: most image columns per column-major chunk (0 = as
+    ``col_t3``: True (default) = transpose (3-D memory-order tile flattened by ``tl.reshape``: loads
+    contiguous along the image rows); False = gather (sequence-order offsets, 2-D tiles, strided loads). ``columns``: most image columns per column-major chunk (0 = as
     many as fill the chunk). ``seq_k``: one program runs the K directions in turn and merges y / dx with
     plain loads and stores (False: one program per direction, fp32 atomics). ``dbc_atomic``: dB/dC by
     atomics (False: per-block partial sums, summed by the launcher)."""
 
-    col_t3: bool = False
+    col_t3: bool = True
     columns: int = 0
     seq_k: bool = True
     dbc_atomic: bool = False

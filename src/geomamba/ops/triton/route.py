@@ -31,7 +31,7 @@ __all__ = [
 ENV_FUSED = "GEOMAMBA_SS2D_FUSED"
 
 # Largest map (H * W) run fused, per phase; 0 = never. From the H100 measurements (see module docstring).
-FUSED_MAX_PIXELS = {"forward": 4096, "backward": 4096}
+FUSED_MAX_PIXELS = {"forward": 4096, "backward": 1024}
 # Largest d_state run fused (the fused kernels were measured at N = 1; N = 16 runs composed).
 FUSED_MAX_STATE = 1
 
