@@ -76,3 +76,13 @@ def test_backend_registers_the_routed_pair():
 
     be = get_backend("triton")
     assert be.ss2d_fwd is route.ss2d_fwd_routed and be.ss2d_bwd is route.ss2d_bwd_routed
+
+
+def test_shipped_rule_at_the_flagship_maps(monkeypatch):
+    """The measured decision (route.py): forward fused at 64x64, 32x32 and 16x16; backward fused at 32x32
+    and 16x16, composed at 64x64; d_state 16 composed."""
+    monkeypatch.delenv(route.ENV_FUSED, raising=False)
+    assert all(route.fused_ss2d(s, s, 1, backward=False) for s in (64, 32, 16))
+    assert route.fused_ss2d(32, 32, 1, backward=True) and route.fused_ss2d(16, 16, 1, backward=True)
+    assert not route.fused_ss2d(64, 64, 1, backward=True)
+    assert not route.fused_ss2d(16, 16, 16, backward=False)

@@ -46,7 +46,7 @@ class ScanConfig:
 # of ``chunk`` positions. Chosen from the sweeps of bench/scan_gpu.py and bench/ss2d_route_gpu.py on an
 # H100 (bench/NOTES_triton.md). Warps as they ran (a program gets at most one warp per 64 tile elements).
 _TABLE = {
-    1: (ScanConfig(4, 256, 4, 3), ScanConfig(2, 128, 1, 2), ScanConfig(2, 256, 2), ScanConfig(4, 128, 2)),
+    1: (ScanConfig(4, 256, 4, 3), ScanConfig(2, 128, 1, 3), ScanConfig(2, 512, 4), ScanConfig(2, 128, 1)),
     2: (ScanConfig(4, 128, 4), ScanConfig(2, 128, 2), ScanConfig(2, 128, 2), ScanConfig(2, 128, 2)),
     4: (ScanConfig(2, 128, 4), ScanConfig(1, 128, 2), ScanConfig(1, 128, 2), ScanConfig(1, 128, 2)),
     8: (ScanConfig(1, 128, 4), ScanConfig(1, 64, 2), ScanConfig(1, 128, 4), ScanConfig(1, 64, 2)),
@@ -83,19 +83,26 @@ def pick_config(
 class SS2DOptions:
     """How the fused SS2D kernels address the column-major directions and merge the K directions.
 
-    ``col_t3``: True (default) = transpose (3-D memory-order tile flattened by ``tl.reshape``: loads
-    contiguous along the image rows); False = gather (sequence-order offsets, 2-D tiles, strided loads). ``columns``: most image columns per column-major chunk (0 = as
-    many as fill the chunk). ``seq_k``: one program runs the K directions in turn and merges y / dx with
-    plain loads and stores (False: one program per direction, fp32 atomics). ``dbc_atomic``: dB/dC by
-    atomics (False: per-block partial sums, summed by the launcher)."""
+    ``col_t3``: True = transpose (3-D memory-order tile flattened by ``tl.reshape``: loads contiguous
+    along the image rows); False = gather (sequence-order offsets, 2-D tiles, strided loads).
+    ``columns``: most image columns per column-major chunk (0 = as many as fill the chunk). ``seq_k``:
+    one program runs the K directions in turn and merges y / dx with plain loads and stores (False: one
+    program per direction, fp32 atomics). ``dbc_atomic``: dB/dC by atomics (False: per-block partial
+    sums, summed by the launcher).
 
-    col_t3: bool = True
+    Defaults per phase: ``SS2D_DEFAULTS``. On an H100 (triton 3.6) the transposed tiles gave wrong
+    BACKWARD gradients for some tiles (e.g. (rows, TO, TI) = (4, 4, 32) with 2 warps, (2, 16, 32) with
+    4 warps; the forward was right everywhere it was measured), so the backward gathers
+    (bench/NOTES_triton.md)."""
+
+    col_t3: bool = False
     columns: int = 0
     seq_k: bool = True
     dbc_atomic: bool = False
 
 
-SS2D_DEFAULTS = SS2DOptions()
+# Options per phase when the caller gives none (bench/ss2d_route_gpu.py measured them; see SS2DOptions).
+SS2D_DEFAULTS = {"forward": SS2DOptions(col_t3=True), "backward": SS2DOptions(col_t3=False)}
 
 # Sequences shorter than this are zero-padded to it (the kernels mask the padding with the valid length,
 # an unspecialized argument): one chunk shape serves them, and no row stride is specialized to the
@@ -313,7 +320,7 @@ def _ss2d_launch_geometry(n, dm, h, w, backward, config, opts):
 def ss2d_fwd(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None):
     """Fused SS2D scan: ``y (batch, Dm, H, W)`` in x.dtype, the K directional scans merged (summed)."""
     batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions)
-    opts = options or SS2D_DEFAULTS
+    opts = options or SS2D_DEFAULTS["forward"]
     x, delta, B, C = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
     A32 = A.detach().float().contiguous()
     y = torch.empty_like(x)
@@ -345,7 +352,7 @@ def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, co
     """Backward of the fused SS2D scan: ``(dx, ddelta, dA, dB, dC, dD, ddelta_bias)``."""
     batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions)
     _check(dy.shape == x.shape, f"dy must have x's shape {tuple(x.shape)}, got {tuple(dy.shape)}")
-    opts = options or SS2D_DEFAULTS
+    opts = options or SS2D_DEFAULTS["backward"]
     x, delta, B, C, dy = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous(), dy.contiguous()
     A32 = A.detach().float().contiguous()
     dev, f32 = x.device, torch.float32
