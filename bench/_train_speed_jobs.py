@@ -65,7 +65,7 @@ def time_steps(step, device: torch.device, *, warmup: int, steps: int, cap_s: fl
     idle gaps included) or the wall clock on CPU; also the wall time per step over the timed loop."""
     t0 = time.perf_counter()
     warm_times = []
-    for i in range(warmup):
+    for _i in range(warmup):
         t = time.perf_counter()
         step()
         sync(device)
@@ -75,7 +75,7 @@ def time_steps(step, device: torch.device, *, warmup: int, steps: int, cap_s: fl
     cuda = device.type == "cuda"
     events, times = [], []
     start = time.perf_counter()
-    for i in range(steps):
+    for _i in range(steps):
         if cuda:
             e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             e0.record()

@@ -46,10 +46,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import _train_speed_jobs as jobs  # noqa: E402
-
-import geomamba  # noqa: E402
-from geomamba.engine.config import RunConfig, config_to_dict, load_config, parse_config  # noqa: E402
+import _train_speed_jobs as jobs
+import geomamba
+from geomamba.engine.config import RunConfig, config_to_dict, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parent.parent
 # MambaBCD-Tiny measured with ChangeMamba's own code on one H100 (issue 9): the peer figures.
@@ -252,7 +251,7 @@ def compile_worker(spec: dict[str, Any]) -> None:
         print("PROGRESS " + json.dumps({p["name"]: results[p["name"]]}), flush=True)
     print("READY " + json.dumps(results), flush=True)
     sys.stdin.readline()
-    for p, step, model, forward in built:
+    for p, step, _model, forward in built:
         r = results[p["name"]]
         try:
             jobs.reset_memory(device)
@@ -310,7 +309,7 @@ class CompileJob:
 
     def poll(self, timeout: float = 0.0) -> None:
         """Read what the worker printed (waiting up to ``timeout`` seconds for a line)."""
-        if self.proc.stdout is None or self.proc.poll() is not None and self.result is not None:
+        if self.proc.stdout is None or (self.proc.poll() is not None and self.result is not None):
             return
         while True:
             ready, _, _ = select.select([self.proc.stdout], [], [], timeout)

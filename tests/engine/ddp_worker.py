@@ -49,8 +49,20 @@ class Probe(pl.Callback):
             "sync_batchnorm_layers": sum(isinstance(m, torch.nn.SyncBatchNorm) for m in pl_module.modules()),
             "names": self.names,
             "rng": self.rng,
+            "compile": _compile_state(pl_module),
         }
         torch.save(state, self.out / f"rank{trainer.global_rank}.pt")
+
+
+def _compile_state(pl_module: pl.LightningModule) -> dict | None:
+    """``trainer.compile``: whether the compiled forward was used to the end (no eager fallback) and the
+    graph breaks Dynamo counted; None when the model was not compiled."""
+    compiled = getattr(pl_module, "_compiled", None)
+    if compiled is None:
+        return None
+    from torch._dynamo.utils import counters
+
+    return {"failure": compiled.failure, "graph_breaks": dict(counters["graph_break"])}
 
 
 def main(argv: list[str]) -> None:

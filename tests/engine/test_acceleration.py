@@ -167,9 +167,9 @@ def test_config_speed_keys():
     )
     assert cfg.trainer.compile and cfg.trainer.channels_last and cfg.data.cache
     assert cfg.trainer.compile_backend == "inductor" and cfg.optim.fused and cfg.data.prefetch_factor == 4
-    with pytest.raises(ConfigError, match="data.prefetch_factor"):
+    with pytest.raises(ConfigError, match=r"data\.prefetch_factor"):
         load_config(None, ["data.prefetch_factor=0"])
-    with pytest.raises(ConfigError, match="eval.window_batch"):
+    with pytest.raises(ConfigError, match=r"eval\.window_batch"):
         load_config(None, ["eval.window_batch=0"])
     configs = Path(__file__).resolve().parents[2] / "configs"
     for path in (configs / "levircd.yaml", configs / "whucd.yaml"):
@@ -199,7 +199,8 @@ class _SyncWatch(pl.Callback):
 def test_training_step_has_no_host_sync(tiny_dataset, overrides, tmp_path):
     """The whole Lightning step (flagship forward, CE + Lovasz loss, backward, clipping, optimiser, logging)
     asks nothing of the device's values; the label check still runs, once per epoch."""
-    over = overrides(tiny_dataset, tmp_path) + [
+    over = [
+        *overrides(tiny_dataset, tmp_path),
         "model.name=subtask_mamba_tiny",
         "loss={name: ce_lovasz, lovasz_weight: 0.75}",
         "trainer.max_epochs=1",
@@ -218,7 +219,8 @@ def test_compile_switch_trains_like_eager(tiny_dataset, overrides, tmp_path):
     torch._dynamo.reset()
     runs = {}
     for flag in ("false", "true"):
-        over = overrides(tiny_dataset, tmp_path, name=f"c{flag}") + [
+        over = [
+            *overrides(tiny_dataset, tmp_path, name=f"c{flag}"),
             f"trainer.compile={flag}",
             "trainer.compile_backend=aot_eager",
             "trainer.max_epochs=1",

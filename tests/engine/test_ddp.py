@@ -159,6 +159,33 @@ def test_ddp_writes_one_set_of_outputs(ddp_run):
     assert proc.stderr.count("per-class results") == 3
 
 
+@pytest.mark.slow
+def test_ddp_trains_the_compiled_flagship(tmp_path):
+    """``trainer.compile`` under DDP (issue 11): the flagship's custom scan ops traced by Dynamo and AOT
+    autograd (``aot_eager``: the same graphs as inductor, without code generation), gradients all-reduced by
+    DDP's hooks; the compiled forward is used to the end (no eager fallback, no graph break) and both ranks
+    end with identical parameters."""
+    root = generate_dataset(tmp_path / "ds", splits={"train": 4, "val": 2, "test": 2}, size=SIZE, fmt="tif")
+    # One training step, no evaluation (an eval-mode forward is one more compilation; the single-process
+    # tests in test_acceleration.py cover it).
+    extra = [
+        "trainer.devices=2",
+        "trainer.max_epochs=1",
+        "trainer.limit_val_batches=0",
+        "eval.test_after_fit=false",
+    ]
+    extra += ["trainer.accelerator=cpu", "trainer.compile=true", "trainer.compile_backend=aot_eager"]
+    _run_worker(root, tmp_path / "out", extra)
+    r0, r1 = _ranks(tmp_path / "out" / "probe")
+    assert r0["world_size"] == 2 and r0["global_step"] == r1["global_step"] == 1
+    for r in (r0, r1):
+        assert r["compile"] == {"failure": None, "graph_breaks": {}}, r["compile"]
+    # Parameters only: without SyncBatchNorm each rank keeps the running statistics of its own last batch.
+    assert r0["params"].keys() == r1["params"].keys() and len(r0["params"]) > 50
+    for name, p in r0["params"].items():
+        assert torch.equal(p, r1["params"][name]), name
+
+
 def test_launch_rank_reads_the_launcher_environment(monkeypatch):
     for var in (*_LAUNCH_VARS, "SLURM_PROCID"):
         monkeypatch.delenv(var, raising=False)
