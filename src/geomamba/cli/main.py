@@ -255,8 +255,14 @@ def main(argv: list[str] | None = None) -> int:
         "stats": _cmd_stats,
         "config": _cmd_config,
     }[args.command]
+    from geomamba.engine.interrupt import Interrupted, sigterm_raises
+
     try:
-        return handler(args)
+        with sigterm_raises():
+            return handler(args)
+    except Interrupted as exc:  # SIGTERM/SIGINT: training saved a checkpoint; outputs are never partial
+        print(f"geomamba: {exc}", file=sys.stderr)
+        return exc.exit_code
     except (GeomambaError, KeyError) as exc:
         if os.environ.get("GEOMAMBA_DEBUG") or (isinstance(exc, KeyError) and "model" not in str(exc)):
             raise

@@ -170,6 +170,8 @@ class TrainerConfig:
     early_stopping_patience: int | None = None
     save_every_n_steps: int | None = None
     enable_progress_bar: bool = True
+    max_bad_steps: int | None = 10
+    collapse_patience: int = 3
 
 
 @dataclass
@@ -318,6 +320,9 @@ def _check_values(cfg: RunConfig) -> None:
     positive("data.num_workers", cfg.data.num_workers, allow_zero=True)
     positive("trainer.accumulate_grad_batches", cfg.trainer.accumulate_grad_batches)
     positive("eval.window", cfg.eval.window)
+    positive("trainer.max_bad_steps", cfg.trainer.max_bad_steps)
+    positive("trainer.collapse_patience", cfg.trainer.collapse_patience)
+    positive("trainer.save_every_n_steps", cfg.trainer.save_every_n_steps)
     positive("eval.overlap", cfg.eval.overlap, allow_zero=True)
     positive("eval.pad_multiple", cfg.eval.pad_multiple)
     if len(cfg.optim.betas) != 2:

@@ -1,0 +1,261 @@
+"""Exact resume: a training run stopped at any step and resumed gives the same weights as one that never
+stopped (bit-identical on CPU with deterministic settings).
+
+What makes it exact:
+
+- ``ResumableSampler``: the sample order of an epoch is a function of ``(seed, epoch)`` only, each sample
+  gets its own random seed (a function of ``(seed, epoch, position)``), and the sampler can start in the
+  middle of an epoch. ``SeededDataset`` runs each sample's augmentation under its seed, so augmentation
+  does not depend on the process, the number of workers or what happened before.
+- ``ResumableDataLoader``: Lightning saves its ``state_dict`` (epoch, batches consumed) in every
+  checkpoint and restores it before creating the iterator, so a mid-epoch resume skips exactly the
+  batches already trained on. It draws its worker base seed from its own generator, not the global one.
+- ``ResumeState`` (callback): saves the global RNG states (Python, NumPy, torch CPU and CUDA) and the
+  running states of the module's torchmetrics (e.g. the epoch's mean training loss) in the checkpoint and
+  restores them when training restarts.
+
+Optimizer, LR scheduler, loop progress, callbacks (best checkpoint, early stopping) and the module's
+history are saved by Lightning and ``ChangeDetectionModule``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+from torchmetrics import Metric
+
+__all__ = ["ResumableDataLoader", "ResumableSampler", "ResumeState", "SeededDataset"]
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset so that item ``(index, seed)`` is produced with the torch RNG seeded by ``seed``
+    (the caller's RNG state is left untouched); a plain ``index`` is passed through.
+
+    Args:
+        dataset: any map-style dataset whose randomness comes from the torch RNG.
+    """
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Any:
+        if not isinstance(key, tuple):
+            return self.dataset[key]
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
+
+
+class ResumableSampler(DistributedSampler):
+    """Shuffling sampler yielding ``(index, sample_seed)`` pairs, resumable in the middle of an epoch.
+
+    A ``DistributedSampler`` (so Lightning keeps it under DDP, where each rank takes every
+    ``num_replicas``-th position of the padded order); with one process it is a plain shuffling sampler.
+    ``len()`` is always the whole epoch.
+
+    Args:
+        dataset: the (``SeededDataset``-wrapped) dataset.
+        seed: the run seed; the order of epoch ``e`` depends only on ``(seed, e)``.
+        shuffle: random order (else sequential), still with per-sample seeds.
+        num_replicas, rank: default from ``torch.distributed`` when initialised, else 1 and 0.
+        drop_last: drop the tail that does not divide among replicas (else pad by repeating).
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        seed: int,
+        shuffle: bool = True,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+        if num_replicas is None:
+            num_replicas = torch.distributed.get_world_size() if dist else 1
+        if rank is None:
+            rank = torch.distributed.get_rank() if dist else 0
+        super().__init__(
+            dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=drop_last
+        )
+        self._start: tuple[int, int] | None = None  # (epoch, first position of this rank) to resume at
+
+    def resume_at(self, epoch: int, position: int) -> None:
+        """Make the next iteration be epoch ``epoch`` starting at this rank's ``position``-th sample."""
+        self.epoch = epoch
+        self._start = (epoch, position)
+
+    def _order(self) -> tuple[list[int], list[int]]:
+        g = torch.Generator()
+        g.manual_seed(self.seed * 1_000_003 + self.epoch)
+        n = len(self.dataset)  # type: ignore[arg-type]
+        order = torch.randperm(n, generator=g).tolist() if self.shuffle else list(range(n))
+        if self.drop_last:
+            order = order[: self.total_size]
+        else:
+            pad = self.total_size - len(order)
+            order += (order * math.ceil(pad / max(1, len(order))))[:pad]
+        seeds = torch.randint(0, 2**31 - 1, (self.total_size,), generator=g).tolist()
+        return order[self.rank :: self.num_replicas], seeds[self.rank :: self.num_replicas]
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:  # type: ignore[override]
+        start = 0
+        if self._start is not None and self._start[0] == self.epoch:
+            start = self._start[1]
+        self._start = None
+        order, seeds = self._order()
+        return iter(list(zip(order[start:], seeds[start:])))
+
+
+class ResumableDataLoader(DataLoader):
+    """A ``DataLoader`` over a ``ResumableSampler`` whose position Lightning saves in checkpoints.
+
+    Args (besides those of ``DataLoader``, whose ``sampler`` must be a ``ResumableSampler``):
+        progress: returns ``(batches of the current epoch already trained on, batches per epoch)``;
+            read when a checkpoint is saved.
+    """
+
+    def __init__(self, *args: Any, progress: Callable[[], tuple[int, int]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not isinstance(self.sampler, ResumableSampler):
+            raise TypeError("ResumableDataLoader needs a ResumableSampler")
+        self._progress = progress
+
+    def state_dict(self) -> dict[str, int]:
+        done, per_epoch = self._progress()
+        return {"epoch": int(self.sampler.epoch), "batches": int(done), "per_epoch": int(per_epoch)}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        epoch, done = state["epoch"], state["batches"]
+        if done >= state["per_epoch"]:  # saved at the end of an epoch: the next one starts afresh
+            epoch, done = epoch + 1, 0
+        self.sampler.resume_at(epoch, done * (self.batch_size or 1))
+
+
+def trainer_progress(trainer_ref: Callable[[], pl.Trainer | None]) -> Callable[[], tuple[int, int]]:
+    """``progress`` function for ``ResumableDataLoader`` reading a trainer's loop counters."""
+
+    def progress() -> tuple[int, int]:
+        trainer = trainer_ref()
+        if trainer is None:
+            return 0, 1
+        loop = trainer.fit_loop.epoch_loop
+        per_epoch = trainer.num_training_batches
+        per_epoch = int(per_epoch) if math.isfinite(per_epoch) else 2**62
+        # ``processed`` counts the batches whose training step ran, also when saving in
+        # ``on_train_batch_end`` (``completed`` is incremented after that hook).
+        return int(loop.batch_progress.current.processed), per_epoch
+
+    return progress
+
+
+def weak_trainer(owner: pl.LightningDataModule) -> Callable[[], pl.Trainer | None]:
+    """A function returning ``owner.trainer`` (or None), holding no strong reference to ``owner``."""
+    ref = weakref.ref(owner)
+
+    def get() -> pl.Trainer | None:
+        obj = ref()
+        return None if obj is None else obj.trainer
+
+    return get
+
+
+# --------------------------------------------------------------------------------------------------
+# Global RNG and metric states.
+
+
+def _rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()  # noqa: NPY002 (the legacy global state is what we save)
+    return {
+        "python": random.getstate(),
+        "numpy": (
+            np_state[0],
+            torch.from_numpy(np_state[1].astype(np.int64)),
+            int(np_state[2]),
+            int(np_state[3]),
+            float(np_state[4]),
+        ),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))  # noqa: NPY002
+    torch.set_rng_state(state["torch"])
+    cuda = state.get("cuda") or []
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def _metric_states(module: torch.nn.Module) -> dict[str, Any]:
+    out = {}
+    for name, m in module.named_modules():
+        if isinstance(m, Metric) and m.update_count:
+            out[name] = {
+                "update_count": int(m.update_count),
+                "state": {
+                    k: v.detach().cpu().clone() for k, v in m.metric_state.items() if torch.is_tensor(v)
+                },
+            }
+    return out
+
+
+def _load_metric_states(module: torch.nn.Module, states: dict[str, Any]) -> None:
+    mods = dict(module.named_modules())
+    for name, saved in states.items():
+        m = mods.get(name)
+        if not isinstance(m, Metric):
+            continue
+        for k, v in saved["state"].items():
+            current = getattr(m, k)
+            setattr(m, k, v.to(current.device, current.dtype) if torch.is_tensor(current) else v)
+        m._update_count = saved["update_count"]
+        m._computed = None
+
+
+class ResumeState(pl.Callback):
+    """Saves the global RNG states and the module's running metric states in every checkpoint, and
+    restores them when training resumes (at ``on_train_start``, after Lightning's own restore and the
+    dataloader set-up, just before the first resumed step)."""
+
+    def __init__(self) -> None:
+        self._pending: dict[str, Any] | None = None
+        self._module: pl.LightningModule | None = None
+
+    @property
+    def state_key(self) -> str:
+        return "geomamba.ResumeState"
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._module = pl_module
+
+    def state_dict(self) -> dict[str, Any]:
+        metrics = _metric_states(self._module) if self._module is not None else {}
+        return {"rng": _rng_state(), "metrics": metrics}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._pending is None:
+            return
+        state, self._pending = self._pending, None
+        _load_metric_states(pl_module, state.get("metrics", {}))
+        _set_rng_state(state["rng"])
