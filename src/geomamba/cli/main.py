@@ -83,6 +83,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="load a checkpoint holding pickled Python objects (can run code; only for files you trust)",
+    )
     p.add_argument("--window", type=int, help="sliding-window size (default: from the checkpoint)")
     p.add_argument("--overlap", type=int, help="window overlap in pixels (default: from the checkpoint)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="flip TTA")
@@ -135,6 +140,7 @@ def _cmd_test(args) -> int:
         split=args.split,
         out_dir=args.out,
         overrides=_eval_overrides(args),
+        trust_checkpoint=args.trust_checkpoint,
     )
     ch = list(scores["per_class"].values())[-1]
     print(f"F1 {ch['F1']:.4f}  IoU {ch['IoU']:.4f}  OA {scores['OA']:.4f}  Kappa {scores['Kappa']:.4f}")
@@ -158,6 +164,7 @@ def _cmd_predict(args) -> int:
         tta=args.tta,
         block=args.block,
         device=args.device,
+        trust_checkpoint=args.trust_checkpoint,
     )
     for r in res.outputs:
         print(f"wrote {r.path} ({r.height}x{r.width})")

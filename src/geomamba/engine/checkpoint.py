@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import threading
 import warnings
 import zipfile
@@ -41,6 +40,7 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Checkpoint
 
 from geomamba.data.errors import GeomambaError
+from geomamba.data.io import remove_stale_temps, temp_path
 from geomamba.engine.interrupt import SIGNALS, TrainingInterrupted
 
 __all__ = [
@@ -69,31 +69,6 @@ def previous_path(path: str | Path) -> Path:
     """Where the predecessor of ``path`` is kept (``last.ckpt`` -> ``last.prev.ckpt``)."""
     path = Path(path)
     return path.with_name(f"{path.stem}.prev{path.suffix}")
-
-
-def _temp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{socket.gethostname()}-{os.getpid()}")
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def remove_stale_temps(path: Path) -> None:
-    """Delete temporary files of ``path`` left by killed processes of this host."""
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.tmp-{re.escape(socket.gethostname())}-(\d+)$")
-    if not path.parent.is_dir():
-        return
-    for p in path.parent.iterdir():
-        m = pattern.match(p.name)
-        if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
-            p.unlink(missing_ok=True)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -137,7 +112,7 @@ def atomic_save(obj: Any, path: str | Path, *, keep_previous: bool = False) -> P
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(path)
-    tmp = _temp_name(path)
+    tmp = temp_path(path, keep_suffix=False)
     try:
         with open(tmp, "wb") as f:
             torch.save(obj, f)
@@ -146,7 +121,7 @@ def atomic_save(obj: Any, path: str | Path, *, keep_previous: bool = False) -> P
         _check_zip(tmp)
         if keep_previous and path.is_file():
             prev = previous_path(path)
-            link = _temp_name(prev)
+            link = temp_path(prev, keep_suffix=False)
             link.unlink(missing_ok=True)
             try:
                 os.link(path, link)
@@ -293,9 +268,11 @@ def is_resume_point(trainer: pl.Trainer, batch_idx: int) -> bool:
 class ResumeCheckpoint(Checkpoint):
     """Keeps ``path`` (the run's ``last.ckpt``) an exact resume point.
 
-    Saved after every validation (after the best-checkpoint callback has updated its state, since
-    checkpoint callbacks run last and in order), every ``every_n_steps`` optimizer steps, and at the end
-    of training when steps were made since the last save. A step save is skipped when a validation runs
+    Saved after every validation, right after the best-checkpoint callback (``trainer.checkpoint_callback``)
+    has updated its state (checkpoint callbacks run last and in order): at the end of the validation, or at
+    the end of the training epoch when that callback saves there (a validation at the epoch's end); also
+    every ``every_n_steps`` optimizer steps, and at the end of training when steps were made since the last
+    save. A step save is skipped when a validation runs
     right after that batch (Lightning resumes such a checkpoint past the validation; the validation's own
     save follows) and while gradients are being accumulated.
 
@@ -329,8 +306,19 @@ class ResumeCheckpoint(Checkpoint):
         if is_resume_point(trainer, batch_idx):
             self._save(trainer)
 
+    def _at_epoch_end(self, trainer: pl.Trainer) -> bool:
+        """Whether the best-checkpoint callback saves at the end of the training epoch (after a validation
+        at the epoch's end) rather than at the end of validation; this callback saves right after it."""
+        mc = trainer.checkpoint_callback
+        fn = getattr(mc, "_should_save_on_train_epoch_end", None)
+        return bool(fn(trainer)) if mc is not self and callable(fn) else False
+
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.sanity_checking and trainer.state.fn == "fit":
+        if not trainer.sanity_checking and trainer.state.fn == "fit" and not self._at_epoch_end(trainer):
+            self._save(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._at_epoch_end(trainer) and trainer.global_step != self._saved_step:
             self._save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -1,7 +1,8 @@
 """Numerical guards of a training run: non-finite losses/gradients and class collapse.
 
 - ``NonFiniteGuard``: a step whose loss or gradients are not finite (NaN/inf) is skipped (its gradients are
-  dropped before the optimizer sees them) and counted; after ``trainer.max_bad_steps`` such steps in a row
+  dropped before the optimizer sees them, and buffers its forward pass changed, e.g. BatchNorm running
+  statistics, are restored) and counted; after ``trainer.max_bad_steps`` such steps in a row
   the run stops with a ``NumericalError`` naming the step, the batch and the likely cause (a bad input
   tile, AMP overflow, or a learning rate that is too high).
 - ``CollapseMonitor``: a class present in the validation labels but never predicted for
@@ -63,6 +64,7 @@ class NonFiniteGuard(pl.Callback):
         self._batch: list[str] = []
         self._bad_inputs: list[str] = []  # samples with non-finite pixels in the current streak
         self._batch_idx = 0
+        self._buffers: dict[str, torch.Tensor] = {}
 
     @property
     def state_key(self) -> str:
@@ -77,6 +79,8 @@ class NonFiniteGuard(pl.Callback):
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx):
         self._batch, self._batch_idx = _names(batch), batch_idx
+        if batch_idx % trainer.accumulate_grad_batches == 0:  # first micro-batch of an optimizer step
+            self._buffers = {n: b.detach().clone() for n, b in pl_module.named_buffers()}
         image = batch.get("image") if isinstance(batch, dict) else batch
         if not _finite(image):
             names = self._batch or [f"batch {batch_idx}"]
@@ -101,6 +105,10 @@ class NonFiniteGuard(pl.Callback):
             )
         for p in params:
             p.grad = None  # the optimizer skips parameters without gradients: nothing changes this step
+        with torch.no_grad():  # undo what the forward passes changed (BatchNorm running statistics)
+            for n, b in pl_module.named_buffers():
+                if n in self._buffers and b.shape == self._buffers[n].shape:
+                    b.copy_(self._buffers[n])
         self.consecutive += 1
         self.total += 1
         what = (

@@ -115,6 +115,9 @@ class ChangeDetectionModule(pl.LightningModule):
         self.error_samples: list[dict[str, Any]] = []
         self._predict = make_predict_fn(self.model, tta=self.cfg.eval.tta)
         self._warmup_steps = 0
+        # What the training images were ({"dtype": "uint8", "bands": 3}); set by ``train``, saved in
+        # checkpoints, checked by prediction (the normalisation statistics are in those units).
+        self.data_info: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ forward and prediction
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict:
@@ -263,10 +266,12 @@ class ChangeDetectionModule(pl.LightningModule):
             "task": "change",
             "config": config_to_dict(self.cfg),
             "history": list(self.history),
+            "data": dict(self.data_info),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = list(checkpoint.get("geomamba", {}).get("history", []))
+        self.data_info = dict(checkpoint.get("geomamba", {}).get("data", {}))
 
 
 def load_module(
@@ -306,5 +311,6 @@ def load_module(
         raise CheckpointError(f"{path}: weights do not match model {module.cfg.model.name!r}; {diff}")
     module.load_state_dict(ckpt["state_dict"])
     module.history = list(meta.get("history", []))
+    module.data_info = dict(meta.get("data", {}))
     module.eval()
     return module

@@ -10,12 +10,12 @@ from typing import Any
 import torch
 
 from geomamba.data.errors import DataError, GeomambaError
-from geomamba.data.io import PIL_SUFFIXES, RASTER_SUFFIXES
+from geomamba.data.io import PIL_SUFFIXES, RASTER_SUFFIXES, raster_info
 from geomamba.engine.inference import SceneResult, predict_scene
 from geomamba.engine.module import load_module
 from geomamba.metrics.confusion import format_table, scores_from_confusion
 
-__all__ = ["PredictResult", "pair_paths", "predict_paths"]
+__all__ = ["PredictResult", "check_dtypes", "pair_paths", "predict_paths"]
 
 log = logging.getLogger("geomamba.engine")
 
@@ -75,6 +75,19 @@ def pair_paths(
     return jobs
 
 
+def check_dtypes(a: Path, b: Path, trained: str | None) -> None:
+    """Both dates must share a dtype, and integer images must have the dtype the model was trained on
+    (its normalisation statistics are in those units): ``DataError`` naming the file otherwise."""
+    ia, ib = raster_info(a), raster_info(b)
+    if ia.dtype != ib.dtype:
+        raise DataError(f"{ib.path}: dtype {ib.dtype} but {ia.path} is {ia.dtype} (dates must match)")
+    if trained and ia.dtype != trained and "int" in f"{ia.dtype}{trained}":
+        raise DataError(
+            f"{ia.path}: {ia.dtype} pixels but the model was trained on {trained} images (its "
+            f"normalisation statistics are in {trained} units); convert the images or train on {ia.dtype} data"
+        )
+
+
 def predict_paths(
     checkpoint: str | Path,
     a: str | Path,
@@ -89,14 +102,18 @@ def predict_paths(
     block: int | None = None,
     device: str | None = None,
     progress: bool = True,
+    trust_checkpoint: bool = False,
 ) -> PredictResult:
     """Predict change maps with ``checkpoint`` for a pair of files or folders (see ``pair_paths``).
 
     ``window``/``overlap``/``tta`` default to the checkpoint's ``eval`` settings (window 256 when unset).
+    ``trust_checkpoint`` allows a checkpoint with pickled objects (can run code; see ``load_module``).
+    Bad inputs raise ``DataError`` naming the file before anything is written; outputs are written
+    atomically, so an error or interruption never leaves a partial file at the output path.
     """
     jobs = pair_paths(a, b, out, label, output)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    module = load_module(checkpoint)
+    module = load_module(checkpoint, trust=trust_checkpoint)
     cfg = module.cfg
     model = module.model.to(device)
     e = cfg.eval
@@ -110,6 +127,8 @@ def predict_paths(
         raise GeomambaError(f"--overlap {overlap} must be < window/2 ({window // 2})")
     results = []
     total = None
+    for pa, pb, _, _ in jobs:  # every pair checked before anything is written
+        check_dtypes(pa, pb, module.data_info.get("dtype"))
     for pa, pb, po, pl in jobs:
         res = predict_scene(
             model,

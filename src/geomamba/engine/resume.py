@@ -231,31 +231,86 @@ def _load_metric_states(module: torch.nn.Module, states: dict[str, Any]) -> None
 
 
 class ResumeState(pl.Callback):
-    """Saves the global RNG states and the module's running metric states in every checkpoint, and
-    restores them when training resumes (at ``on_train_start``, after Lightning's own restore and the
-    dataloader set-up, just before the first resumed step)."""
+    """Saves the global RNG states, the module's running metric states and the values monitored by
+    ``ReduceLROnPlateau`` schedulers in every checkpoint, and restores them when training resumes (RNG and
+    metrics at ``on_train_start``, after Lightning's own restore and the dataloader set-up, just before the
+    first resumed step).
+
+    Plateau schedulers (epoch interval) are stepped by Lightning after the ``on_train_epoch_end`` hooks:
+    a checkpoint saved in those hooks lacks that step, and Lightning skips it at the end of the first epoch
+    after a resume (the monitored metric is not in its checkpoints). This callback makes up for both, with
+    the value of the latest validation, as an uninterrupted run would.
+    """
 
     def __init__(self) -> None:
         self._pending: dict[str, Any] | None = None
+        self._trainer: pl.Trainer | None = None
         self._module: pl.LightningModule | None = None
+        self._monitored: dict[str, float] = {}
+        self._step_pending = False  # Lightning is about to step the plateau schedulers of this epoch
 
     @property
     def state_key(self) -> str:
         return "geomamba.ResumeState"
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._module = pl_module
+        self._trainer, self._module = trainer, pl_module
+
+    def _plateau_configs(self) -> list:
+        configs = self._trainer.lr_scheduler_configs if self._trainer is not None else []
+        return [c for c in configs if c.reduce_on_plateau and c.interval == "epoch"]
 
     def state_dict(self) -> dict[str, Any]:
         metrics = _metric_states(self._module) if self._module is not None else {}
-        return {"rng": _rng_state(), "metrics": metrics}
+        monitored = dict(self._monitored)
+        if self._trainer is not None:
+            for c in self._plateau_configs():
+                value = self._trainer.callback_metrics.get(c.monitor)
+                if value is not None:
+                    monitored[c.monitor] = float(value)
+        return {
+            "rng": _rng_state(),
+            "metrics": metrics,
+            "monitored": monitored,
+            "plateau_step_pending": self._step_pending,
+            "epoch": self._trainer.current_epoch if self._trainer is not None else 0,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict
+        self._monitored = dict(state_dict.get("monitored", {}))
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._pending is None:
             return
         state, self._pending = self._pending, None
         _load_metric_states(pl_module, state.get("metrics", {}))
+        if state.get("plateau_step_pending"):  # saved at an epoch end, before Lightning's plateau step
+            self._step_plateau(trainer, pl_module, int(state.get("epoch", trainer.current_epoch - 1)))
         _set_rng_state(state["rng"])
+
+    def _step_plateau(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
+        for c in self._plateau_configs():
+            if (epoch + 1) % c.frequency:
+                continue
+            value = trainer.callback_metrics.get(c.monitor)
+            if value is None and c.monitor in self._monitored:
+                value = torch.tensor(self._monitored[c.monitor])
+            if value is not None:
+                pl_module.lr_scheduler_step(c.scheduler, value)
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._step_pending = False
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx):
+        self._step_pending = False
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        loop = trainer.fit_loop
+        # Lightning steps plateau schedulers after this hook iff ``not restarting`` and the epoch ran out.
+        if not pl_module.automatic_optimization or not loop.epoch_loop._num_ready_batches_reached():
+            return
+        if loop.restarting:
+            self._step_plateau(trainer, pl_module, trainer.current_epoch)
+        else:
+            self._step_pending = True

@@ -275,7 +275,7 @@ def _check_resumable(path: Path, ckpt: dict, module: ChangeDetectionModule) -> N
             f"{path}: optim.name was {old.get('optim', {}).get('name')!r} and is now "
             f"{new['optim']['name']!r}: the saved optimizer state cannot be resumed (use --fresh)"
         )
-    changed = config_differences(old, new)
+    changed = [d for d in config_differences(old, new) if not d.startswith(("output_dir:", "name:"))]
     if changed:
         log.warning("resuming with a config that differs from the checkpoint's: %s", "; ".join(changed))
 
@@ -300,6 +300,7 @@ def train(cfg: RunConfig, *, resume: bool | str | Path | None = None) -> TrainRe
     module = ChangeDetectionModule(config_to_dict(cfg))
     channels = len(cfg.data.mean) if cfg.data.mean else report.splits[cfg.data.splits.train].bands
     _check_model_runs(module, channels)
+    module.data_info = {"dtype": report.splits[cfg.data.splits.train].dtype, "bands": channels}
     if ckpt_path is not None:
         _check_resumable(ckpt_path, resume_ckpt, module)
         del resume_ckpt
@@ -364,6 +365,7 @@ def evaluate_checkpoint(
     split: str = "test",
     out_dir: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
+    trust_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on a split; writes ``metrics.json`` and error maps to ``out_dir``.
 
@@ -376,7 +378,7 @@ def evaluate_checkpoint(
         data_over["root"] = str(data_root)
     over = {**(overrides or {})}
     over["data"] = {**over.get("data", {}), **data_over}
-    module = load_module(checkpoint, over)
+    module = load_module(checkpoint, over, trust=trust_checkpoint)
     cfg = module.cfg
     if out_dir is None:
         base = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
