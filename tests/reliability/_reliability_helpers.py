@@ -4,6 +4,8 @@ global RNG), and comparisons of checkpoints. Importable because pytest puts this
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import torch
@@ -54,3 +56,25 @@ def assert_same_run(ref_dir: Path, other_dir: Path) -> None:
     assert ma == mb
     best = sorted(p.name for p in (ref_dir / "checkpoints").glob("best-*.ckpt"))
     assert best == sorted(p.name for p in (other_dir / "checkpoints").glob("best-*.ckpt"))
+
+
+_TESTS = Path(__file__).resolve().parents[1]
+_BOOT = (
+    "import sys, _engine_helpers, _reliability_helpers; "  # register the test models, then run the CLI
+    "from geomamba.cli.main import main; sys.exit(main(sys.argv[1:]))"
+)
+
+
+def cli_command(*args: str) -> list[str]:
+    """``geomamba ARGS`` in a new Python process that knows the test models (see ``cli_env``)."""
+    return [sys.executable, "-c", _BOOT, *args]
+
+
+def cli_env() -> dict[str, str]:
+    """Environment of ``cli_command``: the source tree and the test helpers importable, one thread."""
+    paths = [str(_TESTS.parent / "src"), str(_TESTS), str(_TESTS / "reliability")]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([*paths, env.get("PYTHONPATH", "")])
+    env["OMP_NUM_THREADS"] = "1"
+    env.pop("GEOMAMBA_DEBUG", None)
+    return env

@@ -47,6 +47,8 @@ def pair_paths(
     label = Path(label) if label is not None else None
     for p in (a, b, label):
         if p is not None and not p.exists():
+            if p.is_symlink():
+                raster_info(p)  # raises the diagnosis: a symbolic link loop or a broken link
             raise DataError(f"{p}: not found")
     if a.is_dir() != b.is_dir():
         raise DataError(f"--a {a} and --b {b} must both be files or both be folders")

@@ -72,7 +72,10 @@ def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> No
     configured the root logger), plus ``log_file`` on global rank 0."""
     logger = logging.getLogger("geomamba")
     logger.setLevel(level)
-    mine = any(getattr(h, "_geomamba_console", False) for h in logger.handlers)
+    mine = [h for h in logger.handlers if getattr(h, "_geomamba_console", False)]
+    for h in mine:
+        if h.stream is not sys.stderr:  # stderr was replaced since (redirection, test capture)
+            h.setStream(sys.stderr)
     if not mine and not logging.getLogger().handlers:
         h = logging.StreamHandler(sys.stderr)
         h.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
