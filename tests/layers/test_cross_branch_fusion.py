@@ -73,3 +73,18 @@ def test_bad_inputs_are_named():
         fusion(torch.randn(2, 4, 6, 6), torch.randn(2, 8, 6, 6))
     with pytest.raises(ValueError, match="spatial_kernel"):
         CrossBranchAttention(8, spatial_kernel=4)
+
+
+def test_attention_uses_the_shared_gates_and_keeps_parameter_names():
+    from geomamba.layers.attention import ChannelAttention, SpatialAttention
+
+    att = CrossBranchAttention(32, reduction=16, spatial_kernel=7)
+    assert isinstance(att.channel_gate, ChannelAttention) and not att.channel_gate.multiply
+    assert isinstance(att.spatial_gate, SpatialAttention) and not att.spatial_gate.multiply
+    # The names of the former private gates: checkpoints saved before the swap still load.
+    shapes = {k: tuple(v.shape) for k, v in att.state_dict().items()}
+    assert shapes == {
+        "channel_gate.mlp.0.weight": (2, 32, 1, 1),
+        "channel_gate.mlp.2.weight": (32, 2, 1, 1),
+        "spatial_gate.conv.weight": (1, 2, 7, 7),
+    }

@@ -31,8 +31,9 @@ class _InfGrad(torch.autograd.Function):
 class _Net(pl.LightningModule):
     """Linear + BatchNorm; the loss is NaN (or the gradient inf) at the given steps."""
 
-    def __init__(self, nan_steps=(), inf_grad_steps=()):
+    def __init__(self, nan_steps=(), inf_grad_steps=(), fused=False):
         super().__init__()
+        self.fused = fused
         self.lin = nn.Linear(2, 2)
         self.bn = nn.BatchNorm1d(2)
         self.nan_steps, self.inf_grad_steps = set(nan_steps), set(inf_grad_steps)
@@ -51,6 +52,8 @@ class _Net(pl.LightningModule):
         self.snapshots.append({k: v.clone() for k, v in self.state_dict().items()})
 
     def configure_optimizers(self):
+        if self.fused:  # takes ``found_inf``: the guard skips on the device
+            return torch.optim.AdamW(self.parameters(), lr=0.1, fused=True)
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
@@ -82,6 +85,31 @@ def test_bad_steps_are_skipped_and_counted(caplog):
     assert (guard.total, guard.consecutive) == (3, 0)
     assert "step 2 (epoch 0): non-finite loss (nan); step skipped (2 in a row, 2 in all)" in caplog.text
     assert "non-finite gradient (first in lin.weight)" in caplog.text
+
+
+def test_fused_optimizer_skips_on_the_device_and_reads_flags_every_n_steps(caplog):
+    model = _Net(nan_steps={1}, inf_grad_steps={4}, fused=True)
+    guard = NonFiniteGuard(max_bad_steps=3, read_every=3)
+    with caplog.at_level(logging.WARNING, logger="geomamba"):
+        trainer = _fit(model, guard)
+    s = model.snapshots
+    for bad in (1, 4):  # nothing changed at the bad steps, on the device
+        for k in s[bad]:
+            assert torch.equal(s[bad][k], s[bad - 1][k]), (bad, k)
+    assert not torch.equal(s[2]["lin.weight"], s[1]["lin.weight"])
+    opt = trainer.optimizers[0]
+    assert int(opt.state[model.lin.weight]["step"]) == 4  # 6 steps, 2 skipped
+    assert not hasattr(opt, "found_inf")
+    assert guard.host_reads == 2 and (guard.total, guard.consecutive) == (2, 0)  # steps 0-2, 3-5
+    assert "step 1 (epoch 0): non-finite loss (nan); step skipped (1 in a row, 1 in all)" in caplog.text
+    assert "step 4 (epoch 0): non-finite gradient; step skipped" in caplog.text
+
+
+def test_fused_optimizer_stops_at_the_next_read():
+    model, guard = _Net(nan_steps={0, 1, 2, 3, 4}, fused=True), NonFiniteGuard(max_bad_steps=2, read_every=4)
+    with pytest.raises(NumericalError, match="training stopped at step 1 .* 2 steps in a row"):
+        _fit(model, guard)
+    assert guard.host_reads == 1  # read after step 3, reporting the streak from its second step
 
 
 def test_too_many_bad_steps_in_a_row_stop_with_step_and_cause():

@@ -1,4 +1,4 @@
-"""The ``geomamba`` command: train, test, predict, demo, models, stats, config.
+"""The ``geomamba`` command: train, test, predict, demo, models, stats, config, experiment.
 
 Bad input (a missing file, a wrong config key, a corrupt checkpoint...) prints one line
 ``geomamba: error: ...`` and exits with status 2; set ``GEOMAMBA_DEBUG=1`` to see the traceback.
@@ -46,10 +46,22 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="output folder (default: <run>/test_<split>/)")
     _eval_args(e)
 
-    pr = sub.add_parser("predict", help="predict change maps for image pairs (files or folders)")
+    pr = sub.add_parser(
+        "predict",
+        help="predict change maps for image pairs (--a/--b), or classify an MS + PAN scene (--ms/--pan)",
+    )
     pr.add_argument("checkpoint")
-    pr.add_argument("--a", required=True, help="image of date A (or a folder)")
-    pr.add_argument("--b", required=True, help="image of date B (or a folder with the same names)")
+    pr.add_argument("--a", help="image of date A (or a folder)")
+    pr.add_argument("--b", help="image of date B (or a folder with the same names)")
+    pr.add_argument("--ms", help="multispectral image of a scene (ADCD-Net stage-II checkpoints)")
+    pr.add_argument("--pan", help="panchromatic image of the scene (ratio x the MS resolution)")
+    pr.add_argument(
+        "--grid",
+        choices=("pan", "ms"),
+        default="pan",
+        help="--ms/--pan: class map on the PAN (default) or MS grid",
+    )
+    pr.add_argument("--batch-size", type=int, default=256, help="--ms/--pan: patch pairs per batch (256)")
     pr.add_argument("--out", required=True, help="output .tif/.png (or a folder for folder inputs)")
     pr.add_argument("--label", help="ground truth (file or folder): also print the scores")
     pr.add_argument("--prob", action="store_true", help="write float32 change probabilities, not 0/255")
@@ -79,6 +91,10 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("config", nargs="?")
     c.add_argument("overrides", nargs="*")
     c.add_argument("--keys", action="store_true", help="list every key with its type and default")
+
+    from geomamba.experiments.cli import add_experiment_parser
+
+    add_experiment_parser(sub)
     return p
 
 
@@ -95,12 +111,14 @@ def _eval_args(p: argparse.ArgumentParser) -> None:
 
 def _cmd_train(args) -> int:
     from geomamba.engine.config import load_config
+    from geomamba.engine.distributed import is_launch_rank_zero
     from geomamba.engine.train import train
 
     cfg = load_config(args.config, args.overrides)
     resume = False if args.fresh else args.resume
     result = train(cfg, resume=resume)
-    _report(result)
+    if is_launch_rank_zero():  # under DDP every process returns the same result: print it once
+        _report(result)
     return 0
 
 
@@ -108,16 +126,30 @@ def _report(result) -> None:
     lines = [f"run folder: {result.run_dir}"]
     if result.best_checkpoint:
         lines.append(f"best checkpoint: {result.best_checkpoint}")
+    monitor = getattr(result, "monitor", "F1_changed")
     if result.best:
         lines.append(
-            "best validation: epoch {epoch}, F1_changed {f1:.4f}".format(
-                epoch=result.best["epoch"], f1=result.best.get("F1_changed", float("nan"))
+            "best validation: epoch {epoch}, {monitor} {f1:.4f}".format(
+                epoch=result.best["epoch"], monitor=monitor, f1=result.best.get(monitor, float("nan"))
             )
         )
     if result.test_scores:
-        ch = list(result.test_scores["per_class"].values())[-1]
-        lines.append(f"test: F1 {ch['F1']:.4f}  IoU {ch['IoU']:.4f}  OA {result.test_scores['OA']:.4f}")
+        lines.append(f"test: {_score_line(result.test_scores)}")
     print("\n".join(lines))
+
+
+def _score_line(scores: dict) -> str:
+    """One line of test scores: the changed class's F1/IoU and OA for change detection (two classes),
+    mIoU/OA/mF1 (and Boundary IoU) for segmentation, OA/AA/Kappa for pixel classification."""
+    if "cosine" in scores:  # ADCD-Net stage I
+        return f"cosine {scores['cosine']:.4f}  similarity {scores['similarity']:.5f}"
+    if "AA" in scores:
+        return f"OA {scores['OA']:.4f}  AA {scores['AA']:.4f}  Kappa {scores['Kappa']:.4f}"
+    if "BIoU" in scores or len(scores["per_class"]) != 2:
+        extra = f"  BIoU {scores['BIoU']:.4f}" if "BIoU" in scores else ""
+        return f"mIoU {scores['mIoU']:.4f}  OA {scores['OA']:.4f}  mF1 {scores['mF1']:.4f}{extra}"
+    ch = list(scores["per_class"].values())[-1]
+    return f"F1 {ch['F1']:.4f}  IoU {ch['IoU']:.4f}  OA {scores['OA']:.4f}"
 
 
 def _eval_overrides(args) -> dict:
@@ -142,16 +174,21 @@ def _cmd_test(args) -> int:
         overrides=_eval_overrides(args),
         trust_checkpoint=args.trust_checkpoint,
     )
-    ch = list(scores["per_class"].values())[-1]
-    print(f"F1 {ch['F1']:.4f}  IoU {ch['IoU']:.4f}  OA {scores['OA']:.4f}  Kappa {scores['Kappa']:.4f}")
+    kappa = f"  Kappa {scores['Kappa']:.4f}" if "Kappa" in scores and "AA" not in scores else ""
+    print(f"{_score_line(scores)}{kappa}")
     return 0
 
 
 def _cmd_predict(args) -> int:
+    from geomamba.data.errors import GeomambaError
     from geomamba.engine.predict import predict_paths
     from geomamba.engine.train import setup_logging
 
     setup_logging()
+    if args.ms or args.pan:
+        return _cmd_predict_mspan(args)
+    if not (args.a and args.b):
+        raise GeomambaError("predict needs --a and --b (change detection) or --ms and --pan (MS + PAN scene)")
     res = predict_paths(
         args.checkpoint,
         args.a,
@@ -168,6 +205,28 @@ def _cmd_predict(args) -> int:
     )
     for r in res.outputs:
         print(f"wrote {r.path} ({r.height}x{r.width})")
+    return 0
+
+
+def _cmd_predict_mspan(args) -> int:
+    from geomamba.data.errors import GeomambaError
+    from geomamba.engine.predict_mspan import predict_mspan
+
+    if not (args.ms and args.pan) or args.a or args.b:
+        raise GeomambaError("classifying a scene needs both --ms and --pan (and neither --a nor --b)")
+    res = predict_mspan(
+        args.checkpoint,
+        args.ms,
+        args.pan,
+        args.out,
+        label=args.label,
+        grid=args.grid,
+        batch_size=args.batch_size,
+        device=args.device,
+    )
+    print(f"wrote {res.path} and {res.png} ({res.height}x{res.width})")
+    if res.scores is not None:
+        print(_score_line(res.scores))
     return 0
 
 
@@ -251,6 +310,7 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``geomamba`` command; returns the exit status."""
     from geomamba.data.errors import GeomambaError
+    from geomamba.experiments.cli import cmd_experiment
 
     args = _parser().parse_args(argv)
     handler = {
@@ -261,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
         "models": _cmd_models,
         "stats": _cmd_stats,
         "config": _cmd_config,
+        "experiment": cmd_experiment,
     }[args.command]
     from geomamba.engine.interrupt import Interrupted, sigterm_raises
 

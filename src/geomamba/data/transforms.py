@@ -17,7 +17,43 @@ import torch
 
 from geomamba.data.labels import IGNORE_INDEX
 
-__all__ = ["BitemporalTransform"]
+__all__ = ["BitemporalTransform", "SegmentationTransform"]
+
+
+def _geometric(crop_size: int | None, hflip: float, vflip: float, rotate90: float, ignore_index: int) -> list:
+    """Random crop (padding smaller images, mask with ``ignore_index``), flips and 90° rotations."""
+    ops: list = []
+    if crop_size:
+        ops.append(
+            A.RandomCrop(
+                crop_size,
+                crop_size,
+                pad_if_needed=True,
+                border_mode=cv2.BORDER_CONSTANT,
+                fill=0.0,
+                fill_mask=float(ignore_index),
+            )
+        )
+    if hflip > 0:
+        ops.append(A.HorizontalFlip(p=hflip))
+    if vflip > 0:
+        ops.append(A.VerticalFlip(p=vflip))
+    if rotate90 > 0:
+        ops.append(A.RandomRotate90(p=rotate90))
+    return ops
+
+
+def _photometric(brightness: float, contrast: float, p: float) -> A.Compose | None:
+    """Brightness/contrast jitter on images scaled to [0, 1] (None when disabled)."""
+    if p <= 0 or (brightness <= 0 and contrast <= 0):
+        return None
+    return A.Compose(
+        [
+            A.RandomBrightnessContrast(
+                brightness_limit=brightness, contrast_limit=contrast, brightness_by_max=False, p=p
+            )
+        ]
+    )
 
 
 class BitemporalTransform:
@@ -48,37 +84,11 @@ class BitemporalTransform:
         photometric_p: float = 0.5,
         ignore_index: int = IGNORE_INDEX,
     ) -> None:
-        geometric: list = []
-        if crop_size:
-            geometric.append(
-                A.RandomCrop(
-                    crop_size,
-                    crop_size,
-                    pad_if_needed=True,
-                    border_mode=cv2.BORDER_CONSTANT,
-                    fill=0.0,
-                    fill_mask=float(ignore_index),
-                )
-            )
-        if hflip > 0:
-            geometric.append(A.HorizontalFlip(p=hflip))
-        if vflip > 0:
-            geometric.append(A.VerticalFlip(p=vflip))
-        if rotate90 > 0:
-            geometric.append(A.RandomRotate90(p=rotate90))
-        self.geometric = A.Compose(geometric, additional_targets={"image_b": "image"})
-        self.photometric = None
-        if photometric_p > 0 and (brightness > 0 or contrast > 0):
-            self.photometric = A.Compose(
-                [
-                    A.RandomBrightnessContrast(
-                        brightness_limit=brightness,
-                        contrast_limit=contrast,
-                        brightness_by_max=False,
-                        p=photometric_p,
-                    )
-                ]
-            )
+        self.geometric = A.Compose(
+            _geometric(crop_size, hflip, vflip, rotate90, ignore_index),
+            additional_targets={"image_b": "image"},
+        )
+        self.photometric = _photometric(brightness, contrast, photometric_p)
         self.date_swap = date_swap
 
     def __call__(
@@ -95,3 +105,44 @@ class BitemporalTransform:
         if self.date_swap > 0 and torch.rand(()).item() < self.date_swap:
             a, b = b, a
         return a, b, mask
+
+
+class SegmentationTransform:
+    """Training augmentation of one image and its mask (the geometric and photometric transforms of
+    ``BitemporalTransform``, for a single date).
+
+    Call with ``image`` ``(H, W, C)`` float32 scaled to [0, 1] (or ``photometric=False``) and ``mask``
+    ``(H, W)`` uint8; returns both transformed (crop size ``(S, S)`` when cropping; smaller images are
+    padded, the mask with ``ignore_index``).
+
+    Args:
+        crop_size, hflip, vflip, rotate90, brightness, contrast, photometric_p, ignore_index: as in
+            ``BitemporalTransform``.
+    """
+
+    def __init__(
+        self,
+        *,
+        crop_size: int | None = None,
+        hflip: float = 0.5,
+        vflip: float = 0.5,
+        rotate90: float = 0.5,
+        brightness: float = 0.1,
+        contrast: float = 0.1,
+        photometric_p: float = 0.5,
+        ignore_index: int = IGNORE_INDEX,
+    ) -> None:
+        self.geometric = A.Compose(_geometric(crop_size, hflip, vflip, rotate90, ignore_index))
+        self.photometric = _photometric(brightness, contrast, photometric_p)
+
+    def __call__(
+        self, image: np.ndarray, mask: np.ndarray, *, photometric: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        self.geometric.set_random_seed(seed)
+        out = self.geometric(image=image, mask=mask)
+        image, mask = out["image"], out["mask"]
+        if photometric and self.photometric is not None:
+            self.photometric.set_random_seed(seed + 1)
+            image = self.photometric(image=image)["image"]
+        return image, mask

@@ -1,4 +1,5 @@
-"""Callbacks writing a run's outputs on global rank 0: ``metrics.json``, curves and error maps."""
+"""Callbacks writing a run's outputs on global rank 0: ``metrics.json``, curves and error maps; GPU memory
+logging."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
+import torch
 
 from geomamba.engine.figures import plot_curves, save_error_maps
 
-__all__ = ["RunArtifacts", "SaveLastOnTrainEnd", "write_json"]
+__all__ = ["GPUMemoryMonitor", "RunArtifacts", "SaveLastOnTrainEnd", "gpu_memory_stats", "write_json"]
 
 
 def _clean(x: Any) -> Any:
@@ -78,8 +80,9 @@ class RunArtifacts(pl.Callback):
         self._update(
             monitor=self.monitor, best=best, last=history[-1], history=history, val=pl_module.last_val_scores
         )
-        plot_curves(history, self.run_dir / "curves", self.positive)
-        save_error_maps(
+        plot_curves(history, self.run_dir / "curves", self.positive, getattr(pl_module, "curve_keys", None))
+        save = getattr(pl_module, "save_samples", save_error_maps)
+        save(
             pl_module.error_samples,
             self.run_dir / "error_maps" / "val",
             f"validation epoch {history[-1]['epoch']}",
@@ -89,7 +92,8 @@ class RunArtifacts(pl.Callback):
         if not trainer.is_global_zero or pl_module.test_scores is None:
             return
         self._update(test=pl_module.test_scores)
-        save_error_maps(pl_module.error_samples, self.run_dir / "error_maps" / "test", "test")
+        save = getattr(pl_module, "save_samples", save_error_maps)
+        save(pl_module.error_samples, self.run_dir / "error_maps" / "test", "test")
 
 
 class SaveLastOnTrainEnd(pl.Callback):
@@ -108,3 +112,33 @@ class SaveLastOnTrainEnd(pl.Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.global_step != self._saved_step and not trainer.sanity_checking:
             trainer.save_checkpoint(self.path)
+
+
+def gpu_memory_stats(device: torch.device | str) -> dict[str, float]:
+    """GPU memory of a CUDA ``device`` in GiB: ``gpu/mem_allocated_gb`` (now), ``gpu/mem_peak_gb`` (peak
+    allocated since the last ``torch.cuda.reset_peak_memory_stats``), ``gpu/mem_reserved_gb`` (held by the
+    caching allocator); ``{}`` for other devices."""
+    device = torch.device(device)
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return {}
+    gib = float(2**30)
+    return {
+        "gpu/mem_allocated_gb": torch.cuda.memory_allocated(device) / gib,
+        "gpu/mem_peak_gb": torch.cuda.max_memory_allocated(device) / gib,
+        "gpu/mem_reserved_gb": torch.cuda.memory_reserved(device) / gib,
+    }
+
+
+class GPUMemoryMonitor(pl.Callback):
+    """Logs ``gpu_memory_stats`` every ``log_every_n_steps`` training batches (TensorBoard and CSV), then
+    resets the peak, so ``gpu/mem_peak_gb`` is the peak of each logging interval. Nothing off CUDA."""
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch, batch_idx
+    ) -> None:
+        if pl_module.device.type != "cuda" or (batch_idx + 1) % max(1, trainer.log_every_n_steps):
+            return
+        stats = gpu_memory_stats(pl_module.device)
+        for name, value in stats.items():
+            pl_module.log(name, value, on_step=True, on_epoch=False, batch_size=1)
+        torch.cuda.reset_peak_memory_stats(pl_module.device)

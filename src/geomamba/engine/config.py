@@ -3,6 +3,7 @@
 A config is YAML whose keys are the fields below (every key optional; defaults shown in the dataclasses)::
 
     name: levircd_subtask_mamba
+    task: change                  # or segmentation, classification (see geomamba.engine.tasks)
     model: {name: subtask_mamba, options: {depths: [2, 2, 10]}}
     loss: ce                      # or {name: ..., **options}; see geomamba.losses.build_loss
     data: {root: data/LEVIR-CD, crop_size: 256, batch_size: 16}
@@ -15,7 +16,9 @@ A config is YAML whose keys are the fields below (every key optional; defaults s
 Overrides ``a.b.c=value`` (value parsed as YAML: ``model.options.depths=[2,2,8]``, ``optim.lr=8e-4``)
 replace single keys. Unknown keys and wrong types raise ``ConfigError`` naming the key and listing the
 valid ones; ``model.options`` and ``loss`` are checked against the model factory and the loss builder
-when the run is built.
+when the run is built. Defaults that depend on the task (``eval.monitor``; for segmentation also the class
+names of a named palette and ``loss.boundary_weight`` 0.3; for classification the ``adcd`` loss and, for
+a synthetic scene, class names) are filled in when the key is not given.
 """
 
 from __future__ import annotations
@@ -30,22 +33,38 @@ from typing import Any, Literal, Union
 import yaml
 
 from geomamba.data.errors import GeomambaError
+from geomamba.data.seg_labels import PALETTES
+from geomamba.engine.classification_config import (
+    ClassificationConfig,
+    MSPanDataConfig,
+    StageConfig,
+    SyntheticMSPanConfig,
+    check_classification,
+    classification_defaults,
+)
+from geomamba.engine.tasks import RESERVED_TASKS, TASKS
 
 __all__ = [
     "AugmentConfig",
+    "ClassificationConfig",
     "ConfigError",
     "DataConfig",
     "EvalConfig",
+    "MSPanDataConfig",
     "ModelConfig",
     "OptimConfig",
     "RunConfig",
     "SchedulerConfig",
+    "SegmentationDataConfig",
+    "StageConfig",
+    "SyntheticMSPanConfig",
     "TrainerConfig",
     "apply_overrides",
     "config_keys",
     "config_to_dict",
     "load_config",
     "parse_config",
+    "parse_section",
 ]
 
 
@@ -93,8 +112,28 @@ class ListFilesConfig:
 
 
 @dataclass
+class SegmentationDataConfig:
+    """Segmentation datasets (``task: segmentation``): folders, label encoding, large tiles; see
+    ``geomamba.data.segmentation`` and ``geomamba.data.seg_labels``."""
+
+    image_dir: str = "{split}/images"
+    label_dir: str = "{split}/labels"
+    eval_label_dir: str | None = None
+    image_suffix: str = ""
+    label_suffix: str = ""
+    eval_label_suffix: str | None = None
+    encoding: Literal["ids", "rgb"] = "ids"
+    palette: Union[str, list[list[int]], None] = None  # noqa: UP007
+    ignore_colours: list[list[int]] | None = None
+    colour_tolerance: int = 0
+    reduce_zero_label: bool = False
+    eval_tile: int | None = None
+
+
+@dataclass
 class DataConfig:
-    """Dataset, normalisation, cropping and loading."""
+    """Dataset, normalisation, cropping and loading. ``cache``: keep the decoded training images in memory
+    (shared by the loader workers); ``prefetch_factor``: batches each worker loads ahead."""
 
     root: str = ""
     splits: SplitsConfig = field(default_factory=SplitsConfig)
@@ -110,13 +149,18 @@ class DataConfig:
     batch_size: int = 8
     eval_batch_size: int = 1
     num_workers: int = 4
+    prefetch_factor: int = 4
+    cache: bool = False
     validate: Literal["full", "header", "off"] = "full"
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    segmentation: SegmentationDataConfig = field(default_factory=SegmentationDataConfig)
+    mspan: MSPanDataConfig = field(default_factory=MSPanDataConfig)
 
 
 @dataclass
 class OptimConfig:
-    """Optimiser: AdamW (``betas``) or SGD (``momentum``, ``nesterov``)."""
+    """Optimiser: AdamW (``betas``) or SGD (``momentum``, ``nesterov``); ``fused``: one fused kernel for
+    all parameters when they are on a GPU."""
 
     name: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1e-3
@@ -124,6 +168,7 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     momentum: float = 0.9
     nesterov: bool = False
+    fused: bool = True
 
 
 @dataclass
@@ -145,7 +190,13 @@ _PRECISIONS = Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "1
 
 @dataclass
 class TrainerConfig:
-    """Lightning Trainer settings, plus checkpoint/early-stopping options."""
+    """Lightning Trainer settings, plus checkpoint/early-stopping options and speed switches: ``compile``
+    (``torch.compile`` of the model with ``compile_mode``/``compile_backend``, eager fallback with a
+    warning) and ``channels_last`` (NHWC weights and activations); reliability: ``save_every_n_steps``
+    (also write ``last.ckpt`` every N optimizer steps), ``skip_nonfinite`` (skip and count steps with a
+    NaN/inf loss or gradient; one host read per step unless the optimizer is fused), ``max_bad_steps``
+    (stop after that many such steps in a row; None: never) and ``collapse_patience`` (validations in a row
+    without a prediction of some class before the class-collapse report)."""
 
     max_epochs: int = 200
     max_steps: int = -1
@@ -170,21 +221,29 @@ class TrainerConfig:
     early_stopping_patience: int | None = None
     save_every_n_steps: int | None = None
     enable_progress_bar: bool = True
+    compile: bool = False
+    compile_mode: str | None = None
+    compile_backend: str = "inductor"
+    channels_last: bool = False
+    skip_nonfinite: bool = True
     max_bad_steps: int | None = 10
     collapse_patience: int = 3
 
 
 @dataclass
 class EvalConfig:
-    """Validation/test/prediction: sliding window, test-time augmentation, monitored score, figures."""
+    """Validation/test/prediction: sliding window (``window_batch``: windows per forward pass),
+    test-time augmentation, monitored score, figures."""
 
     window: int | None = None
     overlap: int = 64
     pad_multiple: int = 32
+    window_batch: int = 16
     tta: bool = False
     monitor: str = "F1_changed"
     num_error_maps: int = 4
     test_after_fit: bool = True
+    boundary_width: int = 3
 
 
 @dataclass
@@ -194,6 +253,7 @@ class RunConfig:
     name: str = "run"
     output_dir: str = "runs"
     seed: int = 42
+    task: str = "change"
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: Union[str, dict[str, Any]] = "ce"  # noqa: UP007
     data: DataConfig = field(default_factory=DataConfig)
@@ -201,6 +261,7 @@ class RunConfig:
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    classification: ClassificationConfig = field(default_factory=ClassificationConfig)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -306,6 +367,14 @@ def _build(cls: type, raw: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+def parse_section(cls: type, raw: Any, prefix: str = "") -> Any:
+    """Validate a mapping against any config dataclass ``cls`` with the rules and messages of run configs
+    (used by other config files, e.g. experiment configs); ``prefix`` names the section in errors."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping of keys, got {raw!r}")
+    return _build(cls, raw, prefix)
+
+
 def _check_values(cfg: RunConfig) -> None:
     def positive(key: str, value: float | int | None, allow_zero: bool = False) -> None:
         if value is not None and (value < 0 or (value == 0 and not allow_zero)):
@@ -318,6 +387,8 @@ def _check_values(cfg: RunConfig) -> None:
     positive("data.crop_size", cfg.data.crop_size)
     positive("data.crops_per_image", cfg.data.crops_per_image)
     positive("data.num_workers", cfg.data.num_workers, allow_zero=True)
+    positive("data.prefetch_factor", cfg.data.prefetch_factor)
+    positive("eval.window_batch", cfg.eval.window_batch)
     positive("trainer.accumulate_grad_batches", cfg.trainer.accumulate_grad_batches)
     positive("eval.window", cfg.eval.window)
     positive("trainer.max_bad_steps", cfg.trainer.max_bad_steps)
@@ -333,8 +404,18 @@ def _check_values(cfg: RunConfig) -> None:
         raise ConfigError(f"data.mean has {len(cfg.data.mean)} values but data.std {len(cfg.data.std)}")
     if cfg.data.std is not None and any(s <= 0 for s in cfg.data.std):
         raise ConfigError(f"data.std: values must be > 0, got {cfg.data.std}")
-    if cfg.data.ignore_value in (0, 1):
+    if cfg.task not in TASKS:
+        reserved = "".join(
+            f"; {t!r} is reserved ({why}) and not wired in yet" for t, why in RESERVED_TASKS.items()
+        )
+        raise ConfigError(f"task: {cfg.task!r} is not one of {', '.join(TASKS)}{reserved}")
+    if cfg.task == "change" and cfg.data.ignore_value in (0, 1):
         raise ConfigError(f"data.ignore_value: {cfg.data.ignore_value} is a class value; use e.g. 255")
+    positive("eval.boundary_width", cfg.eval.boundary_width)
+    if cfg.task == "segmentation":
+        _check_segmentation(cfg)
+    if cfg.task == "classification":
+        check_classification(cfg)
     if len(cfg.data.class_names) < 2:
         raise ConfigError(f"data.class_names: need at least 2 classes, got {cfg.data.class_names}")
     if cfg.eval.window is not None:
@@ -347,8 +428,7 @@ def _check_values(cfg: RunConfig) -> None:
                 f"eval.overlap ({cfg.eval.overlap}) must be < eval.window/2 ({cfg.eval.window})"
             )
     metric = cfg.eval.monitor.split("_", 1)
-    valid = ("Precision", "Recall", "F1", "IoU")
-    overall = ("OA", "Kappa", "mIoU", "mF1", "mPrecision", "mRecall")
+    valid, overall = TASKS[cfg.task].class_scores, TASKS[cfg.task].scores
     if cfg.eval.monitor not in overall and not (
         len(metric) == 2 and metric[0] in valid and metric[1] in cfg.data.class_names
     ):
@@ -360,6 +440,78 @@ def _check_values(cfg: RunConfig) -> None:
         raise ConfigError(f"name: {cfg.name!r} must be a plain folder name")
 
 
+def _check_segmentation(cfg: RunConfig) -> None:
+    d, s = cfg.data, cfg.data.segmentation
+    k = len(d.class_names)
+    if k > 255:
+        raise ConfigError(f"data.class_names: at most 255 classes, got {k}")
+    if d.ignore_value is not None and not 0 <= d.ignore_value <= 65535:
+        raise ConfigError(f"data.ignore_value: {d.ignore_value} is not a label file value (0..65535)")
+    if d.augment.date_swap:
+        raise ConfigError("data.augment.date_swap: applies to change detection only; set it to 0")
+    for key in ("image_dir", "label_dir"):
+        if not getattr(s, key):
+            raise ConfigError(f"data.segmentation.{key}: must name a folder (template with {{split}})")
+    if s.colour_tolerance < 0 or s.colour_tolerance > 255:
+        raise ConfigError(f"data.segmentation.colour_tolerance: must be 0..255, got {s.colour_tolerance}")
+    if s.eval_tile is not None and s.eval_tile < 1:
+        raise ConfigError(f"data.segmentation.eval_tile: must be > 0, got {s.eval_tile}")
+
+    def colours(key: str, value: list[list[int]]) -> None:
+        for c in value:
+            if len(c) != 3 or any(not 0 <= v <= 255 for v in c):
+                raise ConfigError(f"{key}: colours are [r, g, b] with values 0..255, got {c}")
+
+    if isinstance(s.palette, str):
+        if s.palette not in PALETTES:
+            raise ConfigError(
+                f"data.segmentation.palette: unknown palette {s.palette!r}; named palettes: "
+                f"{', '.join(PALETTES)} (or a list of [r, g, b], one per class)"
+            )
+        n = len(PALETTES[s.palette].colours)
+        if n != k:
+            raise ConfigError(f"data.segmentation.palette {s.palette!r} has {n} colours but {k} classes")
+    elif s.palette is not None:
+        colours("data.segmentation.palette", s.palette)
+        if len(s.palette) != k:
+            raise ConfigError(f"data.segmentation.palette: {len(s.palette)} colours for {k} classes")
+    if s.ignore_colours is not None:
+        colours("data.segmentation.ignore_colours", s.ignore_colours)
+    if s.encoding == "rgb" and s.palette is None:
+        raise ConfigError(
+            f"data.segmentation.palette: RGB-coded labels need a palette: [[r, g, b], ...] with one colour "
+            f"per class ({k}), or a named palette ({', '.join(PALETTES)})"
+        )
+
+
+def _task_defaults(cfg: RunConfig, raw: dict[str, Any]) -> None:
+    """Fill the task-dependent defaults of keys that ``raw`` does not give."""
+    given_data = raw.get("data") if isinstance(raw.get("data"), dict) else {}
+    given_eval = raw.get("eval") if isinstance(raw.get("eval"), dict) else {}
+    if cfg.task in TASKS and "monitor" not in given_eval:
+        cfg.eval.monitor = TASKS[cfg.task].monitor
+    if cfg.task == "classification":
+        classification_defaults(cfg, raw, given_data, given_eval)
+    if cfg.task != "segmentation":
+        return
+    seg = cfg.data.segmentation
+    if seg.encoding == "rgb" and seg.palette is None:
+        if "class_names" not in given_data or len(cfg.data.class_names) == len(PALETTES["isprs"].colours):
+            seg.palette = "isprs"
+    if "class_names" not in given_data:
+        if not isinstance(seg.palette, str):
+            raise ConfigError(
+                "data.class_names: set the class names of the segmentation dataset (e.g. the ISPRS or "
+                "LoveDA names of configs/potsdam.yaml, configs/loveda.yaml)"
+            )
+        cfg.data.class_names = list(PALETTES[seg.palette].classes)
+    loss = {"name": cfg.loss} if isinstance(cfg.loss, str) else dict(cfg.loss)
+    if "loss" not in raw:
+        loss = {"name": "ce"}
+    loss.setdefault("boundary_weight", 0.3)
+    cfg.loss = loss
+
+
 def parse_config(raw: dict[str, Any] | None) -> RunConfig:
     """Validate a nested dict against the schema and return a ``RunConfig`` (``ConfigError`` if bad)."""
     if raw is None:
@@ -367,6 +519,7 @@ def parse_config(raw: dict[str, Any] | None) -> RunConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"a config must be a mapping of keys, got {type(raw).__name__}")
     cfg = _build(RunConfig, raw, "")
+    _task_defaults(cfg, raw)
     _check_values(cfg)
     return cfg
 

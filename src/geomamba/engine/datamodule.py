@@ -39,6 +39,10 @@ log = logging.getLogger("geomamba.engine")
 class ChangeDataModule(pl.LightningDataModule):
     """Train (random crops + augmentation), val and test (whole images) loaders.
 
+    Loaders: ``data.num_workers`` worker processes kept alive between epochs, each ``data.prefetch_factor``
+    batches ahead, pinned host memory when a GPU is present; ``data.cache`` keeps the decoded training
+    images in memory.
+
     Args:
         cfg: the run config (``data`` section used).
         report: the validation pass's report (samples per split, image sizes), if it ran.
@@ -88,6 +92,8 @@ class ChangeDataModule(pl.LightningDataModule):
                 value_scale=d.value_scale,
                 transform=transform,
                 repeats=d.crops_per_image if role == "train" else 1,
+                crop_size=d.crop_size if role == "train" else None,
+                cache=d.cache and role == "train",
             )
         return self.datasets[role]
 
@@ -99,29 +105,44 @@ class ChangeDataModule(pl.LightningDataModule):
     def _loader(self, role: str, batch_size: int, shuffle: bool) -> DataLoader:
         ds = self._dataset(role)
         workers = self.cfg.data.num_workers
+        world = 1
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
         # Worker base seeds from the loader's own generator: iterating never draws from the global RNG.
         common = {
             "num_workers": workers,
             "pin_memory": torch.cuda.is_available(),
             "persistent_workers": workers > 0,
+            "prefetch_factor": self.cfg.data.prefetch_factor if workers > 0 else None,
             "generator": torch.Generator().manual_seed(self.cfg.seed),
             "worker_init_fn": worker_init if workers > 0 else None,  # workers ignore SIGINT
         }
         if shuffle:
-            # Order and augmentation are functions of (seed, epoch, position): resumable mid-epoch.
+            # Order and augmentation are functions of (seed, epoch, position): resumable mid-epoch. The
+            # sampler is a DistributedSampler, which Lightning keeps under DDP: each rank gets
+            # ceil(len / world) samples; the last partial batch is dropped only when a rank has more
+            # than one batch.
             seeded = SeededDataset(ds)
+            per_rank = -(-len(ds) // world)
             return ResumableDataLoader(
                 seeded,
                 batch_size=batch_size,
                 sampler=ResumableSampler(seeded, seed=self.cfg.seed),
-                drop_last=len(ds) > batch_size,
+                drop_last=per_rank > batch_size,
                 progress=trainer_progress(weak_trainer(self)),
                 **common,
             )
         sampler = None
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if world > 1:
             # Evaluation under DDP: every sample exactly once over all ranks (no padding duplicates), so
-            # the summed confusion matrix equals the single-process one.
+            # the summed confusion matrix equals the single-process one. Each rank needs a sample: DDP's
+            # first forward of an evaluation broadcasts buffers, which a rank without batches would miss.
+            if len(ds) < world:
+                split = getattr(self.cfg.data.splits, role)
+                raise DataError(
+                    f"{role} split {split!r} of {self.cfg.data.root} has {len(ds)} image(s) but the run uses "
+                    f"{world} processes; each process needs at least one (use fewer devices or more images)"
+                )
             sampler = UnrepeatedDistributedSampler(ds, shuffle=False)
         return DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler, **common)
 

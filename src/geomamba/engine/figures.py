@@ -18,7 +18,14 @@ from PIL import Image
 
 from geomamba.data.labels import IGNORE_INDEX
 
-__all__ = ["display_rgb", "error_map", "plot_curves", "save_error_maps"]
+__all__ = [
+    "class_colour_map",
+    "display_rgb",
+    "error_map",
+    "plot_curves",
+    "save_error_maps",
+    "save_segmentation_samples",
+]
 
 TP, TN, FP, FN, IGNORED = (255, 255, 255), (0, 0, 0), (255, 0, 0), (0, 255, 0), (128, 128, 128)
 
@@ -89,8 +96,14 @@ def save_error_maps(samples: Sequence[dict[str, Any]], folder: Path, title: str 
     return out
 
 
-def plot_curves(history: Sequence[dict[str, float]], folder: Path, positive: str = "changed") -> list[Path]:
-    """``loss.png`` (train/val loss, learning rate) and ``metrics.png`` (validation scores) per epoch."""
+def plot_curves(
+    history: Sequence[dict[str, float]],
+    folder: Path,
+    positive: str = "changed",
+    keys: Sequence[str] | None = None,
+) -> list[Path]:
+    """``loss.png`` (train/val loss, learning rate) and ``metrics.png`` (validation scores ``keys``;
+    default the ``positive`` class's F1, IoU, Precision, Recall, and OA, Kappa) per epoch."""
     if not history:
         return []
     folder.mkdir(parents=True, exist_ok=True)
@@ -118,14 +131,16 @@ def plot_curves(history: Sequence[dict[str, float]], folder: Path, positive: str
 
     fig = Figure(figsize=(7, 4))
     ax = fig.subplots()
-    for key in (
-        f"F1_{positive}",
-        f"IoU_{positive}",
-        f"Precision_{positive}",
-        f"Recall_{positive}",
-        "OA",
-        "Kappa",
-    ):
+    if keys is None:
+        keys = (
+            f"F1_{positive}",
+            f"IoU_{positive}",
+            f"Precision_{positive}",
+            f"Recall_{positive}",
+            "OA",
+            "Kappa",
+        )
+    for key in keys:
         ax.plot(x, series(key), "o-", label=key)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation score")
@@ -136,3 +151,73 @@ def plot_curves(history: Sequence[dict[str, float]], folder: Path, positive: str
     metrics_png = folder / "metrics.png"
     fig.savefig(metrics_png, dpi=100)
     return [loss_png, metrics_png]
+
+
+def class_colour_map(ids: np.ndarray | torch.Tensor, colours: Sequence[Sequence[int]]) -> np.ndarray:
+    """Class ids ``(H, W)`` -> ``(H, W, 3)`` uint8 RGB with ``colours[k]`` for class k, ignored grey."""
+    ids = np.asarray(ids.cpu() if isinstance(ids, torch.Tensor) else ids).astype(np.int64)
+    table = np.zeros((256, 3), np.uint8)
+    table[: len(colours)] = np.asarray(colours, np.uint8)
+    table[IGNORE_INDEX] = IGNORED
+    return table[np.clip(ids, 0, 255)]
+
+
+def _default_colours(k: int) -> list[tuple[int, int, int]]:
+    from matplotlib import colormaps
+
+    cmap = colormaps["tab10" if k <= 10 else "tab20"]
+    return [tuple(int(255 * v) for v in cmap(i % cmap.N)[:3]) for i in range(k)]  # type: ignore[misc]
+
+
+def save_segmentation_samples(
+    samples: Sequence[dict[str, Any]],
+    folder: Path,
+    title: str = "",
+    *,
+    class_names: Sequence[str],
+    colours: Sequence[Sequence[int]] | None = None,
+) -> Path | None:
+    """Write ``<name>.png`` error maps (wrong pixels red, right black, ignored grey) and one figure
+    ``error_maps.png`` (image | label | prediction | errors per row, with a class legend).
+
+    ``samples``: dicts with ``name``, ``image`` ``(C, H, W)``, ``mask`` ``(H, W)``, ``pred`` ``(H, W)``;
+    ``colours``: one RGB colour per class (default: matplotlib's tab10/tab20).
+    """
+    if not samples:
+        return None
+    from matplotlib.patches import Patch
+
+    colours = list(colours) if colours is not None else _default_colours(len(class_names))
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(samples)
+    fig = Figure(figsize=(10, 2.6 * n + 0.6))
+    axes = fig.subplots(n, 4, squeeze=False)
+    for row, s in enumerate(samples):
+        mask, pred = np.asarray(s["mask"]), np.asarray(s["pred"])
+        errors = np.zeros((*mask.shape, 3), np.uint8)
+        errors[pred != mask] = FP
+        errors[mask == IGNORE_INDEX] = IGNORED
+        Image.fromarray(errors).save(folder / f"{s['name']}.png")
+        panels = [
+            display_rgb(s["image"]),
+            class_colour_map(mask, colours),
+            class_colour_map(np.where(mask == IGNORE_INDEX, IGNORE_INDEX, pred), colours),
+            errors,
+        ]
+        for ax, img, head in zip(axes[row], panels, ("image", "label", "prediction", "errors")):
+            ax.imshow(img, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(head)
+        axes[row][0].set_ylabel(str(s["name"]), fontsize=8)
+    handles = [
+        Patch(facecolor=np.asarray(c) / 255, edgecolor="black", label=name)
+        for name, c in zip(class_names, colours)
+    ]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), fontsize=8)
+    fig.suptitle(f"{title}  (errors: wrong red, right black, ignored grey)".strip())
+    fig.tight_layout(rect=(0, 0.5 / (2.6 * n + 0.6), 1, 1))
+    out = folder / "error_maps.png"
+    fig.savefig(out, dpi=100)
+    return out

@@ -41,7 +41,8 @@ PredictFn = Callable[[torch.Tensor], torch.Tensor]
 
 
 def make_predict_fn(model: nn.Module, *, tta: bool = False) -> PredictFn:
-    """``x (B, 2, C, H, W) -> class probabilities (B, K, H, W)`` float32; ``tta`` averages over flips."""
+    """``x (B, 2, C, H, W)`` (or ``(B, C, H, W)`` for one-image models) ``-> class probabilities
+    (B, K, H, W)`` float32; ``tta`` averages over flips."""
 
     def probs(x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(as_logits(model(x)).float(), dim=1)
@@ -81,14 +82,14 @@ def _axis_weight(length: int, overlap: int, before: bool, after: bool) -> torch.
 
 
 def _pad_to(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Pad ``(B, 2, C, H, W)`` at the bottom/right to ``(height, width)`` by reflection."""
-    b, t, c, h, w = x.shape
+    """Pad ``(..., C, H, W)`` at the bottom/right to ``(height, width)`` by reflection."""
+    *lead, c, h, w = x.shape
     ph, pw = height - h, width - w
     if ph == 0 and pw == 0:
         return x
-    flat = x.reshape(b * t, c, h, w)
+    flat = x.reshape(-1, c, h, w)
     mode = "reflect" if ph < h and pw < w else "replicate"
-    return F.pad(flat, (0, pw, 0, ph), mode=mode).reshape(b, t, c, height, width)
+    return F.pad(flat, (0, pw, 0, ph), mode=mode).reshape(*lead, c, height, width)
 
 
 @torch.no_grad()
@@ -99,35 +100,49 @@ def sliding_window_probs(
     window: int | None = None,
     overlap: int = 64,
     pad_multiple: int = 32,
+    window_batch: int = 1,
 ) -> torch.Tensor:
-    """Class probabilities ``(B, K, H, W)`` of a bitemporal batch ``x (B, 2, C, H, W)``.
+    """Class probabilities ``(B, K, H, W)`` of a bitemporal batch ``x (B, 2, C, H, W)`` (or of an image
+    batch ``(B, C, H, W)`` for segmentation models).
 
     Args:
         predict_fn: from ``make_predict_fn``.
         window: window side (None: the whole image at once).
         overlap: pixels shared by neighbouring windows (< window / 2).
         pad_multiple: inputs are padded to a multiple of this (the model's total stride).
+        window_batch: windows (times B images) per call of ``predict_fn``: ``max(1, window_batch // B)``
+            windows of every image are stacked into one batch (the same probabilities, fewer and larger
+            forward passes).
     """
-    if x.dim() != 5 or x.shape[1] != 2:
-        raise ValueError(f"expected a bitemporal batch (B, 2, C, H, W), got {tuple(x.shape)}")
-    _, _, _, h, w = x.shape
+    if not (x.dim() == 4 or (x.dim() == 5 and x.shape[1] == 2)):
+        raise ValueError(
+            f"expected a bitemporal batch (B, 2, C, H, W) or an image batch (B, C, H, W), got {tuple(x.shape)}"
+        )
+    h, w = x.shape[-2:]
 
     def up(v: int) -> int:
         return math.ceil(v / pad_multiple) * pad_multiple
 
     if window is None or (h <= window and w <= window):
         return predict_fn(_pad_to(x, up(h), up(w)))[..., :h, :w]
+    if window_batch < 1:
+        raise ValueError(f"window_batch must be >= 1, got {window_batch}")
     hp, wp = max(h, window), max(w, window)
     xp = _pad_to(x, hp, wp)
     rows, cols = window_starts(hp, window, overlap), window_starts(wp, window, overlap)
+    places = [(i, r, j, c) for i, r in enumerate(rows) for j, c in enumerate(cols)]
+    per_call, n = max(1, window_batch // x.shape[0]), x.shape[0]
     out = None
     norm = torch.zeros(hp, wp, device=x.device)
-    for i, r in enumerate(rows):
-        wy = _axis_weight(window, overlap, i > 0, i < len(rows) - 1)
-        for j, c in enumerate(cols):
+    for start in range(0, len(places), per_call):
+        chunk = places[start : start + per_call]
+        crops = [xp[..., r : r + window, c : c + window] for _, r, _, c in chunk]
+        probs = predict_fn(crops[0] if len(crops) == 1 else torch.cat(crops, dim=0))
+        for k, (i, r, j, c) in enumerate(chunk):
+            wy = _axis_weight(window, overlap, i > 0, i < len(rows) - 1)
             wx = _axis_weight(window, overlap, j > 0, j < len(cols) - 1)
             weight = (wy[:, None] * wx[None, :]).to(x.device)
-            p = predict_fn(xp[..., r : r + window, c : c + window])
+            p = probs[k * n : (k + 1) * n]
             if out is None:
                 out = torch.zeros(p.shape[0], p.shape[1], hp, wp, device=x.device)
             out[..., r : r + window, c : c + window] += p * weight
@@ -161,6 +176,7 @@ def predict_scene(
     tta: bool = False,
     output: str = "binary",
     block: int | None = None,
+    window_batch: int = 1,
     label: str | Path | None = None,
     ignore_value: int | None = None,
     class_names: Sequence[str] = ("unchanged", "changed"),
@@ -170,7 +186,7 @@ def predict_scene(
     """Predict the change map of the pair ``a``/``b`` into ``out``, block by block.
 
     Reads blocks of ``block`` x ``block`` pixels (default ``4 * window``) plus an ``overlap`` halo, so memory
-    stays bounded whatever the scene size; writes a GeoTIFF with image A's CRS and transform (or a PNG when
+    stays bounded whatever the scene size (``window_batch`` windows of a block per forward pass); writes a GeoTIFF with image A's CRS and transform (or a PNG when
     ``out`` ends in .png), atomically. ``output="binary"``: uint8 class ids (changed = 255 for two classes);
     ``output="prob"``: float32 probability of the changed class (all K bands for K > 2). With ``label``,
     also returns the scores of the prediction against it.
@@ -225,7 +241,12 @@ def predict_scene(
                     dates.append(normalise_image(raw, mean=mean, std=std, path=info.path))
                 x = torch.from_numpy(np.stack(dates))[None].to(device)
                 probs = sliding_window_probs(
-                    predict_fn, x, window=window, overlap=overlap, pad_multiple=pad_multiple
+                    predict_fn,
+                    x,
+                    window=window,
+                    overlap=overlap,
+                    pad_multiple=pad_multiple,
+                    window_batch=window_batch,
                 )[0]
                 core = probs[:, r - r0 : r - r0 + bh, c - c0 : c - c0 + bw]
                 pred = core.argmax(0)

@@ -11,20 +11,25 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import warnings
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 import torch.nn as nn
+from lightning.fabric.utilities.warnings import PossibleUserWarning
 from timm.optim import param_groups_weight_decay
 from torchmetrics import MeanMetric
 
 from geomamba.data.errors import GeomambaError
 from geomamba.data.labels import IGNORE_INDEX
+from geomamba.engine.acceleration import CompiledModel, apply_channels_last, build_optimizer
 from geomamba.engine.config import ConfigError, RunConfig, config_to_dict, parse_config
 from geomamba.engine.inference import make_predict_fn, sliding_window_probs
+from geomamba.layers.plugin_places import PluginError
 from geomamba.losses import build_loss
+from geomamba.losses._common import validate_labels
 from geomamba.metrics.confusion import (
     ConfusionMatrix,
     flatten_scores,
@@ -37,6 +42,13 @@ from geomamba.models import create_model, get_model_entry
 __all__ = ["ChangeDetectionModule", "build_loss_from_config", "build_model", "load_module"]
 
 log = logging.getLogger("geomamba.engine")
+
+# Validation/test scores are logged with sync_dist=False on purpose: they come from the confusion matrix
+# already summed over the DDP ranks, so every rank logs the same global value. Silence Lightning's advice
+# to sync them (for these keys only).
+warnings.filterwarnings(
+    "ignore", message=r"It is recommended to use `self\.log\('(val|test)/", category=PossibleUserWarning
+)
 
 
 def build_model(cfg: RunConfig) -> nn.Module:
@@ -56,6 +68,8 @@ def build_model(cfg: RunConfig) -> nn.Module:
             )
     try:
         return create_model(cfg.model.name, **cfg.model.options)
+    except PluginError as exc:  # unknown plug-in name or place: the message lists the valid ones
+        raise ConfigError(f"model.options of {cfg.model.name!r}: {exc}") from exc
     except TypeError as exc:
         if "argument" in str(exc):
             raise ConfigError(f"model.options of {cfg.model.name!r}: {exc}") from exc
@@ -68,6 +82,14 @@ def build_loss_from_config(cfg: RunConfig) -> nn.Module:
         return build_loss(cfg.loss)
     except (ValueError, TypeError, KeyError) as exc:
         raise ConfigError(f"loss: {exc}") from exc
+
+
+def _synced_mean(metric: MeanMetric) -> torch.Tensor:
+    """The mean over all DDP ranks (NaN when no rank recorded a value). Every rank must call this,
+    also one without updates: ``compute`` synchronises the ranks."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*was called before the ``update`` method")
+        return metric.compute()
 
 
 def _lr_lambda(name: str, total: int, warmup: int, start: float, power: float, floor: float):
@@ -93,59 +115,109 @@ class ChangeDetectionModule(pl.LightningModule):
     Logged: ``train/loss`` (+ loss components), ``lr``, ``val/loss`` and ``val/<score>`` for every score
     of ``geomamba.metrics.flatten_scores`` (e.g. ``val/F1_changed``), the same under ``test/``.
 
+    The training step has no host synchronisation: the label check of the loss (``loss.validate``) runs
+    on the first training batch of each epoch and on every evaluation batch instead of every step, and
+    logged values stay tensors. ``trainer.compile`` compiles the model's forward at its first use
+    (``CompiledModel``), ``trainer.channels_last`` converts its weights (``apply_channels_last``).
+
     Args:
         config: a resolved run config as a plain dict (``config_to_dict(RunConfig)``).
     """
+
+    task = "change"  # the ``task`` of geomamba.engine.tasks, stored in checkpoints
 
     def __init__(self, config: dict[str, Any]) -> None:
         super().__init__()
         self.cfg = parse_config(config)
         self.save_hyperparameters({"config": config_to_dict(self.cfg)})
         self.model = build_model(self.cfg)
-        self.loss_fn = build_loss_from_config(self.cfg)
+        if self.cfg.trainer.channels_last:
+            apply_channels_last(self.model)
+        self.loss_fn = self.make_loss()
+        # The label check costs a host sync per call: done once per epoch and in evaluation instead.
+        self._check_labels = bool(getattr(self.loss_fn, "validate", False))
+        if self._check_labels:
+            self.loss_fn.validate = False
+        self._compiled: CompiledModel | None = None
         self.class_names = list(self.cfg.data.class_names)
         k = len(self.class_names)
         self.val_confusion = ConfusionMatrix(k, IGNORE_INDEX)
         self.test_confusion = ConfusionMatrix(k, IGNORE_INDEX)
         self.val_loss = MeanMetric()
-        self.train_loss = MeanMetric()
+        self.train_loss = MeanMetric(nan_strategy="disable")  # no NaN check (a host sync) per step
         self.history: list[dict[str, float]] = []
         self.last_val_scores: dict | None = None
         self.test_scores: dict | None = None
         self.error_samples: list[dict[str, Any]] = []
-        self._predict = make_predict_fn(self.model, tta=self.cfg.eval.tta)
+        self._predict = make_predict_fn(self.run_model, tta=self.cfg.eval.tta)  # type: ignore[arg-type]
         self._warmup_steps = 0
         # What the training images were ({"dtype": "uint8", "bands": 3}); set by ``train``, saved in
         # checkpoints, checked by prediction (the normalisation statistics are in those units).
         self.data_info: dict[str, Any] = {}
 
+    def make_loss(self) -> nn.Module:
+        """The training loss of ``self.cfg`` (tasks with their own losses override this)."""
+        return build_loss_from_config(self.cfg)
+
     # ------------------------------------------------------------------ forward and prediction
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict:
         return self.model(x)
+
+    def run_model(self, x: torch.Tensor) -> torch.Tensor | dict:
+        """The model's forward, compiled at the first call when ``trainer.compile`` is set."""
+        t = self.cfg.trainer
+        if not t.compile:
+            return self.model(x)
+        if self._compiled is None:
+            self._compiled = CompiledModel(self.model, mode=t.compile_mode, backend=t.compile_backend)
+        return self._compiled(x)
+
+    def _validate_labels(self, mask: torch.Tensor) -> None:
+        if self._check_labels:
+            validate_labels(mask, len(self.class_names), self.loss_fn.ignore_index, "labels")
+
+    def example_input(self, channels: int, size: int) -> torch.Tensor:
+        """A zero input batch of one sample, ``(1, 2, channels, size, size)``."""
+        return torch.zeros(1, 2, channels, size, size)
 
     def predict_probs(self, x: torch.Tensor) -> torch.Tensor:
         """Class probabilities ``(B, K, H, W)`` by the configured sliding window (and TTA)."""
         e = self.cfg.eval
         return sliding_window_probs(
-            self._predict, x, window=e.window, overlap=e.overlap, pad_multiple=e.pad_multiple
+            self._predict,
+            x,
+            window=e.window,
+            overlap=e.overlap,
+            pad_multiple=e.pad_multiple,
+            window_batch=e.window_batch,
         )
 
     # ------------------------------------------------------------------ training
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        out = self.model(batch["image"])
+        if batch_idx == 0:
+            self._validate_labels(batch["mask"])
+        out = self.run_model(batch["image"])
         loss = self.loss_fn(out, batch["mask"])
         bs = batch["image"].shape[0]
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, batch_size=bs)
         for name, value in getattr(self.loss_fn, "last_components", {}).items():
             self.log(f"train/loss_{name}", value, on_step=True, on_epoch=False, batch_size=bs)
-        self.log("lr", self.optimizers().param_groups[0]["lr"], on_step=True, on_epoch=False, batch_size=bs)
+        # a CPU tensor: a Python float would be copied to the GPU (a synchronising copy) at every step
+        lr = torch.tensor(float(self.optimizers().param_groups[0]["lr"]))
+        self.log("lr", lr, on_step=True, on_epoch=False, batch_size=bs)
         self.train_loss.update(loss.detach())
         return loss
 
     # ------------------------------------------------------------------ evaluation
-    def _eval_step(self, batch: dict, confusion, keep_samples: bool) -> None:
+    def _scores(self, cm: torch.Tensor) -> dict:
+        """The scores of a validation/test confusion matrix (subclasses add their own)."""
+        return scores_from_confusion(cm, self.class_names)
+
+    def _eval_step(self, batch: dict, confusion, keep_samples: bool) -> torch.Tensor:
+        """Predict a batch, update ``confusion`` and the loss; returns the predicted class ids ``(B, H, W)``."""
         if "mask" not in batch:
             raise GeomambaError("evaluation needs labels, but the split has no label folder")
+        self._validate_labels(batch["mask"])
         probs = self.predict_probs(batch["image"])
         preds = probs.argmax(1)
         confusion.update(preds, batch["mask"])
@@ -163,6 +235,7 @@ class ChangeDetectionModule(pl.LightningModule):
                         "pred": preds[i].cpu(),
                     }
                 )
+        return preds
 
     def on_validation_epoch_start(self) -> None:
         self.error_samples = []
@@ -173,17 +246,17 @@ class ChangeDetectionModule(pl.LightningModule):
     def on_validation_epoch_end(self) -> None:
         cm = self.val_confusion.compute()
         self.val_confusion.reset()
-        val_loss = self.val_loss.compute() if self.val_loss.update_count else torch.tensor(math.nan)
+        val_loss = _synced_mean(self.val_loss)
         self.val_loss.reset()
         if self.trainer.sanity_checking:
             return
-        scores = scores_from_confusion(cm, self.class_names)
+        scores = self._scores(cm)
         scores["confusion"] = cm.long().tolist()
         self.last_val_scores = scores
         flat = flatten_scores(scores, "val/")
         flat["val/loss"] = float(val_loss)
         self.log_dict(flat, sync_dist=False)
-        train_loss = self.train_loss.compute() if self.train_loss.update_count else torch.tensor(math.nan)
+        train_loss = _synced_mean(self.train_loss)
         self.train_loss.reset()
         entry = {
             "epoch": int(self.current_epoch),
@@ -208,7 +281,7 @@ class ChangeDetectionModule(pl.LightningModule):
         cm = self.test_confusion.compute()
         self.test_confusion.reset()
         self.val_loss.reset()
-        scores = scores_from_confusion(cm, self.class_names)
+        scores = self._scores(cm)
         scores["confusion"] = cm.long().tolist()
         self.test_scores = scores
         self.log_dict(flatten_scores(scores, "test/"), sync_dist=False)
@@ -220,10 +293,7 @@ class ChangeDetectionModule(pl.LightningModule):
     def configure_optimizers(self):
         o, s = self.cfg.optim, self.cfg.scheduler
         groups = param_groups_weight_decay(self.model, o.weight_decay)
-        if o.name == "adamw":
-            opt = torch.optim.AdamW(groups, lr=o.lr, betas=tuple(o.betas))
-        else:
-            opt = torch.optim.SGD(groups, lr=o.lr, momentum=o.momentum, nesterov=o.nesterov)
+        opt = build_optimizer(groups, o, self.device)
         total = int(self.trainer.estimated_stepping_batches)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         per_epoch = max(1, total // epochs) if self.trainer.max_steps == -1 else None
@@ -263,7 +333,7 @@ class ChangeDetectionModule(pl.LightningModule):
 
         checkpoint["geomamba"] = {
             "version": __version__,
-            "task": "change",
+            "task": self.task,
             "config": config_to_dict(self.cfg),
             "history": list(self.history),
             "data": dict(self.data_info),
@@ -281,7 +351,7 @@ def load_module(
     *,
     trust: bool = False,
 ) -> ChangeDetectionModule:
-    """Rebuild a ``ChangeDetectionModule`` from a checkpoint, loaded with ``weights_only=True``.
+    """Rebuild the module of a checkpoint (the class of its ``task``), loaded with ``weights_only=True``.
 
     Args:
         path: a ``.ckpt`` written by ``geomamba train``.
@@ -305,7 +375,13 @@ def load_module(
             config[section] = {**config.get(section, {}), **values}
         else:
             config[section] = values
-    module = ChangeDetectionModule(config)
+    from geomamba.engine.tasks import get_task
+
+    task = config.get("task", meta.get("task", "change"))
+    try:
+        module = get_task(task).module_class(config)
+    except KeyError as exc:
+        raise GeomambaError(f"{path}: {exc.args[0]}") from None
     diff = state_dict_differences(module.state_dict(), ckpt["state_dict"])
     if diff:
         raise CheckpointError(f"{path}: weights do not match model {module.cfg.model.name!r}; {diff}")

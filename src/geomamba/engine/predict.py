@@ -117,6 +117,15 @@ def predict_paths(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     module = load_module(checkpoint, trust=trust_checkpoint)
     cfg = module.cfg
+    if cfg.task == "classification":
+        raise GeomambaError(
+            f"{checkpoint}: an MS + PAN classification checkpoint; give --ms and --pan, not --a/--b"
+        )
+    if cfg.task != "change":
+        raise GeomambaError(
+            f"{checkpoint}: a {cfg.task} checkpoint; `geomamba predict` maps image pairs with change-detection "
+            "checkpoints only (score a segmentation checkpoint with `geomamba test`)"
+        )
     model = module.model.to(device)
     e = cfg.eval
     window = window or e.window or 256
@@ -146,6 +155,7 @@ def predict_paths(
             tta=e.tta if tta is None else tta,
             output=output,
             block=block,
+            window_batch=e.window_batch,
             label=pl,
             ignore_value=cfg.data.ignore_value,
             class_names=cfg.data.class_names,

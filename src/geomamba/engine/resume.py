@@ -21,6 +21,7 @@ history are saved by Lightning and ``ChangeDetectionModule``.
 from __future__ import annotations
 
 import math
+import os
 import random
 import weakref
 from collections.abc import Callable, Iterator
@@ -52,11 +53,27 @@ class SeededDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> Any:
         if not isinstance(key, tuple):
-            return self.dataset[key]
+            return _contiguous(self.dataset[key])
         index, seed = key
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            return self.dataset[index]
+            return _contiguous(self.dataset[index])
+
+
+def _contiguous(item: Any) -> Any:
+    """Tensors of ``item`` made contiguous: loader workers collate into contiguous shared memory, the main
+    process stacks keeping each item's strides, and convolutions of differently laid out inputs differ in
+    the last bits; with contiguous items a batch is the same either way (resuming with another
+    ``data.num_workers`` stays exact)."""
+    if torch.is_tensor(item):
+        return item.contiguous()
+    if isinstance(item, dict):
+        return {k: _contiguous(v) for k, v in item.items()}
+    if isinstance(item, list):
+        return [_contiguous(v) for v in item]
+    if type(item) is tuple:
+        return tuple(_contiguous(v) for v in item)
+    return item
 
 
 class ResumableSampler(DistributedSampler):
@@ -288,6 +305,13 @@ class ResumeState(pl.Callback):
         if state.get("plateau_step_pending"):  # saved at an epoch end, before Lightning's plateau step
             self._step_plateau(trainer, pl_module, int(state.get("epoch", trainer.current_epoch - 1)))
         _set_rng_state(state["rng"])
+        if trainer.world_size > 1 and trainer.global_rank > 0:
+            # Checkpoints hold rank 0's streams: the other ranks get their own, a function of (seed, rank,
+            # step) (DDP resumes within tolerance, not bit-identically).
+            seed = int(os.environ.get("PL_GLOBAL_SEED", 0)) + trainer.global_rank + 7919 * trainer.global_step
+            random.seed(seed)
+            np.random.seed(seed % 2**32)  # noqa: NPY002 (the global stream)
+            torch.manual_seed(seed)
 
     def _step_plateau(self, trainer: pl.Trainer, pl_module: pl.LightningModule, epoch: int) -> None:
         for c in self._plateau_configs():

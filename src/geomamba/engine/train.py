@@ -26,15 +26,16 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 import yaml
+from lightning.pytorch.accelerators import CUDAAccelerator
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.strategies.launchers import _MultiProcessingLauncher
 
 from geomamba.data.errors import DataError, GeomambaError
 from geomamba.data.labels import LabelMapping
 from geomamba.data.layout import resolve_split_dir
 from geomamba.data.validate import DatasetReport, validate_dataset
-from geomamba.engine.callbacks import RunArtifacts
+from geomamba.engine.callbacks import GPUMemoryMonitor, RunArtifacts
 from geomamba.engine.checkpoint import (
     AtomicCheckpointIO,
     CheckpointError,
@@ -46,10 +47,11 @@ from geomamba.engine.checkpoint import (
     verify_checkpoint,
 )
 from geomamba.engine.config import ConfigError, RunConfig, config_to_dict, parse_config
-from geomamba.engine.datamodule import ChangeDataModule
+from geomamba.engine.distributed import PerRankRandomState, is_launch_rank_zero, launch_rank
 from geomamba.engine.guards import CollapseMonitor, NonFiniteGuard
 from geomamba.engine.module import ChangeDetectionModule, load_module
 from geomamba.engine.resume import ResumeState
+from geomamba.engine.tasks import get_task
 
 __all__ = ["TrainResult", "evaluate_checkpoint", "prepare_data", "setup_logging", "train"]
 
@@ -65,23 +67,30 @@ class TrainResult:
     last_checkpoint: Path | None
     best: dict[str, Any] | None
     test_scores: dict[str, Any] | None
+    task: str = "change"
+    monitor: str = "F1_changed"
 
 
 def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> None:
     """Console (stderr) logging of the ``geomamba`` logger at ``level`` (unless the application already
-    configured the root logger), plus ``log_file`` on global rank 0."""
+    configured the root logger), plus ``log_file`` on global rank 0. Under DDP the other ranks print
+    warnings and errors only (prefixed with their rank)."""
     logger = logging.getLogger("geomamba")
     logger.setLevel(level)
+    rank = launch_rank()
     mine = [h for h in logger.handlers if getattr(h, "_geomamba_console", False)]
     for h in mine:
         if h.stream is not sys.stderr:  # stderr was replaced since (redirection, test capture)
             h.setStream(sys.stderr)
     if not mine and not logging.getLogger().handlers:
         h = logging.StreamHandler(sys.stderr)
-        h.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+        prefix = "" if rank == 0 else f"[rank {'>0' if rank is None else rank}] "
+        h.setFormatter(logging.Formatter(prefix + "%(levelname)s %(message)s"))
+        if rank != 0:
+            h.setLevel(logging.WARNING)
         h._geomamba_console = True  # type: ignore[attr-defined]
         logger.addHandler(h)
-    if log_file is not None and rank_zero_only.rank == 0:
+    if log_file is not None and rank == 0:
         for h in list(logger.handlers):
             if getattr(h, "_geomamba_file", None) is not None:
                 logger.removeHandler(h)
@@ -167,7 +176,7 @@ def prepare_data(cfg: RunConfig, roles: tuple[str, ...]) -> tuple[RunConfig, Dat
 
 def _check_model_runs(module: ChangeDetectionModule, channels: int) -> None:
     p = module.cfg.eval.pad_multiple * 2
-    x = torch.zeros(1, 2, channels, p, p)
+    x = module.example_input(channels, p)
     module.eval()
     try:
         with torch.no_grad():
@@ -195,7 +204,7 @@ def _trainer(cfg: RunConfig, run_dir: Path, *, callbacks: list, loggers: Any) ->
     if t.gradient_clip_val is not None:
         extra["gradient_clip_val"] = t.gradient_clip_val
         extra["gradient_clip_algorithm"] = t.gradient_clip_algorithm
-    return pl.Trainer(
+    trainer = pl.Trainer(
         default_root_dir=run_dir,
         max_epochs=t.max_epochs,
         max_steps=t.max_steps,
@@ -218,12 +227,34 @@ def _trainer(cfg: RunConfig, run_dir: Path, *, callbacks: list, loggers: Any) ->
         plugins=[AtomicCheckpointIO()],
         **extra,
     )
+    _check_distributed(cfg, trainer)
+    return trainer
+
+
+def _check_distributed(cfg: RunConfig, trainer: pl.Trainer) -> None:
+    """Reject DDP settings that cannot work, before any process is started."""
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        raise ConfigError(
+            f"trainer.strategy={cfg.trainer.strategy!r}: spawned/forked processes are not supported (the "
+            "scores and history would stay in the child processes); use trainer.strategy=ddp, which "
+            "re-runs the command once per device, or start the processes with torchrun or srun"
+        )
+    if (
+        cfg.trainer.sync_batchnorm
+        and trainer.world_size > 1
+        and not isinstance(trainer.accelerator, CUDAAccelerator)
+    ):
+        raise ConfigError(
+            f"trainer.sync_batchnorm: PyTorch's SyncBatchNorm runs on CUDA GPUs only, but this run uses "
+            f"{trainer.world_size} {type(trainer.accelerator).__name__.removesuffix('Accelerator')} processes; "
+            "set trainer.sync_batchnorm=false"
+        )
 
 
 def _write_config(cfg: RunConfig, path: Path) -> None:
     from geomamba import __version__
 
-    if rank_zero_only.rank != 0:
+    if not is_launch_rank_zero():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     text = f"# resolved by geomamba {__version__}\n" + yaml.safe_dump(
@@ -283,27 +314,46 @@ def _check_resumable(path: Path, ckpt: dict, module: ChangeDetectionModule) -> N
         log.warning("resuming with a config that differs from the checkpoint's: %s", "; ".join(changed))
 
 
-def train(cfg: RunConfig, *, resume: bool | str | Path | None = None) -> TrainResult:
+def _data_info(report: Any, cfg: RunConfig, channels: int) -> dict[str, Any]:
+    """What the training images were (``{"dtype": "uint8", "bands": 3}``), saved in checkpoints and checked
+    at prediction; the dtype is left out when the task's report does not give it."""
+    splits = getattr(report, "splits", None) or {}
+    info = splits.get(cfg.data.splits.train) or splits.get("train")
+    dtype = getattr(info, "dtype", "") or ""
+    return {"dtype": str(dtype), "bands": channels} if dtype else {"bands": channels}
+
+
+def train(
+    cfg: RunConfig, *, resume: bool | str | Path | None = None, callbacks: list[pl.Callback] | None = None
+) -> TrainResult:
     """Train ``cfg``: validation pass, fit with checkpoints/logs/figures, then test the best checkpoint.
+
+    Under DDP (``trainer.strategy=ddp``) every process runs this function; files are written by global
+    rank 0 only, and every process returns the same scores.
 
     Args:
         cfg: the run config.
         resume: None = resume from ``<run>/checkpoints/last.ckpt`` if it exists; True = that file must
             exist; a path = that checkpoint; False = start from scratch (``last.ckpt`` is overwritten).
+        callbacks: extra Lightning callbacks (monitoring, tests), added after the run's own.
     """
+    task = get_task(cfg.task)
+    planned = task.run(cfg, resume=resume, callbacks=callbacks)  # e.g. ADCD-Net's two stages
+    if planned is not None:
+        return planned
     run_dir = Path(cfg.output_dir) / cfg.name
     setup_logging(run_dir / "train.log")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     ckpt_path, resume_ckpt = _resume_path(run_dir, resume)
-    do_test = cfg.eval.test_after_fit and _has_split(cfg.data.root, cfg.data.splits.test)
+    do_test = cfg.eval.test_after_fit and task.split_exists(cfg, cfg.data.splits.test)
     roles = ("train", "val", "test") if do_test else ("train", "val")
-    cfg, report = prepare_data(cfg, roles)
+    cfg, report = task.prepare(cfg, roles)
     cfg = parse_config(config_to_dict(cfg))  # the resolved config must pass the schema too
     _write_config(cfg, run_dir / "config.yaml")
-    module = ChangeDetectionModule(config_to_dict(cfg))
+    module = task.module_class(config_to_dict(cfg))
     channels = len(cfg.data.mean) if cfg.data.mean else report.splits[cfg.data.splits.train].bands
     _check_model_runs(module, channels)
-    module.data_info = {"dtype": report.splits[cfg.data.splits.train].dtype, "bands": channels}
+    module.data_info = _data_info(report, cfg, channels)
     if ckpt_path is not None:
         _check_resumable(ckpt_path, resume_ckpt, module)
         del resume_ckpt
@@ -320,15 +370,19 @@ def train(cfg: RunConfig, *, resume: bool | str | Path | None = None) -> TrainRe
         auto_insert_metric_name=False,
     )
     stopper = GracefulInterrupt(ckpt_dir / "last.ckpt")
-    callbacks: list = [
+    extra_callbacks = list(callbacks or [])
+    callbacks = [
         checkpoint,  # best; then last.ckpt, an exact resume point (checkpoint callbacks run last, in order)
         ResumeCheckpoint(ckpt_dir / "last.ckpt", cfg.trainer.save_every_n_steps),
         RunArtifacts(run_dir, monitor=cfg.eval.monitor, positive=cfg.data.class_names[1]),
+        PerRankRandomState(cfg.seed),  # before ResumeState, whose restored RNG states win on resume
         ResumeState(),
-        NonFiniteGuard(cfg.trainer.max_bad_steps),
         CollapseMonitor(cfg.trainer.collapse_patience),
+        GPUMemoryMonitor(),
         stopper,
     ]
+    if cfg.trainer.skip_nonfinite:
+        callbacks.append(NonFiniteGuard(cfg.trainer.max_bad_steps))
     if cfg.trainer.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, cfg.trainer.log_every_n_steps // 2)))
     if cfg.trainer.early_stopping_patience is not None:
@@ -341,8 +395,8 @@ def train(cfg: RunConfig, *, resume: bool | str | Path | None = None) -> TrainRe
         TensorBoardLogger(run_dir / "logs", name="tensorboard", default_hp_metric=False),
         CSVLogger(run_dir / "logs", name="csv"),
     ]
-    trainer = _trainer(cfg, run_dir, callbacks=callbacks, loggers=loggers)
-    dm = ChangeDataModule(cfg, report)
+    trainer = _trainer(cfg, run_dir, callbacks=callbacks + extra_callbacks, loggers=loggers)
+    dm = task.datamodule_class(cfg, report)
     with stopper:  # SIGTERM/SIGINT: checkpoint at the next safe point, then TrainingInterrupted
         trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
         stopper.raise_if_stopped()
@@ -358,7 +412,8 @@ def train(cfg: RunConfig, *, resume: bool | str | Path | None = None) -> TrainRe
     if history:
         scored = [h for h in history if not math.isnan(h.get(cfg.eval.monitor, math.nan))]
         best_entry = max(scored, key=lambda h: h[cfg.eval.monitor]) if scored else None
-    return TrainResult(run_dir, best, last if last.is_file() else None, best_entry, test_scores)
+    last_path = last if last.is_file() else None
+    return TrainResult(run_dir, best, last_path, best_entry, test_scores, cfg.task, cfg.eval.monitor)
 
 
 def evaluate_checkpoint(
@@ -387,7 +442,8 @@ def evaluate_checkpoint(
         base = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
         out_dir = base / f"test_{split}"
     out_dir = Path(out_dir)
-    _, report = prepare_data(cfg, ("test",))
+    task = get_task(cfg.task)
+    _, report = task.prepare(cfg, ("test",))
     trainer = pl.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=1,
@@ -399,5 +455,5 @@ def evaluate_checkpoint(
         callbacks=[RunArtifacts(out_dir, monitor=cfg.eval.monitor, positive=cfg.data.class_names[1])],
         default_root_dir=out_dir,
     )
-    trainer.test(module, datamodule=ChangeDataModule(cfg, report), verbose=False)
+    trainer.test(module, datamodule=task.datamodule_class(cfg, report), verbose=False)
     return module.test_scores

@@ -23,41 +23,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import ConvNormAct
 
+from geomamba.layers.attention import ChannelAttention, SpatialAttention
+
 __all__ = ["CrossBranchAttention", "CrossBranchFusion", "DualGatedFusion"]
-
-
-# TODO: use geomamba.layers.attention.ChannelAttention / SpatialAttention once merged. These two private
-# gates compute the same thing with the same parameter names (``mlp``, ``conv``), so the swap keeps
-# checkpoints loadable.
-class _ChannelGate(nn.Module):
-    """CBAM channel gate ``sigmoid(MLP(avgpool(x)) + MLP(maxpool(x)))``: ``(B, C, H, W) -> (B, C, 1, 1)``."""
-
-    def __init__(self, channels: int, *, reduction: int) -> None:
-        super().__init__()
-        hidden = max(1, channels // reduction)
-        self.mlp = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1, bias=False),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(hidden, channels, 1, bias=False),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(
-            self.mlp(x.mean(dim=(2, 3), keepdim=True)) + self.mlp(x.amax(dim=(2, 3), keepdim=True))
-        )
-
-
-class _SpatialGate(nn.Module):
-    """CBAM spatial gate ``sigmoid(conv_kxk([mean_c(x), max_c(x)]))``: ``(B, C, H, W) -> (B, 1, H, W)``."""
-
-    def __init__(self, *, kernel_size: int) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(
-            self.conv(torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], 1))
-        )
 
 
 def _check_pair(c: torch.Tensor, m: torch.Tensor, channels: int, who: str) -> torch.Tensor:
@@ -90,8 +58,8 @@ class CrossBranchAttention(nn.Module):
         if spatial_kernel < 1 or spatial_kernel % 2 == 0:
             raise ValueError(f"spatial_kernel must be a positive odd number, got {spatial_kernel}")
         self.channels = channels
-        self.channel_gate = _ChannelGate(channels, reduction=reduction)
-        self.spatial_gate = _SpatialGate(kernel_size=spatial_kernel)
+        self.channel_gate = ChannelAttention(channels, reduction=reduction)
+        self.spatial_gate = SpatialAttention(kernel_size=spatial_kernel)
 
     def forward(self, cnn: torch.Tensor, mamba: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mamba = _check_pair(cnn, mamba, self.channels, type(self).__name__)

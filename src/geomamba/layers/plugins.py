@@ -28,8 +28,12 @@ left out of ``list_plugins()``; building it says why). Others register a class o
 Places. A model lists where plug-ins may go with ``plugin_places() -> {name: PluginPlace}`` (e.g.
 ChangerEx: ``encoder.stage2.interaction``); ``apply_plugins(model, {"encoder.stage2.interaction":
 "global_m"})`` replaces the module there (or, for ``mode="append"`` places, inserts the plug-in after
-it). A config entry is a name, ``"none"`` (identity), a dict ``{"type": name, **options}`` or a module.
-An unknown plug-in name or place is a ``ValueError`` that lists the valid ones.
+it). A *group* place names other places (``decoder.spatial_attention`` = the spatial attention of every
+decoder level, ``decoder.level{i}.spatial_attention``): its entry builds one plug-in per member, each
+for its member's width. A config entry is a name, ``"none"`` (identity), a dict ``{"type": name,
+**options}`` or a module; nested mappings of place names (``{"decoder": {"spatial_attention": "dia"}}``,
+what a ``model.options.plugins.decoder.spatial_attention=dia`` override gives) are read as dotted names.
+An unknown plug-in name or place is a ``PluginError`` (a ``ValueError``) that lists the valid ones.
 """
 
 from __future__ import annotations
@@ -43,13 +47,28 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from geomamba.layers.plugin_places import (
+    PairSequential,
+    PluginError,
+    PluginPlace,
+    _PairIdentity,
+    add_group_places,
+    apply_plugins,
+    get_submodule,
+    insert_after,
+    list_places,
+    replace_module,
+)
+
 __all__ = [
     "PLUGIN_KINDS",
     "GatedBlock",
     "PairSequential",
     "PluginEntry",
+    "PluginError",
     "PluginPlace",
     "SiameseLayer",
+    "add_group_places",
     "apply_plugins",
     "build_plugin",
     "get_plugin_entry",
@@ -65,13 +84,6 @@ __all__ = [
 PLUGIN_KINDS = ("block", "gate", "interaction", "depth_sequence")
 # requested kind -> native kinds that convert to it (see the module docstring)
 _CONVERTIBLE = {"interaction": ("block", "gate"), "block": ("gate",)}
-
-
-class _PairIdentity(nn.Module):
-    """``(a, b) -> (a, b)``: the ``"none"`` interaction."""
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return x1, x2
 
 
 class _UnitGate(nn.Module):
@@ -94,7 +106,7 @@ class SiameseLayer(nn.Module):
     def __init__(self, layer: nn.Module, *, dates: str = "both") -> None:
         super().__init__()
         if dates not in ("both", "first"):
-            raise ValueError(f"dates must be 'both' or 'first', got {dates!r}")
+            raise PluginError(f"dates must be 'both' or 'first', got {dates!r}")
         self.layer, self.dates = layer, dates
 
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,19 +122,6 @@ class GatedBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x * self.gate(x)
-
-
-class PairSequential(nn.Module):
-    """Interaction layers in sequence: ``(a, b) -> layer_n(...layer_1(a, b))``."""
-
-    def __init__(self, *layers: nn.Module) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(layers)
-
-    def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        for layer in self.layers:
-            x1, x2 = layer(x1, x2)
-        return x1, x2
 
 
 @dataclass(frozen=True)
@@ -228,7 +227,7 @@ def _entry(name: str, kind: str | None) -> PluginEntry:
         extra = ""
         if entry is not None:
             extra = f" ({name!r} builds {'/'.join(entry.kinds)}, not {kind})"
-        raise ValueError(f"unknown {what} {name!r}{extra}.{hint} Choose one of: {', '.join(names) or '-'}")
+        raise PluginError(f"unknown {what} {name!r}{extra}.{hint} Choose one of: {', '.join(names) or '-'}")
     return entry
 
 
@@ -280,24 +279,24 @@ def build_plugin(
     dates = options.pop("dates", "both") if kind == "interaction" and native != "interaction" else None
     for key, value in entry.kind_options.get(native, {}).items():
         if key in options and options[key] != value:
-            raise ValueError(
+            raise PluginError(
                 f"plug-in {name!r} as {native}: option {key}={options[key]!r} is fixed to {value!r}"
             )
         options[key] = value
     if entry.channels_arg is not None:
         given = options.get(entry.channels_arg)
         if given is not None and channels is not None and _as_width(given) != _as_width(channels):
-            raise ValueError(
+            raise PluginError(
                 f"{name} {entry.channels_arg} {given} does not match the {where}'s {channels} channels"
             )
         if given is None:
             if channels is None:
-                raise ValueError(f"plug-in {name!r} needs the channels of its {where}")
+                raise PluginError(f"plug-in {name!r} needs the channels of its {where}")
             options[entry.channels_arg] = _as_width(channels)
     try:
         module = entry.resolve()(**options)
     except TypeError as exc:
-        raise ValueError(f"bad options for plug-in {name!r} ({entry.target}): {exc}") from exc
+        raise PluginError(f"bad options for plug-in {name!r} ({entry.target}): {exc}") from exc
     if native == "gate" and kind in ("block", "interaction"):
         module = GatedBlock(module)
     if dates is not None:
@@ -322,7 +321,7 @@ def plugin_from_config(
         spec = {"type": spec}
     if not isinstance(spec, Mapping) or "type" not in spec:
         article = "an" if kind[0] in "aeiou" else "a"
-        raise ValueError(
+        raise PluginError(
             f"{article} {kind} entry must be None, a name, a dict with 'type' or a module, got {spec!r}"
         )
     options = dict(spec)
@@ -339,109 +338,7 @@ def _identity(kind: str) -> nn.Module:
         return _UnitGate()
     if kind == "block":
         return nn.Identity()
-    raise ValueError(f"a {kind} place has no 'none' choice")
-
-
-# ----------------------------------------------------------------------------------------- places
-
-
-@dataclass(frozen=True)
-class PluginPlace:
-    """A place in a model where a plug-in may go.
-
-    Attributes:
-        path: dotted path of the submodule there (``"interactions.1"``).
-        kind: the kind the place needs (``PLUGIN_KINDS``).
-        channels: its width (a list for ``depth_sequence``).
-        mode: ``"replace"`` (the plug-in replaces the module) or ``"append"`` (it runs after it).
-        doc: one line for listings.
-    """
-
-    path: str
-    kind: str
-    channels: int | tuple[int, ...] | None
-    mode: str = "replace"
-    doc: str = ""
-
-
-def list_places(model: nn.Module) -> dict[str, PluginPlace]:
-    """The plug-in places a model declares (``model.plugin_places()``; empty when it declares none)."""
-    fn = getattr(model, "plugin_places", None)
-    return dict(fn()) if callable(fn) else {}
-
-
-def get_submodule(model: nn.Module, path: str) -> nn.Module:
-    """The submodule at dotted ``path``; ``ValueError`` naming the children where the path breaks."""
-    module = model
-    done: list[str] = []
-    for part in path.split("."):
-        children = dict(module.named_children())
-        if part not in children:
-            where = ".".join(done) or type(model).__name__
-            raise ValueError(
-                f"no submodule {part!r} in {where} (path {path!r}); children: {', '.join(children) or '-'}"
-            )
-        module = children[part]
-        done.append(part)
-    return module
-
-
-def replace_module(model: nn.Module, path: str, new: nn.Module) -> nn.Module:
-    """Put ``new`` at dotted ``path`` of ``model``; returns the module it replaced."""
-    old = get_submodule(model, path)
-    parent_path, _, last = path.rpartition(".")
-    parent = get_submodule(model, parent_path) if parent_path else model
-    if isinstance(parent, (nn.Sequential, nn.ModuleList)) and last.isdigit():
-        parent[int(last)] = new
-    else:
-        setattr(parent, last, new)
-    return old
-
-
-def insert_after(model: nn.Module, path: str, new: nn.Module, *, kind: str = "block") -> nn.Module:
-    """Run ``new`` after the module at ``path`` (``kind`` ``"interaction"``: both are pair -> pair)."""
-    old = get_submodule(model, path)
-    combined = PairSequential(old, new) if kind == "interaction" else nn.Sequential(old, new)
-    replace_module(model, path, combined)
-    return combined
-
-
-def apply_plugins(model: nn.Module, plugins: Mapping[str, Any] | None) -> nn.Module:
-    """Put plug-ins at named places of ``model`` (in place; returns the model).
-
-    Args:
-        model: a model declaring ``plugin_places()``.
-        plugins: ``{place: entry}``, an entry being a name, ``"none"``, a dict ``{"type": name,
-            **options}`` or a module (``plugin_from_config``).
-
-    Raises:
-        ValueError: an unknown place (the message lists the model's places), an unknown plug-in or one
-            that cannot serve the place's kind (the message lists the valid names).
-    """
-    if not plugins:
-        return model
-    places = list_places(model)
-    for place_name, spec in plugins.items():
-        place = places.get(place_name)
-        if place is None:
-            close = difflib.get_close_matches(place_name, list(places), n=3)
-            hint = f" Did you mean {', '.join(close)}?" if close else ""
-            valid = ", ".join(sorted(places)) or "none (it declares no plugin_places())"
-            raise ValueError(
-                f"{type(model).__name__} has no plug-in place {place_name!r}.{hint} Places: {valid}"
-            )
-        try:
-            module = plugin_from_config(spec, place.channels, kind=place.kind)
-        except ValueError as exc:
-            raise ValueError(f"plug-in place {place_name!r}: {exc}") from exc
-        if place.mode == "replace":
-            replace_module(model, place.path, module)
-        elif place.mode == "append":
-            if not isinstance(module, (nn.Identity, _PairIdentity)):
-                insert_after(model, place.path, module, kind=place.kind)
-        else:
-            raise ValueError(f"plug-in place {place_name!r} has an unknown mode {place.mode!r}")
-    return model
+    raise PluginError(f"a {kind} place has no 'none' choice")
 
 
 # --------------------------------------------------------------------------- built-in plug-ins

@@ -1,8 +1,11 @@
 """SS2D: VMamba's 2-D selective-scan layer.
 
 ``SS2DCore`` is the state-space part alone, on a channels-first map ``(B, D, H, W) -> (B, D, H, W)``:
-cross-scan into K directional sequences, per-direction ``x_proj`` (D -> dt_rank + 2N) and ``dt_proj``
-(dt_rank -> D), selective scan with per-direction ``A_log`` and ``D``, cross-merge (sum).
+per-direction ``x_proj`` (D -> dt_rank + 2N) and ``dt_proj`` (dt_rank -> D) applied pointwise on the
+image layout (einsum), then :func:`geomamba.ops.ss2d_scan`: K directional selective scans (row-major,
+column-major, both reversed) with per-direction ``A_log`` and ``D``, mapped back and summed. This is the
+same function as cross-scan -> projections -> selective scan -> cross-merge, without the K copies of
+the map when the backend fuses the reordering.
 ``SS2D`` wraps it: ``in_proj -> depthwise 3x3 conv -> SiLU -> SS2DCore -> LayerNorm -> (SiLU(z) gate)
 -> out_proj``.
 """
@@ -15,8 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from geomamba.ops.cross_scan import cross_merge, cross_scan
-from geomamba.ops.selective_scan import selective_scan
+from geomamba.ops.ss2d_scan import ss2d_scan
 
 __all__ = ["SS2D", "SS2DCore"]
 
@@ -30,7 +32,11 @@ class SS2DCore(nn.Module):
         dt_rank: rank of the delta projection; ``"auto"`` = ceil(d_inner / 16).
         directions: K = 4 (row, column, both reversed), 2 or 1.
         dt_min, dt_max, dt_init_floor: log-uniform initialisation range of delta.
-        backend: selective-scan backend (``"auto"``, ``"ref"``, ...), see ``geomamba.ops``.
+        backend: selective-scan backend (``"auto"``, ``"ref"``, ``"triton"``), see ``geomamba.ops``.
+
+    Parameters: ``x_proj_weight (K, dt_rank + 2N, D)``, ``dt_projs_weight (K, D, dt_rank)``,
+    ``dt_projs_bias (K, D)``, ``A_logs (K*D, N)`` and ``Ds (K*D,)``; the last two carry
+    ``_no_weight_decay = True`` (VMamba's convention, for optimisers that honour it).
     """
 
     def __init__(
@@ -57,6 +63,8 @@ class SS2DCore(nn.Module):
         self.dt_projs_bias = nn.Parameter(torch.empty(k, d_inner))
         self.A_logs = nn.Parameter(torch.empty(k * d_inner, n))
         self.Ds = nn.Parameter(torch.empty(k * d_inner))
+        self.A_logs._no_weight_decay = True
+        self.Ds._no_weight_decay = True
         self._dt_init = (dt_min, dt_max, dt_init_floor, dt_scale)
         self.reset_parameters()
 
@@ -75,41 +83,47 @@ class SS2DCore(nn.Module):
             self.Ds.fill_(1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, d, h, w = x.shape
+        """``(B, d_inner, H, W) -> (B, d_inner, H, W)`` in x's dtype."""
+        if x.dim() != 4 or x.shape[1] != self.d_inner:
+            raise ValueError(
+                f"SS2DCore expects x of shape (B, d_inner={self.d_inner}, H, W), got {tuple(x.shape)}"
+            )
         k, r, n = self.directions, self.dt_rank, self.d_state
-        xs = cross_scan(x, k)  # (B, K, D, L)
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight.to(xs.dtype))
+        x_dbl = torch.einsum("bdl,kcd->bkcl", x.flatten(2), self.x_proj_weight.to(x.dtype))
         dts, bs, cs = torch.split(x_dbl, [r, n, n], dim=2)
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(dts.dtype))
-        y = selective_scan(
-            xs.reshape(b, k * d, -1),
-            dts.reshape(b, k * d, -1),
-            -torch.exp(self.A_logs.float()),
-            bs.contiguous(),
-            cs.contiguous(),
-            self.Ds.float(),
-            delta_bias=self.dt_projs_bias.reshape(-1).float(),
-            delta_softplus=True,
-            backend=self.backend,
+        # the state-space parameters stay fp32 (fp64 in a float64 module) whatever x's dtype
+        sdt = torch.float64 if self.A_logs.dtype == torch.float64 else torch.float32
+        return ss2d_scan(
+            x,
+            dts,
+            -torch.exp(self.A_logs.to(sdt)),
+            bs,
+            cs,
+            self.Ds.to(sdt),
+            self.dt_projs_bias.reshape(-1).to(sdt),
+            k,
+            self.backend,
         )
-        return cross_merge(y.view(b, k, d, -1), h, w)
 
 
 class SS2D(nn.Module):
     """The SS2D layer: ``in_proj -> dwconv 3x3 -> SiLU -> SS2DCore -> LayerNorm -> gate -> out_proj``.
 
-    Input and output ``(B, H, W, C)`` when ``channels_last`` (default) else ``(B, C, H, W)``.
+    Input and output ``(B, H, W, C)`` when ``channels_last`` (default) else ``(B, C, H, W)``; any H, W.
+    Inside, ``d_inner = int(ssm_ratio * C)`` channels are scanned channels-first ``(B, d_inner, H, W)``.
 
     Args:
         d_model: channels C.
-        d_state: state size N (default 1).
+        d_state: state size N (default 1, VMamba v2; 16 = classic Mamba).
         ssm_ratio: d_inner = ssm_ratio * C.
-        dt_rank: ``"auto"`` = ceil(C / 16).
+        dt_rank: rank of the delta projection; ``"auto"`` = ceil(C / 16).
         directions: 4, 2 or 1 scan directions.
-        d_conv: depthwise conv kernel (0 or less disables it).
+        d_conv: odd depthwise conv kernel (0 disables the conv).
         gate: multiply by SiLU(z) from a second in_proj half (Mamba's gate); off in VMamba v2.
         dropout: dropout after out_proj.
-        backend: selective-scan backend.
+        channels_last: layout of input and output (see above).
+        backend: selective-scan backend (``"auto"``, ``"ref"``, ``"triton"``).
     """
 
     def __init__(
@@ -128,6 +142,11 @@ class SS2D(nn.Module):
     ) -> None:
         super().__init__()
         d_inner = int(ssm_ratio * d_model)
+        if d_inner < 1:
+            raise ValueError(f"SS2D: ssm_ratio * d_model must be >= 1, got {ssm_ratio} * {d_model}")
+        if d_conv > 0 and d_conv % 2 == 0:
+            raise ValueError(f"SS2D: d_conv must be odd (same-size depthwise conv) or 0, got {d_conv}")
+        self.d_model, self.d_inner = d_model, d_inner
         self.channels_last, self.gate = channels_last, gate
         self.in_proj = nn.Linear(d_model, d_inner * (2 if gate else 1), bias=False)
         self.conv2d = (
@@ -142,6 +161,11 @@ class SS2D(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, H, W, C) -> (B, H, W, C)`` (channels_last) or ``(B, C, H, W) -> (B, C, H, W)``."""
+        axis = 3 if self.channels_last else 1
+        if x.dim() != 4 or x.shape[axis] != self.d_model:
+            layout = "(B, H, W, C)" if self.channels_last else "(B, C, H, W)"
+            raise ValueError(f"SS2D expects x of shape {layout} with C={self.d_model}, got {tuple(x.shape)}")
         if not self.channels_last:
             x = x.permute(0, 2, 3, 1)
         x = self.in_proj(x)

@@ -5,8 +5,13 @@
 (see ``geomamba.models.base``); ``target`` is ``(B, H, W)`` int64 class ids (ignore index 255 by default).
 After a call, ``loss.last_components`` holds the detached parts (e.g. ``{"ce": ..., "lovasz": ...}``)
 for logging. The default (``build_loss()`` / ``build_loss("ce_lovasz")``) is CE + 0.75 Lovász-softmax.
+
+ADCD-Net's losses (``geomamba.losses.adcd``, per-pixel classification of patch pairs) are used by the
+engine's ``classification`` task directly, not through ``build_loss``: ``ADCDStage1Loss`` (MS/PAN feature
+similarity), ``ADCDStage2Loss`` (CE + weighted DTM auxiliary CE) and their functions.
 """
 
+from geomamba.losses.adcd import ADCDStage1Loss, ADCDStage2Loss, similarity_loss, stage2_loss, stage2_terms
 from geomamba.losses.boundary import BoundaryLoss, boundary_bce, boundary_f1_loss, label_boundary
 from geomamba.losses.composite import LOSS_PRESETS, LOSS_TERMS, CompositeLoss, build_loss
 from geomamba.losses.cross_entropy import (
@@ -24,6 +29,8 @@ from geomamba.losses.lovasz import LovaszSoftmaxLoss, lovasz_softmax
 __all__ = [
     "LOSS_PRESETS",
     "LOSS_TERMS",
+    "ADCDStage1Loss",
+    "ADCDStage2Loss",
     "BinaryCrossEntropyLoss",
     "BoundaryLoss",
     "CompositeLoss",
@@ -42,4 +49,7 @@ __all__ = [
     "label_boundary",
     "lovasz_softmax",
     "ohem_cross_entropy",
+    "similarity_loss",
+    "stage2_loss",
+    "stage2_terms",
 ]

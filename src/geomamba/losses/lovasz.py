@@ -36,15 +36,28 @@ def lovasz_grad(gt_sorted: torch.Tensor) -> torch.Tensor:
 
 
 def lovasz_softmax_flat(
-    probs: torch.Tensor, labels: torch.Tensor, *, classes: str | Sequence[int] = "present"
+    probs: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    classes: str | Sequence[int] = "present",
+    valid: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Lovász-softmax of flat ``probs (P, K)`` and ``labels (P,)`` (valid pixels only)."""
+    """Lovász-softmax of flat ``probs (P, K)`` and ``labels (P,)``.
+
+    ``valid (P,)`` bool marks the pixels that count (None: all). Pixels outside it are sorted after every
+    valid one with no error, so the result equals that of the valid pixels alone, without selecting them
+    (a data-dependent shape, hence a host synchronisation on GPUs)."""
     k = probs.shape[1]
     if probs.shape[0] == 0:
         return probs.sum() * 0.0
     fg = (labels.unsqueeze(1) == torch.arange(k, device=labels.device)).float()  # (P, K)
     errors = (fg - probs).abs()
+    if valid is not None:
+        fg = fg * valid.unsqueeze(1)
+        errors = torch.where(valid.unsqueeze(1), errors, -1.0)
     errors_sorted, perm = torch.sort(errors, dim=0, descending=True)
+    if valid is not None:
+        errors_sorted = errors_sorted.clamp(min=0.0)
     per_class = (errors_sorted * lovasz_grad(fg.gather(0, perm))).sum(dim=0)  # (K,)
     if classes == "present":
         present = (fg.sum(dim=0) > 0).float()
@@ -78,8 +91,7 @@ def lovasz_softmax(
     def flat(p: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         p = p.permute(0, 2, 3, 1).reshape(-1, p.shape[1])
         t = t.reshape(-1)
-        valid = t != ignore_index
-        return lovasz_softmax_flat(p[valid], t[valid], classes=classes)
+        return lovasz_softmax_flat(p, t, classes=classes, valid=t != ignore_index)
 
     if per_image:
         return torch.stack([flat(p[None], t[None]) for p, t in zip(probs, target)]).mean()

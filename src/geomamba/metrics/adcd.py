@@ -1,14 +1,18 @@
 """Pixel-classification scores of the MS + PAN literature (ADCD-Net): OA, AA, Kappa, per-class accuracy.
 
-Pure functions on a confusion matrix ``cm (K, K)`` with rows = true class and columns = predicted class
-(NumPy or torch, any integer or float dtype):
+All of them come from the shared confusion core (``geomamba.metrics.confusion.scores_from_confusion``,
+rows = true class, columns = predicted class); this module only names them as the classification
+literature does:
 
-* per-class accuracy (producer's accuracy, recall) ``cm[k, k] / cm[k, :].sum()`` (NaN without samples),
-* OA = ``trace / total``, AA = mean of the per-class accuracies over classes with samples,
-* Cohen's Kappa = ``(OA - pe) / (1 - pe)`` with ``pe = sum_k row_k * col_k / total**2``.
+* per-class accuracy (producer's accuracy) = the core's per-class ``Acc`` (= ``Recall``), NaN for a class
+  without samples;
+* OA = the core's ``OA``; Cohen's Kappa = the core's ``Kappa`` (NaN when undefined: no samples, or chance
+  agreement already total);
+* AA = the mean per-class accuracy over the classes with samples = the core's ``mRecall``.
 
-Interim home: the engine's shared confusion core (``geomamba.metrics.confusion``) accumulates the same
-matrix; these functions take its output unchanged.
+``pixel_classification_scores`` is the core's scores dict with ``"AA"`` added (what the engine's
+classification task logs and tabulates); ``classification_scores`` the compact form
+``{"OA", "AA", "Kappa", "per_class": {name: accuracy}}``.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from geomamba.metrics.confusion import confusion_matrix, scores_from_confusion
+
 __all__ = [
     "average_accuracy",
     "classification_scores",
@@ -26,87 +32,67 @@ __all__ = [
     "kappa",
     "overall_accuracy",
     "per_class_accuracy",
+    "pixel_classification_scores",
 ]
 
 
-def _cm(cm: Any) -> np.ndarray:
-    a = cm.detach().cpu().numpy() if isinstance(cm, torch.Tensor) else np.asarray(cm)
-    if a.ndim != 2 or a.shape[0] != a.shape[1]:
-        raise ValueError(f"a confusion matrix must be square (K, K), got shape {a.shape}")
-    if (a < 0).any():
-        raise ValueError("a confusion matrix cannot hold negative counts")
-    return a.astype(np.float64)
+def pixel_classification_scores(cm: Any, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """``scores_from_confusion(cm, class_names)`` plus ``"AA"`` (average accuracy = ``mRecall``)."""
+    scores = scores_from_confusion(_as_matrix(cm), class_names)
+    scores["AA"] = scores["mRecall"]
+    return scores
+
+
+def _as_matrix(cm: Any) -> torch.Tensor | np.ndarray:
+    return cm if isinstance(cm, (torch.Tensor, np.ndarray)) else np.asarray(cm)
 
 
 def confusion_from_predictions(
     preds: Any, target: Any, num_classes: int, *, ignore_index: int | None = None
 ) -> np.ndarray:
-    """``(K, K)`` int64 confusion matrix (rows = true) of class ids ``preds`` and ``target`` (any shape)."""
-    p = (
-        np.asarray(preds.detach().cpu() if isinstance(preds, torch.Tensor) else preds)
-        .ravel()
-        .astype(np.int64)
-    )
-    t = (
-        np.asarray(target.detach().cpu() if isinstance(target, torch.Tensor) else target)
-        .ravel()
-        .astype(np.int64)
-    )
+    """``(K, K)`` int64 confusion matrix (rows = true) of class ids ``preds`` and ``target`` (any shape,
+    tensors or arrays), by the core's ``confusion_matrix``; a true class id outside ``[0, K)`` that is
+    not ``ignore_index`` is an error."""
+    p, t = torch.as_tensor(np.asarray(preds)).long(), torch.as_tensor(np.asarray(target)).long()
     if p.shape != t.shape:
-        raise ValueError(f"predictions ({p.size}) and targets ({t.size}) differ in size")
+        raise ValueError(f"predictions ({p.numel()}) and targets ({t.numel()}) differ in size")
+    bad = (t < 0) | (t >= num_classes)
     if ignore_index is not None:
-        keep = t != ignore_index
-        p, t = p[keep], t[keep]
-    for name, v in (("predicted", p), ("true", t)):
-        if v.size and (v.min() < 0 or v.max() >= num_classes):
-            raise ValueError(f"{name} class ids must lie in [0, {num_classes}), got [{v.min()}, {v.max()}]")
-    return np.bincount(t * num_classes + p, minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes
-    )
+        bad &= t != ignore_index
+    if bad.any():
+        raise ValueError(
+            f"true class ids must lie in [0, {num_classes}), got {sorted(set(t[bad].tolist()))[:5]}"
+        )
+    return confusion_matrix(p, t, num_classes, ignore_index).numpy()
 
 
 def per_class_accuracy(cm: Any) -> np.ndarray:
     """``(K,)`` accuracy of each true class (NaN for a class without samples)."""
-    a = _cm(cm)
-    support = a.sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(support > 0, np.diag(a) / np.where(support > 0, support, 1), np.nan)
+    per_class = scores_from_confusion(_as_matrix(cm))["per_class"]
+    return np.array([v["Acc"] for v in per_class.values()], dtype=np.float64)
 
 
 def overall_accuracy(cm: Any) -> float:
     """OA: correctly classified samples / all samples (NaN for an empty matrix)."""
-    a = _cm(cm)
-    total = a.sum()
-    return float(np.trace(a) / total) if total > 0 else float("nan")
+    return float(scores_from_confusion(_as_matrix(cm))["OA"])
 
 
 def average_accuracy(cm: Any) -> float:
     """AA: mean per-class accuracy over the classes that have samples."""
-    acc = per_class_accuracy(cm)
-    return float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan")
+    return float(pixel_classification_scores(cm)["AA"])
 
 
 def kappa(cm: Any) -> float:
-    """Cohen's Kappa (1 = perfect, 0 = chance agreement; 1.0 when chance agreement is already total)."""
-    a = _cm(cm)
-    total = a.sum()
-    if total == 0:
-        return float("nan")
-    po = np.trace(a) / total
-    pe = float((a.sum(axis=0) * a.sum(axis=1)).sum() / total**2)
-    return 1.0 if pe == 1.0 else float((po - pe) / (1.0 - pe))
+    """Cohen's Kappa (1 = perfect, 0 = chance agreement; NaN when undefined)."""
+    return float(scores_from_confusion(_as_matrix(cm))["Kappa"])
 
 
 def classification_scores(cm: Any, class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """``{"OA", "AA", "Kappa", "per_class": {name: accuracy}}`` (fractions, not percent)."""
-    a = _cm(cm)
-    names = list(class_names) if class_names is not None else [str(i) for i in range(a.shape[0])]
-    if len(names) != a.shape[0]:
-        raise ValueError(f"{len(names)} class names for a {a.shape[0]}-class confusion matrix")
-    acc = per_class_accuracy(a)
+    scores = pixel_classification_scores(cm, class_names)
     return {
-        "OA": overall_accuracy(a),
-        "AA": average_accuracy(a),
-        "Kappa": kappa(a),
-        "per_class": {n: float(v) for n, v in zip(names, acc)},
+        "OA": scores["OA"],
+        "AA": scores["AA"],
+        "Kappa": scores["Kappa"],
+        "per_class": {n: v["Acc"] for n, v in scores["per_class"].items()},
     }

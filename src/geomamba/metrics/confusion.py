@@ -36,6 +36,10 @@ log = logging.getLogger("geomamba")
 
 CLASS_SCORES = ("Precision", "Recall", "F1", "IoU", "Acc")
 OVERALL_SCORES = ("OA", "Kappa", "mIoU", "mF1", "mPrecision", "mRecall")
+# Scores added to a scores dict by other metrics (e.g. Boundary IoU: ``scores["BIoU"]`` and
+# ``scores["per_class"][name]["BIoU"]``; pixel classification's average accuracy ``scores["AA"]``, see
+# ``geomamba.metrics.adcd``); flattened and tabulated where present.
+EXTRA_SCORES = ("BIoU", "AA")
 
 
 def ConfusionMatrix(num_classes: int, ignore_index: int | None = 255) -> MulticlassConfusionMatrix:
@@ -117,10 +121,10 @@ def scores_from_confusion(
 
 def flatten_scores(scores: dict[str, object], prefix: str = "") -> dict[str, float]:
     """``{"OA": .., "F1_changed": .., ...}`` (with ``prefix`` prepended) for loggers and JSON."""
-    flat = {f"{prefix}{k}": float(scores[k]) for k in OVERALL_SCORES}
+    flat = {f"{prefix}{k}": float(scores[k]) for k in (*OVERALL_SCORES, *EXTRA_SCORES) if k in scores}
     for name, vals in scores["per_class"].items():  # type: ignore[union-attr]
-        for k in CLASS_SCORES:
-            if k != "Acc":
+        for k in (*CLASS_SCORES, *EXTRA_SCORES):
+            if k != "Acc" and k in vals:
                 flat[f"{prefix}{k}_{name}"] = float(vals[k])
     return flat
 
@@ -146,12 +150,16 @@ def _pct(x: float) -> str:
 def format_table(scores: dict[str, object], title: str = "") -> str:
     """A printable per-class and summary table (percent, 2 decimals), like mmengine's."""
     per_class = scores["per_class"]
+    extra = [k for k in EXTRA_SCORES if k in scores]
+    class_extra = [k for k in extra if any(k in v for v in per_class.values())]  # type: ignore[union-attr]
+    columns = ["IoU", "Acc", "F1", "Precision", "Recall", *class_extra]
     rows = [
-        [name, *(_pct(v[k]) for k in ("IoU", "Acc", "F1", "Precision", "Recall"))]
+        [name, *(_pct(v.get(k, math.nan)) for k in columns)]
         for name, v in per_class.items()  # type: ignore[union-attr]
     ]
-    head = _table(["Class", "IoU", "Acc", "F1", "Precision", "Recall"], rows, left=True)
-    summary = _table(list(OVERALL_SCORES), [[_pct(float(scores[k])) for k in OVERALL_SCORES]])
+    head = _table(["Class", *columns], rows, left=True)
+    overall = [*OVERALL_SCORES, *extra]
+    summary = _table(overall, [[_pct(float(scores[k])) for k in overall]])
     prefix = f"{title}\n" if title else ""
     return f"{prefix}per-class results:\n{head}\nsummary:\n{summary}"
 

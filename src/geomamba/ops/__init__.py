@@ -1,6 +1,27 @@
-"""Low-level ops: the selective scan and the 2-D cross-scan / cross-merge."""
+"""Low-level ops: the selective scan, the SS2D image-layout scan, cross-scan / cross-merge.
 
-from geomamba.ops.cross_scan import cross_merge, cross_scan
-from geomamba.ops.selective_scan import selective_scan
+``selective_scan`` and ``ss2d_scan`` are custom ops (``geomamba::selective_scan``,
+``geomamba::ss2d_scan``) dispatching to a backend (``"auto"``, ``"ref"``, ``"triton"``; environment
+variable ``GEOMAMBA_SCAN_BACKEND``), see :mod:`geomamba.ops.selective_scan`.
+"""
 
-__all__ = ["cross_merge", "cross_scan", "selective_scan"]
+from geomamba.ops.cross_scan import cross_merge, cross_scan, from_scan_order, to_scan_order
+from geomamba.ops.selective_scan import (
+    BackendUnavailableError,
+    available_backends,
+    register_backend,
+    selective_scan,
+)
+from geomamba.ops.ss2d_scan import ss2d_scan
+
+__all__ = [
+    "BackendUnavailableError",
+    "available_backends",
+    "cross_merge",
+    "cross_scan",
+    "from_scan_order",
+    "register_backend",
+    "selective_scan",
+    "ss2d_scan",
+    "to_scan_order",
+]

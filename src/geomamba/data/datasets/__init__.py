@@ -1,5 +1,6 @@
-"""Datasets: one module per task (``change``; segmentation datasets live next to it)."""
+"""Datasets: one module per task (``change``, ``segmentation``)."""
 
 from geomamba.data.datasets.change import ChangeDetectionDataset, normalise_image, scale_for_dtype
+from geomamba.data.datasets.segmentation import SegmentationDataset
 
-__all__ = ["ChangeDetectionDataset", "normalise_image", "scale_for_dtype"]
+__all__ = ["ChangeDetectionDataset", "SegmentationDataset", "normalise_image", "scale_for_dtype"]

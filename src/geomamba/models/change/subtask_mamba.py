@@ -10,11 +10,28 @@ encoder blocks (stride-2 downsampling between levels), then, deepest level first
 
 A classifier head maps the shallowest fusion to ``num_classes`` logits at the input size; with
 ``deep_supervision`` a head on every deeper level gives auxiliary logits (training mode only).
+
+Plug-in places (``SubtaskMamba.plugin_places()``, used by the ``plugins`` option and
+``geomamba.layers.plugins.apply_plugins``), level i = 1 (shallowest, ``dims[0]``) .. ``len(dims)``:
+
+- ``encoder.stage{i}.interaction`` (kind interaction, an empty slot after the encoder blocks of level i,
+  before the features go to the next level and to the decoder side); group ``encoder.interaction``.
+- ``decoder.level{i}.channel_attention`` / ``decoder.level{i}.spatial_attention`` (kind gate: the decoder
+  multiplies ``SS2D(h) * attention(h)``, width ``int(ssm_ratio * dims[i-1])``); groups
+  ``decoder.channel_attention`` / ``decoder.spatial_attention`` (every level). Absent when the ablation
+  removes that attention.
+- ``difference.level{i}.mamba`` (kind block: the frequency-adaptive Mamba block after the difference
+  block; absent in ``di_*`` versions without it); group ``difference.mamba``.
+- ``difference.level{i}.output`` (kind block, an empty slot after the difference module); group
+  ``difference.output``.
+
+The slots hold no parameters, so checkpoints without plug-ins keep their keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -25,6 +42,7 @@ from geomamba.layers.embed import Downsample, PatchEmbed, Upsample
 from geomamba.layers.fusion import AttentionalFeatureFusion, ConcatFusion
 from geomamba.layers.heads import ClassifierHead
 from geomamba.layers.mamba_decoder import MambaAttentionDecoder
+from geomamba.layers.plugins import PluginPlace, add_group_places, apply_plugins, plugin_from_config
 from geomamba.layers.temporal_encoder import TemporalInteractionEncoderBlock
 from geomamba.models._registry import register_model
 from geomamba.models.base import split_bitemporal
@@ -58,6 +76,8 @@ class SubtaskMamba(nn.Module):
         pad_input: reflect-pad inputs whose H, W are not multiples of ``total_stride`` and crop the
             logits back (default: such inputs raise a ValueError).
         drop_path_rate: stochastic depth, linear over the encoder blocks from 0 to this rate.
+        plugins: ``{place: entry}`` plug-ins put at ``plugin_places()`` after construction (see the
+            module docstring), e.g. ``{"decoder.spatial_attention": "dia"}``.
 
     Shapes: ``(B, 2, C, H, W)`` or two ``(B, C, H, W)`` -> logits ``(B, num_classes, H, W)``; in training
     with ``deep_supervision``: ``{"out": logits, "aux": [level 2 logits, level 3 logits, ...]}``, all at
@@ -93,6 +113,7 @@ class SubtaskMamba(nn.Module):
         deep_supervision: bool = False,
         pad_input: bool = False,
         drop_path_rate: float = 0.0,
+        plugins: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         dims, depths = tuple(int(d) for d in dims), tuple(int(d) for d in depths)
@@ -159,12 +180,60 @@ class SubtaskMamba(nn.Module):
             )
             for dim in dims
         )
+        # empty plug-in slots (places encoder.stage{i}.interaction and difference.level{i}.output)
+        self.stage_interactions = nn.ModuleList(
+            plugin_from_config("none", dim, kind="interaction") for dim in dims
+        )
+        self.difference_outputs = nn.ModuleList(nn.Identity() for _ in dims)
         self.fusions = nn.ModuleList(AttentionalFeatureFusion(dim) for dim in dims)
         self.upsamples = nn.ModuleList(Upsample(dims[i], dims[i - 1]) for i in range(1, len(dims)))
         self.head = ClassifierHead(dims[0], num_classes)
         self.aux_heads = (
             nn.ModuleList(ClassifierHead(dim, num_classes) for dim in dims[1:]) if deep_supervision else None
         )
+        apply_plugins(self, plugins)
+
+    def plugin_places(self) -> dict[str, PluginPlace]:
+        """Where plug-ins may go (see the module docstring)."""
+        places: dict[str, PluginPlace] = {}
+        for i, dim in enumerate(self.dims):
+            lv = i + 1
+            places[f"encoder.stage{lv}.interaction"] = PluginPlace(
+                f"stage_interactions.{i}",
+                "interaction",
+                dim,
+                doc=f"interaction of the dates after level {lv}",
+            )
+            decoder = self.decoders[i]
+            for stage, name in (("stage1", "channel_attention"), ("stage2", "spatial_attention")):
+                block = getattr(decoder, stage)
+                if block.attention is not None:
+                    places[f"decoder.level{lv}.{name}"] = PluginPlace(
+                        f"decoders.{i}.{stage}.attention",
+                        "gate",
+                        block.in_proj.out_channels,
+                        doc=f"gate of decoder {stage} at level {lv} (y * gate(h))",
+                    )
+            if self.differences[i].mamba is not None:
+                places[f"difference.level{lv}.mamba"] = PluginPlace(
+                    f"differences.{i}.mamba", "block", dim, doc=f"Mamba block of the difference at level {lv}"
+                )
+            places[f"difference.level{lv}.output"] = PluginPlace(
+                f"difference_outputs.{i}",
+                "block",
+                dim,
+                doc=f"block after the difference module at level {lv}",
+            )
+        levels = range(1, len(self.dims) + 1)
+        for group, pattern in (
+            ("encoder.interaction", "encoder.stage{i}.interaction"),
+            ("decoder.channel_attention", "decoder.level{i}.channel_attention"),
+            ("decoder.spatial_attention", "decoder.level{i}.spatial_attention"),
+            ("difference.mamba", "difference.level{i}.mamba"),
+            ("difference.output", "difference.level{i}.output"),
+        ):
+            add_group_places(places, group, pattern, levels, doc=f"{pattern} at every level")
+        return places
 
     @property
     def version(self) -> str:
@@ -203,6 +272,7 @@ class SubtaskMamba(nn.Module):
                 fa, fb = self.downsamples[i - 1](torch.cat([fa, fb], dim=0)).chunk(2, dim=0)
             for block in stage:
                 fa, fb = block(fa, fb)
+            fa, fb = self.stage_interactions[i](fa, fb)
             feats.append((fa, fb))
 
         levels: list[torch.Tensor] = [None] * len(feats)  # type: ignore[list-item]
@@ -210,7 +280,8 @@ class SubtaskMamba(nn.Module):
         for i in reversed(range(len(feats))):
             fa, fb = feats[i]
             skip = self.skip_fusions[i](fa, fb) if prev is None else self.skip_fusions[i](prev, fa, fb)
-            levels[i] = self.fusions[i](self.decoders[i](skip), self.differences[i](fa, fb))
+            difference = self.difference_outputs[i](self.differences[i](fa, fb))
+            levels[i] = self.fusions[i](self.decoders[i](skip), difference)
             if i > 0:
                 prev = self.upsamples[i - 1](levels[i], size=tuple(feats[i - 1][0].shape[-2:]))
 

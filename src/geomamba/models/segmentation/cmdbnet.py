@@ -15,11 +15,25 @@ In training mode the output is ``{"out": logits, "aux": [aux logits], "boundary"
 switches: ``branches`` ("both", "cnn", "mamba"), ``fusion`` ("cross_gated", "attention", "gating",
 "sum", "concat"), ``boundary``, ``aux_heads``; ``low_memory`` picks Mamba depths (2, 2, 4, 2) instead of
 (2, 2, 6, 2); ``checkpoint_cnn`` / ``checkpoint_mamba`` turn on gradient checkpointing of the stages.
+
+Plug-in places (``CMDBNet.plugin_places()``, used by the ``plugins`` option and
+``geomamba.layers.plugins.apply_plugins``), level i = 1 (H/4) .. 4 (H/32):
+
+- ``encoder.cnn.stage{i}.output`` / ``encoder.mamba.stage{i}.output`` (kind block: an empty slot after
+  stage i of that branch, when the branch exists); groups ``encoder.cnn.output``, ``encoder.mamba.output``.
+- ``fusion.level{i}.attention`` (kind interaction on the (CNN, Mamba) pair: replaces the cross-branch
+  attention; a block plug-in there is applied to both branches with shared weights);
+  ``fusion.level{i}.channel_attention`` (kind gate: the channel gate computed from the Mamba map that
+  selects CNN channels, ``c * (1 + gate(m))``) and ``fusion.level{i}.spatial_attention`` (kind gate: the
+  spatial gate computed from the CNN map, ``m * (1 + gate(c))``); groups ``fusion.attention``,
+  ``fusion.channel_attention``, ``fusion.spatial_attention``. Present with the fusions that have the
+  cross-branch attention (``cross_gated``, ``attention``).
+- ``decoder.output`` (kind block, width ``decoder_dim``: runs after the feature-pyramid aggregation).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +43,8 @@ from timm.layers import ConvNormAct, SeparableConvNormAct
 
 from geomamba.layers.boundary_refinement import BoundaryRefinementModule
 from geomamba.layers.checkpoint import checkpoint_module
-from geomamba.layers.cross_branch_fusion import CrossBranchFusion
+from geomamba.layers.cross_branch_fusion import CrossBranchAttention, CrossBranchFusion
+from geomamba.layers.plugins import PluginPlace, add_group_places, apply_plugins
 from geomamba.models._registry import register_model
 from geomamba.models.backbones.resnet import ResNetBackbone
 from geomamba.models.backbones.vmamba import VMambaBackbone
@@ -151,6 +166,8 @@ class CMDBNet(nn.Module):
             statistics are not updated twice, see ``geomamba.layers.checkpoint``).
         checkpoint_mamba: gradient checkpointing of each VSSBlock of the Mamba branch.
         scan_backend: selective-scan backend of every SS2D (``"auto"``, ``"ref"``, ...).
+        plugins: ``{place: entry}`` plug-ins put at ``plugin_places()`` after construction (see the
+            module docstring), e.g. ``{"fusion.spatial_attention": "dia"}``.
 
     Shapes:
         ``(B, in_channels, H, W)`` -> logits ``(B, num_classes, H, W)`` (eval), or in training a dict
@@ -186,6 +203,7 @@ class CMDBNet(nn.Module):
         checkpoint_cnn: bool = False,
         checkpoint_mamba: bool = False,
         scan_backend: str = "auto",
+        plugins: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if branches not in BRANCHES:
@@ -236,6 +254,10 @@ class CMDBNet(nn.Module):
                 backend=scan_backend,
             )
         levels = cnn_channels if self.cnn is not None else mamba_dims
+        self.level_channels = tuple(levels)
+        # empty plug-in slots after the stages of each branch (places encoder.{branch}.stage{i}.output)
+        self.cnn_outputs = nn.ModuleList(nn.Identity() for _ in levels) if self.cnn is not None else None
+        self.mamba_outputs = nn.ModuleList(nn.Identity() for _ in levels) if self.mamba is not None else None
         self.fusions = (
             nn.ModuleList(_build_fusion(fusion, c, fusion_reduction) for c in levels)
             if branches == "both"
@@ -252,6 +274,49 @@ class CMDBNet(nn.Module):
         if aux_heads:
             n_aux = 2 if branches == "both" else 1
             self.aux_heads = nn.ModuleList(_aux_head(levels[2], aux_dim, num_classes) for _ in range(n_aux))
+        self.decoder_dim = decoder_dim
+        apply_plugins(self, plugins)
+
+    def plugin_places(self) -> dict[str, PluginPlace]:
+        """Where plug-ins may go (see the module docstring)."""
+        places: dict[str, PluginPlace] = {}
+        for branch, slots in (("cnn", self.cnn_outputs), ("mamba", self.mamba_outputs)):
+            for i, c in enumerate(self.level_channels if slots is not None else ()):
+                places[f"encoder.{branch}.stage{i + 1}.output"] = PluginPlace(
+                    f"{branch}_outputs.{i}",
+                    "block",
+                    c,
+                    doc=f"block after stage {i + 1} of the {branch} branch",
+                )
+        for i, fusion in enumerate(self.fusions or ()):
+            attention = getattr(fusion, "attention", None)
+            if attention is None:
+                continue
+            c, lv = self.level_channels[i], i + 1
+            places[f"fusion.level{lv}.attention"] = PluginPlace(
+                f"fusions.{i}.attention", "interaction", c, doc=f"cross-branch attention at level {lv}"
+            )
+            if isinstance(attention, CrossBranchAttention):
+                for name, gate in (
+                    ("channel_attention", "channel_gate"),
+                    ("spatial_attention", "spatial_gate"),
+                ):
+                    places[f"fusion.level{lv}.{name}"] = PluginPlace(
+                        f"fusions.{i}.attention.{gate}", "gate", c, doc=f"{gate} of the fusion at level {lv}"
+                    )
+        levels = range(1, len(self.level_channels) + 1)
+        for group, pattern in (
+            ("encoder.cnn.output", "encoder.cnn.stage{i}.output"),
+            ("encoder.mamba.output", "encoder.mamba.stage{i}.output"),
+            ("fusion.attention", "fusion.level{i}.attention"),
+            ("fusion.channel_attention", "fusion.level{i}.channel_attention"),
+            ("fusion.spatial_attention", "fusion.level{i}.spatial_attention"),
+        ):
+            add_group_places(places, group, pattern, levels, doc=f"{pattern} at every level")
+        places["decoder.output"] = PluginPlace(
+            "decoder", "block", self.decoder_dim, mode="append", doc="block after the pyramid aggregation"
+        )
+        return places
 
     def _cnn_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         cnn = self.cnn
@@ -270,9 +335,9 @@ class CMDBNet(nn.Module):
         check_image(x, self.in_channels, type(self).__name__)
         feats = {}
         if self.cnn is not None:
-            feats["cnn"] = self._cnn_features(x)
+            feats["cnn"] = [slot(f) for slot, f in zip(self.cnn_outputs, self._cnn_features(x))]
         if self.mamba is not None:
-            feats["mamba"] = self.mamba(x)
+            feats["mamba"] = [slot(f) for slot, f in zip(self.mamba_outputs, self.mamba(x))]
         return feats
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | dict[str, Any]:

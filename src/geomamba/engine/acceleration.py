@@ -1,0 +1,114 @@
+"""Speed switches of the engine, shared by ``ChangeDetectionModule`` and ``bench/train_speed.py``.
+
+- ``CompiledModel``: ``torch.compile`` of a model's forward (``trainer.compile``) that falls back to the
+  eager forward, with a warning, when compilation fails. The compiled wrapper is kept outside the module
+  tree, so state dicts and checkpoints keep their plain keys.
+- ``apply_channels_last``: channels-last (NHWC) memory format of the 4-D weights (``trainer.channels_last``);
+  convolutions then run and return NHWC, which cuDNN prefers for conv-heavy networks. A bitemporal input
+  ``(B, 2, C, H, W)`` is 5-D and stays as it is: the first convolution takes the weights' format.
+- ``build_optimizer``: AdamW / SGD from ``optim``, with the fused CUDA kernels when the parameters live on a
+  GPU (``optim.fused``; one kernel launch for all parameters instead of several per tensor).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+__all__ = ["CompiledModel", "apply_channels_last", "build_optimizer"]
+
+log = logging.getLogger("geomamba.engine")
+
+
+class CompiledModel:
+    """``torch.compile(model)`` as a callable with an eager fallback.
+
+    The first call compiles (Dynamo traces, the backend generates code). If the compiled call raises and
+    the eager forward of the same input succeeds, compilation is to blame: a ``RuntimeWarning`` names the
+    error and every later call runs eagerly. If the eager forward raises too, its error is raised (a bad
+    input, not a compiler problem) and compilation is tried again next time.
+
+    Args:
+        model: the module (its parameters, buffers and train/eval mode are shared with the compiled one).
+        mode: ``torch.compile`` mode (None = default; ``"max-autotune-no-cudagraphs"``, ...).
+        backend: ``torch.compile`` backend (``"inductor"``; ``"aot_eager"`` to debug without code generation).
+        dynamic: ``torch.compile``'s ``dynamic`` (None = mark dimensions dynamic after a shape change).
+
+    Call with the model's arguments; returns the model's output.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        mode: str | None = None,
+        backend: str = "inductor",
+        dynamic: bool | None = None,
+    ) -> None:
+        self.model = model
+        self.compiled = torch.compile(model, mode=mode, backend=backend, dynamic=dynamic)
+        self.backend, self.mode = backend, mode
+        self.failure: str | None = None
+
+    @property
+    def active(self) -> bool:
+        """False once compilation failed and the model runs eagerly."""
+        return self.failure is None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if self.failure is not None:
+            return self.model(*args, **kwargs)
+        try:
+            return self.compiled(*args, **kwargs)
+        except Exception as exc:
+            out = self.model(*args, **kwargs)  # raises when the input itself is bad
+            lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+            self.failure = f"{type(exc).__name__}: {' | '.join(lines[:3])}"[:400]
+            msg = (
+                f"torch.compile of {type(self.model).__name__} (backend {self.backend!r}) failed "
+                f"({self.failure}); running the model eagerly (set trainer.compile=false to skip compiling)"
+            )
+            log.warning("%s", msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
+            return out
+
+
+def apply_channels_last(model: nn.Module) -> nn.Module:
+    """Put the 4-D parameters and buffers of ``model`` in channels-last memory format (in place; returned).
+
+    Values are unchanged (only strides); ``load_state_dict`` keeps the format of the existing tensors."""
+    return model.to(memory_format=torch.channels_last)
+
+
+def build_optimizer(
+    params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
+    optim: Any,
+    device: torch.device | str | None = None,
+) -> torch.optim.Optimizer:
+    """AdamW (``betas``) or SGD (``momentum``, ``nesterov``) from an ``OptimConfig``.
+
+    With ``optim.fused`` and a CUDA ``device`` the fused implementation is used (``fused=True``); otherwise
+    PyTorch's default (multi-tensor ``foreach`` on CUDA, a loop on CPU). Weight decay is given per group
+    by the caller (``timm.optim.param_groups_weight_decay``) or as ``optim.weight_decay``.
+    """
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    fast: dict[str, Any] = {"fused": True} if getattr(optim, "fused", False) and device.type == "cuda" else {}
+    if optim.name == "adamw":
+        return torch.optim.AdamW(
+            params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay, **fast
+        )
+    if optim.name == "sgd":
+        return torch.optim.SGD(
+            params,
+            lr=optim.lr,
+            momentum=optim.momentum,
+            nesterov=optim.nesterov,
+            weight_decay=optim.weight_decay,
+            **fast,
+        )
+    raise ValueError(f"optim.name: unknown optimiser {optim.name!r} (adamw, sgd)")

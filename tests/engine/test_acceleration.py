@@ -1,0 +1,232 @@
+"""Speed switches of the engine, checked on CPU for equivalence with the plain path: torch.compile with an
+eager fallback, channels-last weights, the fused optimiser, and a training step without host syncs."""
+
+import copy
+import traceback
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import torch.nn as nn
+from torch.overrides import TorchFunctionMode
+
+import geomamba
+from geomamba.engine.acceleration import CompiledModel, apply_channels_last, build_optimizer
+from geomamba.engine.config import ConfigError, OptimConfig, load_config
+from geomamba.engine.train import train
+
+_SYNCS = {"item", "__bool__", "tolist", "__int__", "__float__", "nonzero", "unique", "masked_select", "numpy"}
+
+
+class HostSyncDetector(TorchFunctionMode):
+    """Records tensor calls that need the value on the host (a device synchronisation on a GPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", str(func))
+        if name == "__getitem__" and len(args) > 1:
+            index = args[1] if isinstance(args[1], tuple) else (args[1],)
+            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in index):
+                name = "boolean mask indexing"
+        if (name in _SYNCS or name == "boolean mask indexing") and not _in_optimizer():
+            self.calls.append(f"{name} at {_caller()}")
+        return func(*args, **(kwargs or {}))
+
+
+def _in_optimizer() -> bool:
+    """Made by ``torch.optim`` itself (the innermost frame of the call): the step counters read there are
+    host tensors on GPUs too (or device tensors nobody reads, with ``fused=True``). (Lightning runs the
+    whole training step inside ``optimizer.step(closure)``, so only the innermost frame tells.)"""
+    skip = (__file__, "/torch/overrides.py", "/torch/_tensor.py")
+    for frame in reversed(traceback.extract_stack()):
+        if not frame.filename.endswith(skip):
+            return "/torch/optim/" in frame.filename
+    return False
+
+
+def _caller() -> str:
+    """``file:line`` of the innermost frame outside torch (where the call was made)."""
+    for frame in reversed(traceback.extract_stack()[:-2]):
+        if "/torch/" not in frame.filename:
+            return f"{Path(frame.filename).name}:{frame.lineno}"
+    return "?"
+
+
+def _grads(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_sync_detector_sees_syncs():
+    x = torch.randn(4)
+    with HostSyncDetector() as d:
+        bool(x.sum() > 0)
+        _ = x[x > 0]
+        x.max().item()
+    assert [c.split(" at ")[0] for c in d.calls] == ["__bool__", "boolean mask indexing", "item"]
+    assert d.calls[0].endswith(f"test_acceleration.py:{d.calls[0].rsplit(':', 1)[1]}")
+
+
+def test_compiled_model_falls_back_to_eager_with_a_warning():
+    def broken_backend(gm, example_inputs):
+        raise RuntimeError("no code generator here")
+
+    torch._dynamo.reset()
+    model = nn.Linear(4, 3)
+    compiled = CompiledModel(model, backend=broken_backend)
+    x = torch.randn(2, 4)
+    with pytest.warns(RuntimeWarning, match="running the model eagerly"):
+        out = compiled(x)
+    assert not compiled.active and "no code generator here" in compiled.failure
+    torch.testing.assert_close(out, model(x))
+    torch.testing.assert_close(compiled(x), model(x))  # later calls: eager, no new warning
+
+
+def test_compiled_model_raises_the_models_own_error():
+    torch._dynamo.reset()
+    compiled = CompiledModel(geomamba.create_model("subtask_mamba_tiny"), backend="eager")
+    with pytest.raises(ValueError, match="in_channels=3 bands"):
+        compiled(torch.randn(1, 2, 4, 32, 32))
+    assert compiled.active  # a bad input is not a compiler failure
+
+
+@pytest.mark.slow
+def test_compiled_flagship_matches_eager_forward_and_gradients():
+    """Dynamo + AOT autograd over the whole tiny flagship (custom scan ops, deformable conv, DropPath off)."""
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = geomamba.create_model("subtask_mamba_tiny")
+    twin = copy.deepcopy(model)
+    x = torch.randn(2, 2, 3, 32, 32)
+    compiled = CompiledModel(twin, backend="aot_eager")
+    out_c = compiled(x)
+    assert compiled.active, compiled.failure
+    out_e = model(x)
+    torch.testing.assert_close(out_c, out_e, rtol=1e-4, atol=1e-5)
+    out_c.square().mean().backward()
+    out_e.square().mean().backward()
+    gc, ge = _grads(twin), _grads(model)
+    assert gc.keys() == ge.keys() and len(ge) > 50
+    for n in ge:
+        atol = 1e-4 * float(ge[n].abs().max()) + 1e-7
+        torch.testing.assert_close(gc[n], ge[n], rtol=1e-3, atol=atol, msg=lambda m, n=n: f"{n}: {m}")
+
+
+@pytest.mark.parametrize("name", ["subtask_mamba_tiny", "bit_tiny"])
+def test_channels_last_gives_the_same_outputs_and_gradients(name):
+    torch.manual_seed(0)
+    model = geomamba.create_model(name)
+    twin = apply_channels_last(copy.deepcopy(model))
+    convs = [m.weight for m in twin.modules() if isinstance(m, nn.Conv2d)]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    x = torch.randn(2, 2, 3, 32, 32)
+    out, out_cl = model(x), twin(x)
+    torch.testing.assert_close(out_cl, out, rtol=1e-4, atol=1e-5)
+    out.square().mean().backward()
+    out_cl.square().mean().backward()
+    g, g_cl = _grads(model), _grads(twin)
+    for n in g:  # float summation order differs between the layouts: tolerance relative to the scale
+        atol = 1e-4 * float(g[n].abs().max()) + 1e-7
+        torch.testing.assert_close(g_cl[n], g[n], rtol=1e-3, atol=atol, msg=lambda m, n=n: f"{n}: {m}")
+    # a state dict saved from the channels-last model loads into a plain one with the same values
+    plain = geomamba.create_model(name)
+    plain.load_state_dict(twin.state_dict())
+    torch.testing.assert_close(plain.eval()(x), twin.eval()(x), rtol=1e-4, atol=1e-5)
+
+
+def test_fused_optimiser_on_cuda_and_same_steps():
+    cfg = OptimConfig(name="adamw", lr=1e-2, weight_decay=0.01, fused=True)
+    assert build_optimizer([nn.Parameter(torch.zeros(1))], cfg, "cuda").defaults["fused"] is True
+    assert not build_optimizer([nn.Parameter(torch.zeros(1))], cfg, "cpu").defaults.get("fused")
+    off = OptimConfig(name="adamw", lr=1e-2, weight_decay=0.01, fused=False)
+    assert not build_optimizer([nn.Parameter(torch.zeros(1))], off, "cuda").defaults.get("fused")
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 2))
+    b = copy.deepcopy(a)
+    opt_a = build_optimizer(a.parameters(), cfg, "cuda")  # fused kernel (runs on CPU tensors too)
+    opt_b = build_optimizer(b.parameters(), off, "cpu")
+    for _ in range(3):
+        x = torch.randn(8, 5)
+        for model, opt in ((a, opt_a), (b, opt_b)):
+            model(x).square().mean().backward()
+            opt.step()
+            opt.zero_grad()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
+    sgd = OptimConfig(name="sgd", lr=0.1, momentum=0.9, fused=True)
+    assert build_optimizer([nn.Parameter(torch.zeros(1))], sgd, "cuda").defaults["fused"] is True
+
+
+def test_config_speed_keys():
+    cfg = load_config(
+        None,
+        ["trainer.compile=true", "trainer.channels_last=true", "data.cache=true", "eval.window_batch=8"],
+    )
+    assert cfg.trainer.compile and cfg.trainer.channels_last and cfg.data.cache
+    assert cfg.trainer.compile_backend == "inductor" and cfg.optim.fused and cfg.data.prefetch_factor == 4
+    with pytest.raises(ConfigError, match="data.prefetch_factor"):
+        load_config(None, ["data.prefetch_factor=0"])
+    with pytest.raises(ConfigError, match="eval.window_batch"):
+        load_config(None, ["eval.window_batch=0"])
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    for path in (configs / "levircd.yaml", configs / "whucd.yaml"):
+        shipped = load_config(path)
+        assert shipped.trainer.compile and shipped.data.cache and shipped.optim.fused, path
+
+
+class _SyncWatch(pl.Callback):
+    """Watches every training step after the first (the label check runs on batch 0 only)."""
+
+    def __init__(self) -> None:
+        self.detector = HostSyncDetector()
+        self.calls: list[list[str]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        if batch_idx > 0:
+            self.detector.calls = []
+            self.detector.__enter__()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx > 0:
+            self.detector.__exit__(None, None, None)
+            self.calls.append(list(self.detector.calls))
+
+
+@pytest.mark.slow
+def test_training_step_has_no_host_sync(tiny_dataset, overrides, tmp_path):
+    """The whole Lightning step (flagship forward, CE + Lovasz loss, backward, clipping, optimiser, logging)
+    asks nothing of the device's values; the label check still runs, once per epoch."""
+    over = overrides(tiny_dataset, tmp_path) + [
+        "model.name=subtask_mamba_tiny",
+        "loss={name: ce_lovasz, lovasz_weight: 0.75}",
+        "trainer.max_epochs=1",
+        "trainer.gradient_clip_val=1.0",
+        "eval.pad_multiple=16",
+        # The non-finite guard reads one flag per step unless the optimiser takes ``found_inf`` (fused,
+        # on a GPU); its device-side path is tested in tests/reliability/test_numerical_guards.py.
+        "trainer.skip_nonfinite=false",
+    ]
+    watch = _SyncWatch()
+    train(load_config(None, over), resume=False, callbacks=[watch])
+    assert watch.calls == [[]]  # 4 samples, batch 2: one watched step, no sync
+
+
+@pytest.mark.slow
+def test_compile_switch_trains_like_eager(tiny_dataset, overrides, tmp_path):
+    """``trainer.compile`` (here with the aot_eager backend: no C++ compiler needed) gives the run of the
+    eager model: same losses and scores."""
+    torch._dynamo.reset()
+    runs = {}
+    for flag in ("false", "true"):
+        over = overrides(tiny_dataset, tmp_path, name=f"c{flag}") + [
+            f"trainer.compile={flag}",
+            "trainer.compile_backend=aot_eager",
+            "trainer.max_epochs=1",
+        ]
+        runs[flag] = train(load_config(None, over), resume=False)
+    eager, compiled = runs["false"], runs["true"]
+    assert compiled.best["train_loss"] == pytest.approx(eager.best["train_loss"], rel=1e-5)
+    assert compiled.test_scores["confusion"] == eager.test_scores["confusion"]
