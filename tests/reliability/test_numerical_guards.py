@@ -107,7 +107,7 @@ def test_fused_optimizer_skips_on_the_device_and_reads_flags_every_n_steps(caplo
 
 def test_fused_optimizer_stops_at_the_next_read():
     model, guard = _Net(nan_steps={0, 1, 2, 3, 4}, fused=True), NonFiniteGuard(max_bad_steps=2, read_every=4)
-    with pytest.raises(NumericalError, match="training stopped at step 1 .* 2 steps in a row"):
+    with pytest.raises(NumericalError, match=r"training stopped at step 1 .* 2 steps in a row"):
         _fit(model, guard)
     assert guard.host_reads == 1  # read after step 3, reporting the streak from its second step
 

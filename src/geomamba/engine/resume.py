@@ -265,6 +265,7 @@ class ResumeState(pl.Callback):
         self._module: pl.LightningModule | None = None
         self._monitored: dict[str, float] = {}
         self._step_pending = False  # Lightning is about to step the plateau schedulers of this epoch
+        self._deferred_epoch: int | None = None  # epoch whose plateau step Lightning skipped (resumed)
 
     @property
     def state_key(self) -> str:
@@ -324,6 +325,9 @@ class ResumeState(pl.Callback):
                 pl_module.lr_scheduler_step(c.scheduler, value)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._deferred_epoch is not None:  # the step Lightning skipped at the end of the resumed epoch
+            epoch, self._deferred_epoch = self._deferred_epoch, None
+            self._step_plateau(trainer, pl_module, epoch)
         self._step_pending = False
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch, batch_idx):
@@ -335,6 +339,7 @@ class ResumeState(pl.Callback):
         if not pl_module.automatic_optimization or not loop.epoch_loop._num_ready_batches_reached():
             return
         if loop.restarting:
-            self._step_plateau(trainer, pl_module, trainer.current_epoch)
-        else:
-            self._step_pending = True
+            # Lightning skips this step in the epoch it resumed in: make it up, at the same point of the run
+            # (after the epoch-end checkpoints, before the next epoch), so checkpoints match.
+            self._deferred_epoch = trainer.current_epoch
+        self._step_pending = True
