@@ -4,7 +4,8 @@ Writes the pair window by window (tiled, deflate), saves a checkpoint of a tiny 
 then runs the prediction in a fresh Python process (as ``geomamba predict`` would run, with its progress
 bar) and reports that process's peak resident memory (``ru_maxrss``) and its time. Target: < 2 GB.
 
-    PYTHONPATH=src python bench/predict_memory.py [--size 20000] [--window 512] [--keep]
+    PYTHONPATH=src python bench/predict_memory.py [--size 20000] [--window 512] [--threads 1]
+        [--workdir DIR [--reuse]] [--keep]
 
 Prints a summary and writes ``bench/results/predict_memory_<size>.json``.
 """
@@ -81,6 +82,15 @@ def write_pair(folder: Path, size: int, rows: int = 1024) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
+def _has_pair(a: Path, b: Path, size: int) -> bool:
+    from geomamba.data.io import raster_info
+
+    try:
+        return all(raster_info(p).size == (size, size) for p in (a, b))
+    except Exception:
+        return False
+
+
 def write_checkpoint(path: Path) -> Path:
     from geomamba import __version__
     from geomamba.engine.checkpoint import atomic_save
@@ -129,6 +139,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     p.add_argument("--workdir", help="folder for the pair and the output (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the generated files")
+    p.add_argument("--reuse", action="store_true", help="reuse the pair of an earlier run in --workdir")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--checkpoint", help=argparse.SUPPRESS)
     p.add_argument("--a", help=argparse.SUPPRESS)
@@ -141,10 +152,16 @@ def main() -> None:
     work = Path(args.workdir or tempfile.mkdtemp(prefix="predict_memory_"))
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    a, b = write_pair(work, args.size)
+    a, b = work / "A.tif", work / "B.tif"
+    if args.reuse and _has_pair(a, b, args.size):
+        print(f"reusing the {args.size}x{args.size} pair in {work}")
+    else:
+        a, b = write_pair(work, args.size)
+        gen_s = time.perf_counter() - t0
+        print(
+            f"wrote {args.size}x{args.size} pair in {gen_s:.0f} s ({a.stat().st_size / 2**20:.0f} MiB each)"
+        )
     ckpt = write_checkpoint(work / "tiny.ckpt")
-    gen_s = time.perf_counter() - t0
-    print(f"wrote {args.size}x{args.size} pair in {gen_s:.0f} s ({a.stat().st_size / 2**20:.0f} MiB each)")
     out = work / "change.tif"
     cmd = [sys.executable, __file__, "--child", "--checkpoint", str(ckpt), "--a", str(a), "--b", str(b)]
     cmd += ["--out", str(out), "--window", str(args.window), "--overlap", str(args.overlap)]

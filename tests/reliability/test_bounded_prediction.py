@@ -11,10 +11,11 @@ import pytest
 import torch
 import torch.nn as nn
 from _reliability_helpers import cli_command, cli_env
+from rasterio.env import get_gdal_config
 
 import geomamba.engine.inference as inference
 from geomamba.cli.main import main
-from geomamba.data.io import RasterWriter, raster_info, read_raster, write_raster
+from geomamba.data.io import WRITER_CACHE_BYTES, RasterWriter, raster_info, read_raster, write_raster
 from geomamba.engine.inference import predict_scene
 from geomamba.models import split_bitemporal
 
@@ -50,7 +51,7 @@ def scene(tmp_path_factory):
 
 
 def test_scene_is_read_and_written_window_by_window(scene, tmp_path, monkeypatch):
-    reads, writes = [], []
+    reads, writes, caches = [], [], []
     real_read, real_write = inference.read_raster, RasterWriter.write
 
     def read(path, window=None, **kw):
@@ -59,6 +60,7 @@ def test_scene_is_read_and_written_window_by_window(scene, tmp_path, monkeypatch
 
     def write(self, arr, row, col):
         writes.append((row, col, *arr.shape[1:]))
+        caches.append(get_gdal_config("GDAL_CACHEMAX"))
         return real_write(self, arr, row, col)
 
     monkeypatch.setattr(inference, "read_raster", read)
@@ -88,6 +90,7 @@ def test_scene_is_read_and_written_window_by_window(scene, tmp_path, monkeypatch
         assert h <= block and w <= block
         covered[r : r + h, c : c + w] += 1
     assert (covered == 1).all()  # the output is written once, block by block
+    assert set(caches) == {WRITER_CACHE_BYTES}  # GDAL keeps at most that many written bytes in memory
     pred = read_raster(out)[0]
     assert set(np.unique(pred[300:500, 600:900])) == {255} and pred[:300].max() == 0
 

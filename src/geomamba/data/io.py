@@ -253,10 +253,14 @@ def _check_bands(path: Path, bands: list[int], count: int) -> None:
         raise DataError(f"{path}: band(s) {bad} requested but the image has {count} band(s) (1-based)")
 
 
+WRITER_CACHE_BYTES = 64 * 2**20  # GDAL block cache while a ``RasterWriter`` is open
+
+
 class RasterWriter:
     """Atomic raster writer, window by window for GeoTIFF (bounded memory), whole-image for PNG/JPG/BMP.
 
-    Use as a context manager: the target appears only when the block exits without error.
+    Use as a context manager: the target appears only when the block exits without error. While a GeoTIFF
+    writer is open, GDAL's block cache is capped at ``WRITER_CACHE_BYTES`` (reads in between included).
 
     Args:
         path: output file; ``.tif``/``.tiff`` -> tiled, deflate-compressed GeoTIFF; PNG/JPG/BMP via Pillow.
@@ -280,6 +284,7 @@ class RasterWriter:
         self.height, self.width, self.count, self.dtype = height, width, count, np.dtype(dtype)
         self.tmp = temp_path(self.path)
         self._dst = None
+        self._env: rasterio.Env | None = None
         self._buf: np.ndarray | None = None
         suffix = self.path.suffix.lower()
         if suffix in _GTIFF_SUFFIXES:
@@ -312,9 +317,18 @@ class RasterWriter:
                 profile["crs"] = self._crs
             if self._transform is not None:
                 profile["transform"] = self._transform
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                self._dst = rasterio.open(self.tmp, "w", **profile)
+            # GDAL keeps written blocks in its block cache (default 5% of the RAM) until the file is
+            # closed: capped while the writer is open, so memory stays bounded on any machine.
+            self._env = rasterio.Env(GDAL_CACHEMAX=WRITER_CACHE_BYTES)
+            self._env.__enter__()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    self._dst = rasterio.open(self.tmp, "w", **profile)
+            except BaseException:
+                self._env.__exit__(None, None, None)
+                self._env = None
+                raise
         else:
             self._buf = np.zeros((self.count, self.height, self.width), self.dtype)
         return self
@@ -345,6 +359,10 @@ class RasterWriter:
         except BaseException:
             self.tmp.unlink(missing_ok=True)
             raise
+        finally:
+            if self._env is not None:
+                self._env.__exit__(None, None, None)
+                self._env = None
         if exc_type is None:
             os.replace(self.tmp, self.path)
         else:
