@@ -293,7 +293,9 @@ class ChangeDetectionModule(pl.LightningModule):
     def configure_optimizers(self):
         o, s = self.cfg.optim, self.cfg.scheduler
         groups = param_groups_weight_decay(self.model, o.weight_decay)
-        opt = build_optimizer(groups, o, self.device)
+        t = self.cfg.trainer
+        scaled_clipping = bool(t.gradient_clip_val) and str(t.precision).startswith("16")
+        opt = build_optimizer(groups, o, self.device, scaled_clipping=scaled_clipping)
         total = int(self.trainer.estimated_stepping_batches)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         per_epoch = max(1, total // epochs) if self.trainer.max_steps == -1 else None
