@@ -122,6 +122,7 @@ def _predict(args: argparse.Namespace) -> None:
         window=args.window,
         overlap=args.overlap,
         block=args.block,
+        window_batch=args.window_batch,
         device="cpu",
         progress=True,
     )
@@ -136,6 +137,9 @@ def main() -> None:
     p.add_argument("--window", type=int, default=512)
     p.add_argument("--overlap", type=int, default=32)
     p.add_argument("--block", type=int, default=None, help="pixels per block (default 4 x window)")
+    p.add_argument(
+        "--window-batch", type=int, default=None, help="windows per forward pass (default: eval.window_batch)"
+    )
     p.add_argument("--threads", type=int, default=max(1, min(4, os.cpu_count() or 1)))
     p.add_argument("--workdir", help="folder for the pair and the output (default: a temporary one)")
     p.add_argument("--keep", action="store_true", help="keep the generated files")
@@ -166,11 +170,13 @@ def main() -> None:
     cmd = [sys.executable, __file__, "--child", "--checkpoint", str(ckpt), "--a", str(a), "--b", str(b)]
     cmd += ["--out", str(out), "--window", str(args.window), "--overlap", str(args.overlap)]
     cmd += ["--threads", str(args.threads)] + (["--block", str(args.block)] if args.block else [])
+    cmd += ["--window-batch", str(args.window_batch)] if args.window_batch else []
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, check=True, text=True)
     child = json.loads(proc.stdout.strip().splitlines()[-1])
     rss_children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
     peak = max(child["peak_rss_bytes"], rss_children)
     from geomamba.data.io import raster_info
+    from geomamba.engine.config import EvalConfig
 
     info = raster_info(out)
     result = {
@@ -179,6 +185,7 @@ def main() -> None:
         "window": args.window,
         "overlap": args.overlap,
         "block": args.block or 4 * args.window,
+        "window_batch": args.window_batch or EvalConfig().window_batch,
         "threads": args.threads,
         "predict_seconds": round(child["seconds"], 1),
         "peak_rss_mib": round(peak / 2**20, 1),
@@ -194,7 +201,8 @@ def main() -> None:
     )
     res_dir = Path(__file__).resolve().parent / "results"
     res_dir.mkdir(exist_ok=True)
-    (res_dir / f"predict_memory_{args.size}.json").write_text(json.dumps(result, indent=2) + "\n")
+    suffix = f"_wb{args.window_batch}" if args.window_batch else ""
+    (res_dir / f"predict_memory_{args.size}{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     if not args.keep and not args.workdir:
         for f in work.iterdir():
             f.unlink()

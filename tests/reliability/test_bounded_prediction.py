@@ -121,3 +121,25 @@ def test_killed_prediction_leaves_the_earlier_output(scene, short_run, tmp_path)
     )  # a new run
     assert raster_info(target).size == (SIZE, SIZE)
     assert not list(tmp_path.glob(".change.tmp-*"))  # removed by the next run
+
+
+def test_window_batch_option_bounds_the_forward_passes(scene, short_run, tmp_path, monkeypatch, capsys):
+    import geomamba.engine.predict as predict
+
+    seen = []
+    real = predict.predict_scene
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["window_batch"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "predict_scene", spy)
+    a, b = scene
+    args = ["predict", str(short_run.last_checkpoint), "--a", str(a), "--b", str(b), "--device", "cpu"]
+    args += ["--out", str(tmp_path / "m.tif"), "--window", "256", "--overlap", "16", "--block", "1024"]
+    assert main([*args, "--window-batch", "3"]) == 0
+    assert main(args) == 0
+    saved = torch.load(short_run.last_checkpoint, weights_only=True)["geomamba"]["config"]["eval"]
+    assert seen == [3, saved["window_batch"]]  # else the checkpoint's eval.window_batch
+    assert main([*args, "--window-batch", "0"]) == 2
+    assert capsys.readouterr().err.strip().endswith("--window-batch must be >= 1, got 0")

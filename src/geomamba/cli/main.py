@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--label", help="ground truth (file or folder): also print the scores")
     pr.add_argument("--prob", action="store_true", help="write float32 change probabilities, not 0/255")
     pr.add_argument("--block", type=int, help="pixels per block read at once (default 4 x window)")
+    pr.add_argument(
+        "--window-batch",
+        type=int,
+        help="windows per forward pass (default: the checkpoint's eval.window_batch); lower uses less memory",
+    )
     pr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     _eval_args(pr)
 
@@ -200,6 +205,7 @@ def _cmd_predict(args) -> int:
         overlap=args.overlap,
         tta=args.tta,
         block=args.block,
+        window_batch=args.window_batch,
         device=args.device,
         trust_checkpoint=args.trust_checkpoint,
     )

@@ -102,13 +102,16 @@ def predict_paths(
     overlap: int | None = None,
     tta: bool | None = None,
     block: int | None = None,
+    window_batch: int | None = None,
     device: str | None = None,
     progress: bool = True,
     trust_checkpoint: bool = False,
 ) -> PredictResult:
     """Predict change maps with ``checkpoint`` for a pair of files or folders (see ``pair_paths``).
 
-    ``window``/``overlap``/``tta`` default to the checkpoint's ``eval`` settings (window 256 when unset).
+    ``window``/``overlap``/``tta``/``window_batch`` default to the checkpoint's ``eval`` settings (window 256
+    when unset). Memory: a block (``block``, default 4 x window, plus the overlap) of both dates, and the
+    activations of ``window_batch`` windows.
     ``trust_checkpoint`` allows a checkpoint with pickled objects (can run code; see ``load_module``).
     Bad inputs raise ``DataError`` naming the file before anything is written; outputs are written
     atomically, so an error or interruption never leaves a partial file at the output path.
@@ -134,6 +137,9 @@ def predict_paths(
             f"--window {window} must be a multiple of the model's pad multiple {e.pad_multiple}"
         )
     overlap = e.overlap if overlap is None else overlap
+    window_batch = e.window_batch if window_batch is None else window_batch
+    if window_batch < 1:
+        raise GeomambaError(f"--window-batch must be >= 1, got {window_batch}")
     if 2 * overlap >= window:
         raise GeomambaError(f"--overlap {overlap} must be < window/2 ({window // 2})")
     results = []
@@ -155,7 +161,7 @@ def predict_paths(
             tta=e.tta if tta is None else tta,
             output=output,
             block=block,
-            window_batch=e.window_batch,
+            window_batch=window_batch,
             label=pl,
             ignore_value=cfg.data.ignore_value,
             class_names=cfg.data.class_names,
