@@ -24,7 +24,7 @@ from concurrent.futures import ProcessPoolExecutor
 import torch
 import triton
 
-from geomamba.ops.triton import ScanConfig, selective_scan_bwd
+from geomamba.ops.triton import ScanConfig, SS2DOptions, selective_scan_bwd, ss2d_bwd
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 S = ScanConfig
@@ -98,6 +98,53 @@ def _rel(a, b):
     return ((a.double() - b.double()).norm() / (b.double().norm() + 1e-30)).item()
 
 
+# SS2D backward at the flagship maps (name, batch, d_inner, H, W): composed vs fused variants
+SS2D_SHAPES = [("64x64", 16, 256, 64, 64), ("32x32", 16, 512, 32, 32), ("16x16", 16, 1024, 16, 16)]
+SS2D_VARIANTS = {
+    "gather": (None, SS2DOptions()),
+    "col_copy": (None, SS2DOptions(col_copy=True)),
+    "col_copy_s3": (S(2, 128, 1, 3), SS2DOptions(col_copy=True)),
+    "col_copy_s2": (S(2, 128, 1, 2), SS2DOptions(col_copy=True)),
+    "col_copy_4x64": (S(4, 64, 1, 3), SS2DOptions(col_copy=True)),
+}
+
+
+def ss2d_rows():
+    from geomamba.ops.ss2d_scan import composed_ss2d_bwd
+    from geomamba.ops.triton.route import _triton_backend
+
+    be, out = _triton_backend(), []
+    for name, batch, dm, h, w in SS2D_SHAPES:
+        g = torch.Generator(device=DEV).manual_seed(1)
+
+        def r(*s, g=g):
+            return torch.randn(*s, device=DEV, generator=g)
+
+        k, length, bf = 4, h * w, torch.bfloat16
+        ins = [
+            r(batch, dm, h, w).to(bf),
+            (r(batch, k, dm, length) * 0.5 - 1.0).to(bf),
+            -torch.exp(r(k * dm, 1) * 0.5),
+            r(batch, k, 1, length).to(bf),
+            r(batch, k, 1, length).to(bf),
+            torch.ones(k * dm, device=DEV),
+            r(k * dm) * 0.1,
+        ]
+        dy = r(batch, dm, h, w).to(bf)
+        ref = composed_ss2d_bwd(be, dy, *ins, k)
+        row = dict(shape=name, composed_bwd_ms=bench(lambda: composed_ss2d_bwd(be, dy, *ins, k)))
+        for vname, (cfg, opts) in SS2D_VARIANTS.items():
+            try:
+                got = ss2d_bwd(dy, *ins, k, config=cfg, options=opts)
+                row[vname + "_err"] = max(_rel(a, b) for a, b in zip(got, ref, strict=True))
+                row[vname + "_ms"] = bench(lambda cfg=cfg, opts=opts: ss2d_bwd(dy, *ins, k, config=cfg, options=opts))
+            except Exception as err:
+                row[vname + "_error"] = f"{type(err).__name__}: {err}"[:300]
+        out.append(row)
+        print(json.dumps(row), flush=True)
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None)
@@ -160,6 +207,7 @@ def main(argv=None):
                     row["error"] = f"{type(err).__name__}: {err}"[:300]
                 rows.append(row)
     res["rows"] = rows
+    res["ss2d"] = [] if args.tiny else ss2d_rows()
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)
