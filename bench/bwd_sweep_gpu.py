@@ -132,12 +132,14 @@ def ss2d_rows():
         ]
         dy = r(batch, dm, h, w).to(bf)
         ref = composed_ss2d_bwd(be, dy, *ins, k)
-        row = dict(shape=name, composed_bwd_ms=bench(lambda: composed_ss2d_bwd(be, dy, *ins, k)))
+        row = dict(shape=name, composed_bwd_ms=bench(lambda: composed_ss2d_bwd(be, dy, *ins, k)))  # noqa: B023
         for vname, (cfg, opts) in SS2D_VARIANTS.items():
             try:
                 got = ss2d_bwd(dy, *ins, k, config=cfg, options=opts)
                 row[vname + "_err"] = max(_rel(a, b) for a, b in zip(got, ref, strict=True))
-                row[vname + "_ms"] = bench(lambda cfg=cfg, opts=opts: ss2d_bwd(dy, *ins, k, config=cfg, options=opts))
+                row[vname + "_ms"] = bench(
+                    lambda cfg=cfg, opts=opts: ss2d_bwd(dy, *ins, k, config=cfg, options=opts)  # noqa: B023
+                )
             except Exception as err:
                 row[vname + "_error"] = f"{type(err).__name__}: {err}"[:300]
         out.append(row)
