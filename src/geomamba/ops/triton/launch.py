@@ -19,6 +19,7 @@ from geomamba.ops.triton.scan_bwd import scan_bwd_kernel
 from geomamba.ops.triton.scan_fwd import scan_fwd_kernel
 
 __all__ = [
+    "COL_COPY_MIN_PIXELS",
     "SS2D_DEFAULTS",
     "SS2DOptions",
     "ScanConfig",
@@ -46,7 +47,7 @@ class ScanConfig:
 # of ``chunk`` positions. Chosen from the sweeps of bench/scan_gpu.py and bench/ss2d_route_gpu.py on an
 # H100 (bench/NOTES_triton.md). Warps as they ran (a program gets at most one warp per 64 tile elements).
 _TABLE = {
-    1: (ScanConfig(4, 256, 4, 3), ScanConfig(2, 128, 1, 3), ScanConfig(2, 512, 4), ScanConfig(2, 128, 1)),
+    1: (ScanConfig(4, 256, 4, 3), ScanConfig(4, 64, 1, 3), ScanConfig(2, 512, 4), ScanConfig(2, 128, 1)),
     2: (ScanConfig(4, 128, 4), ScanConfig(2, 128, 2), ScanConfig(2, 128, 2), ScanConfig(2, 128, 2)),
     4: (ScanConfig(2, 128, 4), ScanConfig(1, 128, 2), ScanConfig(1, 128, 2), ScanConfig(1, 128, 2)),
     8: (ScanConfig(1, 128, 4), ScanConfig(1, 64, 2), ScanConfig(1, 128, 4), ScanConfig(1, 64, 2)),
@@ -105,8 +106,17 @@ class SS2DOptions:
     col_copy: bool = False
 
 
-# Options per phase when the caller gives none (bench/ss2d_route_gpu.py measured them; see SS2DOptions).
-SS2D_DEFAULTS = {"forward": SS2DOptions(col_t3=True), "backward": SS2DOptions(col_t3=False)}
+# Options per phase when the caller gives none (bench/ss2d_route_gpu.py and bench/bwd_sweep_gpu.py
+# measured them; see SS2DOptions). The backward of maps with at least COL_COPY_MIN_PIXELS pixels uses
+# "backward_large" (transposed copies, the plain backward tile): on an H100, bf16, batch 16, N = 1, K = 4
+# it took 1.45 ms at 64x64 (gather 6.58, composed 2.44) and 0.80 ms at 32x32 (gather 1.16, composed 1.56),
+# but 1.03 ms at 16x16, where gather took 0.46 (round 3, bench/NOTES_triton.md).
+SS2D_DEFAULTS = {
+    "forward": SS2DOptions(col_t3=True),
+    "backward": SS2DOptions(col_t3=False),
+    "backward_large": SS2DOptions(col_copy=True),
+}
+COL_COPY_MIN_PIXELS = 1024
 
 # Sequences shorter than this are zero-padded to it (the kernels mask the padding with the valid length,
 # an unspecialized argument): one chunk shape serves them, and no row stride is specialized to the
@@ -114,7 +124,9 @@ SS2D_DEFAULTS = {"forward": SS2DOptions(col_t3=True), "backward": SS2DOptions(co
 _MIN_LENGTH = 16
 
 # Partial dB/dC sums (plain stores, summed afterwards) instead of atomics when their scratch is at most
-# this many bytes; otherwise atomics.
+# this many bytes; otherwise atomics. The plain scan with N = 1 always takes atomics (one per block of
+# channels and position): round 3 measured them faster at all three flagship stages on an H100 (the
+# partial sums moved 2 x 4 B per position and block twice, e.g. 0.54 vs 0.65 ms at stage 1).
 PARTIAL_DBC_MAX_BYTES = 1 << 30
 
 
@@ -270,6 +282,8 @@ def selective_scan_bwd(
         progs = batch * n_db
         st = torch.empty(progs * nc * cfg.bd * npad, device=dev, dtype=f32)
         n_part = dim // groups // cfg.bd
+        if partial_dbc is None and npad == 1:
+            partial_dbc = False
         partial = _use_partial(partial_dbc, 2 * 4 * batch * groups * n_part * n * stride)
         if partial:
             dBp = torch.empty(batch, groups, n_part, n, stride, device=dev, dtype=f32)
@@ -333,7 +347,8 @@ def _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions):
 
 
 def _ss2d_launch_geometry(n, dm, h, w, backward, config, opts):
-    npad, cfg = pick_config(n, dm, h * w, backward=backward, ss2d=True, override=config)
+    # col_copy scans every direction as flat rows: the plain scan's tile
+    npad, cfg = pick_config(n, dm, h * w, backward=backward, ss2d=not opts.col_copy, override=config)
     to_c, ti_c = _colmajor_tile(h, cfg.chunk, opts.columns)
     nc_max = max(triton.cdiv(h * w, cfg.chunk), triton.cdiv(w, to_c) * triton.cdiv(h, ti_c))
     return npad, cfg, to_c, ti_c, nc_max
@@ -374,7 +389,7 @@ def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, co
     """Backward of the fused SS2D scan: ``(dx, ddelta, dA, dB, dC, dD, ddelta_bias)``."""
     batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions)
     _check(dy.shape == x.shape, f"dy must have x's shape {tuple(x.shape)}, got {tuple(dy.shape)}")
-    opts = options or SS2D_DEFAULTS["backward"]
+    opts = options or SS2D_DEFAULTS["backward_large" if h * w >= COL_COPY_MIN_PIXELS else "backward"]
     x, delta, B, C, dy = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous(), dy.contiguous()
     A32 = A.detach().float().contiguous()
     dev, f32 = x.device, torch.float32
