@@ -96,8 +96,8 @@ class SS2DOptions:
 
     Defaults per phase: ``SS2D_DEFAULTS``. On an H100 (triton 3.6) the transposed tiles gave wrong
     BACKWARD gradients for some tiles (e.g. (rows, TO, TI) = (4, 4, 32) with 2 warps, (2, 16, 32) with
-    4 warps; the forward was right everywhere it was measured), so the backward gathers
-    (bench/NOTES_triton.md)."""
+    4 warps; the forward was right everywhere it was measured), so the backward gathers on small maps
+    and uses ``col_copy`` from ``COL_COPY_MIN_PIXELS`` up (bench/NOTES_triton.md)."""
 
     col_t3: bool = False
     columns: int = 0
