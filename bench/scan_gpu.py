@@ -225,7 +225,7 @@ def main(argv=None) -> int:
     gpu = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu-interpreter"
     if args.tiny:
         scan_shapes = [("tiny", 1, 8, 64, 1, 4), ("tiny_n16", 1, 4, 32, 16, 1)]
-        core_shapes = [("tiny", 1, 4, 4, 4, 1, 4)]
+        core_shapes = [("tiny", 1, 4, 4, 4, 1, 4), ("tiny_colcopy", 1, 4, 32, 32, 1, 4)]
         lay_shapes = [("tiny", 1, 8, 4, 4, 1)]
         copy_numel = 1 << 16
     else:

@@ -121,6 +121,8 @@ def main() -> None:
     wide = ScanConfig(2, 64, 4)
     # the round-1 path: one program per direction, fp32 atomics, transposed 3-D column tiles
     t3_atomic = SS2DOptions(col_t3=True, seq_k=False, dbc_atomic=True)
+    colcopy = SS2DOptions(col_copy=True)
+    colcopy_atomic = SS2DOptions(col_copy=True, dbc_atomic=True)
     cases = {
         # L not a multiple of the chunk, groups, z gate, D, delta_bias and dlast_state
         "plain_N4_G2_all": lambda: _plain(2, 4, 37, 4, 2, d=True, z=True, bias=True, dlast=True, cfg=small),
@@ -144,6 +146,9 @@ def main() -> None:
         "ss2d_K4_13x9_cols": lambda: _ss2d(1, 4, 13, 9, 1, 4, cfg=wide),
         # the same through the transposed tiles and atomics; dB/dC atomics in the plain scan too
         "ss2d_K4_13x9_t3_atomic": lambda: _ss2d(1, 4, 13, 9, 1, 4, cfg=wide, opts=t3_atomic),
+        # column-major directions through launcher-made transposed copies (backward col_copy), K = 4 and 2
+        "ss2d_K4_13x9_colcopy": lambda: _ss2d(1, 4, 13, 9, 2, 4, cfg=small, opts=colcopy),
+        "ss2d_K2_5x7_colcopy_atomic": lambda: _ss2d(1, 2, 5, 7, 1, 2, cfg=small, opts=colcopy_atomic),
         "plain_N2_G2_atomic_dbc": lambda: _plain(
             2, 4, 37, 2, 2, d=True, z=False, bias=True, dlast=False, cfg=small, partial=False
         ),

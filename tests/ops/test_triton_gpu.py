@@ -238,12 +238,15 @@ _T3_BWD = pytest.mark.xfail(
         pytest.param(dict(col_t3=True, seq_k=False, dbc_atomic=True), marks=_T3_BWD),
         dict(col_t3=False),
         dict(col_t3=False, seq_k=False),
+        dict(col_copy=True),
+        dict(col_copy=True, dbc_atomic=True),
     ],
 )
 def test_fused_ss2d_other_addressing(opts):
     """The non-default variants in both phases: transposed multi-column tiles with per-direction programs
     and atomics (the round-1 kernel; with the default backward tile it runs (rows, TO, TI) = (2, 8, 16),
-    which fails), and gather addressing (one program per block, or per direction), at 13 x 9 in fp32."""
+    which fails), gather addressing (one program per block, or per direction), and the backward through
+    transposed copies (``col_copy``, the default from 32x32 up), at 13 x 9 in fp32."""
     from geomamba.ops.triton import SS2DOptions
 
     _ss2d_case(2, 8, 13, 9, 1, 4, torch.float32, SS2DOptions(**opts))

@@ -79,10 +79,15 @@ def test_backend_registers_the_routed_pair():
 
 
 def test_shipped_rule_at_the_flagship_maps(monkeypatch):
-    """The measured decision (route.py): forward fused at 64x64, 32x32 and 16x16; backward fused at 32x32
-    and 16x16, composed at 64x64; d_state 16 composed."""
+    """The measured decision (route.py): forward and backward fused at 64x64, 32x32 and 16x16 (round 3:
+    the backward's column-major directions go through transposed copies from 32x32 up); larger maps and
+    d_state 16 composed."""
+    from geomamba.ops.triton.launch import COL_COPY_MIN_PIXELS, SS2D_DEFAULTS
+
     monkeypatch.delenv(route.ENV_FUSED, raising=False)
-    assert all(route.fused_ss2d(s, s, 1, backward=False) for s in (64, 32, 16))
-    assert route.fused_ss2d(32, 32, 1, backward=True) and route.fused_ss2d(16, 16, 1, backward=True)
-    assert not route.fused_ss2d(64, 64, 1, backward=True)
+    for backward in (False, True):
+        assert all(route.fused_ss2d(s, s, 1, backward=backward) for s in (64, 32, 16))
+        assert not route.fused_ss2d(128, 128, 1, backward=backward)
     assert not route.fused_ss2d(16, 16, 16, backward=False)
+    assert 16 * 16 < COL_COPY_MIN_PIXELS <= 32 * 32
+    assert SS2D_DEFAULTS["backward_large"].col_copy and not SS2D_DEFAULTS["backward"].col_copy

@@ -31,10 +31,11 @@ __all__ = [
 ENV_FUSED = "GEOMAMBA_SS2D_FUSED"
 
 # Largest map (H * W) run fused, per phase; 0 = never. H100, bf16, N = 1, K = 4, batch 16 and 32, fused
-# vs composed time (bench/scan_gpu.py, bench/ss2d_route_gpu.py, bench/NOTES_triton.md): forward fused
-# 2.6x faster at 64x64, 2.7-3.8x at 32x32, 3.4-6.5x at 16x16; backward fused 1.06-1.40x at 32x32,
-# 1.8-3.1x at 16x16 but 0.38-0.40x at 64x64 (strided column-major loads thrash L1 there).
-FUSED_MAX_PIXELS = {"forward": 4096, "backward": 1024}
+# vs composed time (bench/scan_gpu.py, bench/ss2d_route_gpu.py, bench/bwd_sweep_gpu.py,
+# bench/NOTES_triton.md): forward fused 2.6x faster at 64x64, 2.7-3.8x at 32x32, 3.4-6.5x at 16x16;
+# backward fused 1.69x at 64x64 and 1.95x at 32x32 (round 3: column-major directions through transposed
+# copies, launch.COL_COPY_MIN_PIXELS), 2.8x at 16x16 (gather). Larger maps were not measured: composed.
+FUSED_MAX_PIXELS = {"forward": 4096, "backward": 4096}
 # Largest d_state run fused (the fused kernels were measured at N = 1; N = 16 runs composed).
 FUSED_MAX_STATE = 1
 

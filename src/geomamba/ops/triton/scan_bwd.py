@@ -164,7 +164,8 @@ def _bwd_seq(
             du = du + Dv[:, None] * dy_d
             acc_dD += dy_d * u_d
         if SOFTPLUS:
-            ddt = ddt * tl.sigmoid(channel_pick(dr, BD, NP, CH))
+            # softplus'(x) = sigmoid(x) = exp(x - softplus(x)): one exp2, no division
+            ddt = ddt * channel_pick(tl.exp2((dr - dt) * 1.4426950408889634), BD, NP, CH)
         ddt = tl.where(valid, ddt, 0.0)
         if HAS_BIAS:
             acc_db += ddt
@@ -216,10 +217,11 @@ def _bwd_dir(
 def scan_bwd_kernel(
     x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
     dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
+    xT_ptr, deltaT_ptr, BT_ptr, CT_ptr, dyT_ptr, accT_ptr, ddeltaT_ptr, dBT_ptr, dCT_ptr,
     Dm, K, G, N, L, Lv, H, W, n_dblocks, nc_max,
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, SS2D: tl.constexpr, SEQ_K: tl.constexpr,
-    KC: tl.constexpr, COL_T3: tl.constexpr, DBC_ATOMIC: tl.constexpr,
+    KC: tl.constexpr, COL_T3: tl.constexpr, DBC_ATOMIC: tl.constexpr, COL_COPY: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr, TO_C: tl.constexpr, TI_C: tl.constexpr,
     STAGES: tl.constexpr,
 ):  # fmt: skip
@@ -229,6 +231,12 @@ def scan_bwd_kernel(
     written directly when one direction owns it (plain scan, K = 1, or the last direction of
     ``SEQ_K``), else accumulated into dxacc (the caller converts it). ``st_ptr`` is a
     ``(programs, nc_max, BD * NP)`` fp32 scratch for the chunk-entry states (reused by each direction).
+
+    ``COL_COPY`` (SS2D, ``SEQ_K``, K = 2 or 4): the column-major directions read copies that the launcher
+    transposed into column-major (sequence) order (``xT``, ``dyT`` ``(batch, Dm, W, H)``; ``deltaT``,
+    ``BT``, ``CT`` with directions 1 and 3 in sequence order) and write ``ddeltaT``, ``dBT``, ``dCT`` in
+    that order, so every direction is a flat, coalesced row scan (no strided column loads). dx is merged
+    in fp32: rows into ``dxacc``, columns into ``accT`` (transposed); the launcher adds the two.
     """
     pid = tl.program_id(0)
     if SEQ_K:
@@ -250,6 +258,39 @@ def scan_bwd_kernel(
             TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, 0, DBC_ATOMIC, False, False, False,
             BD, NP, 1, CH, STAGES,
         )  # fmt: skip
+    elif SEQ_K and COL_COPY:
+        _bwd_dir(
+            x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
+            dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
+            b, 0, d0, g, st_base, Dm, K, G, N, L, Lv, H, W,
+            TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, DBC_ATOMIC, False, False, False,
+            BD, NP, 1, CH, STAGES,
+        )  # fmt: skip
+        tl.debug_barrier()
+        _bwd_dir(
+            xT_ptr, deltaT_ptr, A_ptr, BT_ptr, CT_ptr, D_ptr, bias_ptr, z_ptr, dyT_ptr, dlast_ptr, st_ptr,
+            dx_ptr, accT_ptr, ddeltaT_ptr, dA_ptr, dBT_ptr, dCT_ptr, dD_ptr, dbias_ptr, dz_ptr,
+            b, 1, d0, g, st_base, Dm, K, G, N, L, Lv, W, H,
+            TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, DBC_ATOMIC, False, False, False,
+            BD, NP, 1, CH, STAGES,
+        )  # fmt: skip
+        if KC == 4:
+            tl.debug_barrier()
+            _bwd_dir(
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
+                dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
+                b, 2, d0, g, st_base, Dm, K, G, N, L, Lv, H, W,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, DBC_ATOMIC, False, False, True,
+                BD, NP, 1, CH, STAGES,
+            )  # fmt: skip
+            tl.debug_barrier()
+            _bwd_dir(
+                xT_ptr, deltaT_ptr, A_ptr, BT_ptr, CT_ptr, D_ptr, bias_ptr, z_ptr, dyT_ptr, dlast_ptr, st_ptr,
+                dx_ptr, accT_ptr, ddeltaT_ptr, dA_ptr, dBT_ptr, dCT_ptr, dD_ptr, dbias_ptr, dz_ptr,
+                b, 3, d0, g, st_base, Dm, K, G, N, L, Lv, W, H,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, DBC_ATOMIC, False, False, True,
+                BD, NP, 1, CH, STAGES,
+            )  # fmt: skip
     elif SEQ_K:
         if KC == 1:
             _bwd_dir(
