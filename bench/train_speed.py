@@ -466,7 +466,7 @@ def parse_args(argv=None):
         args.train_batches = "2,4" if args.train_batches == "16,32" else args.train_batches
         args.deep_depths = "1,1,2" if args.deep_depths == "2,2,15" else args.deep_depths
         args.steps, args.warmup = args.steps or 2, 1 if args.warmup is None else args.warmup
-        args.loader_setups = [(64, 1, False, 12), (128, 8, True, 2)]
+        args.loader_setups = [(64, 1, False, 24), (128, 8, True, 2)]
         args.loader_workers = 1 if args.loader_workers is None else args.loader_workers
     else:
         args.loader_setups = [(256, 50, False, 64), (1024, 200, False, 16), (1024, 200, True, 16)]
