@@ -307,6 +307,11 @@ class CompileJob:
         if self.mine:
             os.sched_setaffinity(0, set(self.mine))
 
+    @property
+    def busy(self) -> bool:
+        """Still compiling or warming up (not yet waiting for the go, not finished or failed)."""
+        return self.ready is None and self.result is None and self.error is None and self.proc.poll() is None
+
     def poll(self, timeout: float = 0.0) -> None:
         """Read what the worker printed (waiting up to ``timeout`` seconds for a line)."""
         if self.proc.stdout is None or (self.proc.poll() is not None and self.result is not None):
@@ -558,6 +563,9 @@ def main(argv=None) -> int:
                 status="skipped", reason=f"budget: {left:.0f} s left of --budget-s {args.budget_s:.0f}"
             )
         else:
+            if compile_job is not None:  # timings taken while the worker compiles share the CPU and GPU
+                compile_job.poll()
+                rec["compile_worker_busy"] = compile_job.busy
             t = time.perf_counter()
             try:
                 rec.update(run_job(job, cfg, device, args, profile_txt, header))
