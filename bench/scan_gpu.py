@@ -8,9 +8,10 @@ large shape, N = 1 and N = 16, with the minimal bytes each kernel must move:
     forward:  read u, delta, B, C; write y
     backward: read u, delta, B, C, dout; write du, ddelta, dB, dC
 
-so that effective bandwidth = bytes / time; the fused SS2D core against cross_scan + Triton scan +
-cross_merge (forward + backward); and the SS2D layer forward + backward on the fused Triton path against
-the reference path of the tree. Prints a table and writes ``bench/results/scan_gpu_<gpu>.json``.
+so that effective bandwidth = bytes / time; the fused SS2D core and the routed pair (route.py: what the
+backend runs) against the backend's composed path (reorders + Triton plain scan + cross_merge), forward
+and backward; and the SS2D layer forward + backward through the dispatcher: reference backend, Triton
+with every SS2D composed, Triton routed. Prints a table and writes ``bench/results/scan_gpu_<gpu>.json``.
 
     PYTHONPATH=src python bench/scan_gpu.py [--sweep] [--out PATH]
     PYTHONPATH=src TRITON_INTERPRET=1 python bench/scan_gpu.py --tiny   # CPU smoke run of the script
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import statistics
@@ -31,10 +33,11 @@ import torch
 import triton
 
 from geomamba.layers.ss2d import SS2D
-from geomamba.ops.cross_scan import cross_merge, cross_scan
+from geomamba.ops.selective_scan._backends import get_backend
 from geomamba.ops.selective_scan.naive import selective_scan_naive
+from geomamba.ops.ss2d_scan import composed_ss2d_bwd, composed_ss2d_fwd
 from geomamba.ops.triton import ScanConfig, selective_scan_bwd, selective_scan_fwd, ss2d_bwd, ss2d_fwd
-from geomamba.ops.triton.functional import triton_selective_scan, triton_ss2d_scan
+from geomamba.ops.triton.route import ENV_FUSED, fused_ss2d, ss2d_bwd_routed, ss2d_fwd_routed
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -115,52 +118,39 @@ def ss2d_inputs(batch, dm, h, w, n, k, dtype, dev):
     )
 
 
-def _unfused(s, dy, k, h, w):
-    """cross_scan + Triton scan + cross_merge: forward and backward callables."""
-    batch, dm, length = s["x"].shape[0], s["x"].shape[1], h * w
-    dseq = s["delta"].reshape(batch, k * dm, length)  # the unfused x_proj would give scan order directly
-    rest = (s["A"], s["B"], s["C"], s["D"], None, s["delta_bias"], True)
-
-    def fwd():
-        xs = cross_scan(s["x"], k).reshape(batch, k * dm, length)
-        y, _ = selective_scan_fwd(xs, dseq, *rest)
-        return cross_merge(y.view(batch, k, dm, length), h, w)
-
-    def bwd():
-        xs = cross_scan(s["x"], k).reshape(batch, k * dm, length)  # saved by the forward in a real graph
-        dys = cross_scan(dy, k).reshape(batch, k * dm, length)  # cross_merge's backward
-        g = selective_scan_bwd(dys, xs, dseq, *rest)
-        return cross_merge(g[0].view(batch, k, dm, length), h, w)  # cross_scan's backward
-
-    return fwd, bwd
-
-
 def _core_row(name, shape, dev, copy_gbs, cfg=None):
+    """Fused kernels, the composed path exactly as the backend runs it (reorders of x, delta, B, C, dy and
+    the gradients, Triton plain scan), and the routed pair (what the backend runs for this shape)."""
     batch, dm, h, w, n, k = shape
     s = ss2d_inputs(batch, dm, h, w, n, k, torch.bfloat16, dev)
     length = h * w
     fargs = (s["x"], s["delta"], s["A"], s["B"], s["C"], s["D"], s["delta_bias"], k)
     dy = torch.randn_like(s["x"])
+    be = get_backend("triton")
     t_f = bench(lambda: ss2d_fwd(*fargs, config=cfg))
     t_b = bench(lambda: ss2d_bwd(dy, *fargs, config=cfg))
-    unfused_fwd, unfused_bwd = _unfused(s, dy, k, h, w)
-    t_uf = bench(unfused_fwd)
-    t_xs = bench(lambda: cross_scan(s["x"], k).contiguous())
-    t_ub = bench(unfused_bwd) - t_xs  # the forward's saved xs is not recomputed in a real graph
+    t_cf = bench(lambda: composed_ss2d_fwd(be, *fargs))
+    t_cb = bench(lambda: composed_ss2d_bwd(be, dy, *fargs))
+    t_rf = bench(lambda: ss2d_fwd_routed(*fargs))
+    t_rb = bench(lambda: ss2d_bwd_routed(dy, *fargs))
     es = 2
     fwd_b = (2 * batch * dm * length + batch * k * dm * length + 2 * batch * k * n * length) * es
     bwd_b = (3 * batch * dm * length + 2 * batch * k * dm * length + 4 * batch * k * n * length) * es
     return dict(
         shape=name, batch=batch, d_inner=dm, H=h, W=w, N=n, K=k, dtype="bf16",
-        config=None if cfg is None else [cfg.bd, cfg.chunk, cfg.num_warps], fused_fwd_ms=t_f, fused_bwd_ms=t_b, unfused_fwd_ms=t_uf, unfused_bwd_ms=t_ub,
-        speedup_fwd_bwd=(t_uf + t_ub) / (t_f + t_b),
+        config=None if cfg is None else [cfg.bd, cfg.chunk, cfg.num_warps, cfg.num_stages],
+        fused_fwd_ms=t_f, fused_bwd_ms=t_b, composed_fwd_ms=t_cf, composed_bwd_ms=t_cb,
+        routed_fwd_ms=t_rf, routed_bwd_ms=t_rb,
+        routed_fused=[fused_ss2d(h, w, n, backward=False), fused_ss2d(h, w, n, backward=True)],
+        fused_speedup_fwd=t_cf / t_f, fused_speedup_bwd=t_cb / t_b,
+        fused_speedup_fwd_bwd=(t_cf + t_cb) / (t_f + t_b), routed_speedup_fwd_bwd=(t_cf + t_cb) / (t_rf + t_rb),
         fused_fwd_pct_copy=100 * fwd_b / t_f / 1e6 / copy_gbs,
         fused_bwd_pct_copy=100 * bwd_b / t_b / 1e6 / copy_gbs,
     )  # fmt: skip
 
 
 def ss2d_core_rows(shapes, dev, copy_gbs, sweep_configs=None):
-    """Fused SS2D core vs cross_scan + Triton scan + cross_merge, forward and backward, bf16."""
+    """Fused SS2D core vs the backend's composed path and the routed pair, forward and backward, bf16."""
     return [
         _core_row(name, tuple(shape), dev, copy_gbs, cfg)
         for name, *shape in shapes
@@ -168,22 +158,9 @@ def ss2d_core_rows(shapes, dev, copy_gbs, sweep_configs=None):
     ]
 
 
-def _fused_core_forward(core, x):
-    """SS2DCore forward on the fused Triton SS2D op: x_proj/dt_proj on the image layout (no K copies)."""
-    k, r, n = core.directions, core.dt_rank, core.d_state
-    x_dbl = torch.einsum("bdl,kcd->bkcl", x.flatten(2), core.x_proj_weight.to(x.dtype))
-    dts, bs, cs = torch.split(x_dbl, [r, n, n], dim=2)
-    dts = torch.einsum("bkrl,kdr->bkdl", dts, core.dt_projs_weight.to(dts.dtype))
-    return triton_ss2d_scan(
-        x, dts, -torch.exp(core.A_logs.float()), bs, cs, core.Ds.float(),
-        core.dt_projs_bias.reshape(-1).float(), k,
-    )  # fmt: skip
-
-
 def layer_rows(shapes, dev, ref_reps):
-    """SS2D layer forward + backward (bf16 autocast): reference path of the tree vs Triton paths."""
-    import geomamba.layers.ss2d as ss2d_mod
-
+    """SS2D layer forward + backward (bf16 autocast) through the dispatcher: the reference backend, the
+    Triton backend with every SS2D composed (GEOMAMBA_SS2D_FUSED=never) and routed (the default rule)."""
     rows = []
     for name, batch, d_model, h, w, n in shapes:
         torch.manual_seed(0)
@@ -196,28 +173,28 @@ def layer_rows(shapes, dev, ref_reps):
             out.float().sum().backward()
 
         row = dict(shape=name, batch=batch, d_model=d_model, H=h, W=w, N=n)
-        orig_scan, orig_fwd = ss2d_mod.selective_scan, ss2d_mod.SS2DCore.forward
+        step()  # warm-up
+        ms = []
+        for _ in range(ref_reps):
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            step()
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+            ms.append((time.perf_counter() - t0) * 1e3)
+        row["reference_ms"] = statistics.median(ms)
+        layer.core.backend = "triton"
+        old = os.environ.get(ENV_FUSED)
         try:
-            step()  # warm-up
-            ms = []
-            for _ in range(ref_reps):
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-                step()
-                if dev.type == "cuda":
-                    torch.cuda.synchronize()
-                ms.append((time.perf_counter() - t0) * 1e3)
-            row["reference_ms"] = statistics.median(ms)
-            row["reference_path"] = "tree SS2D(backend='ref') (interim tree: the naive per-token loop)"
-            ss2d_mod.selective_scan = lambda *a, backend="auto", **kw: triton_selective_scan(*a, **kw)
-            row["triton_unfused_ms"] = bench(step, reps=50)
-            ss2d_mod.SS2DCore.forward = _fused_core_forward
-            row["triton_fused_ms"] = bench(step, reps=50)
+            os.environ[ENV_FUSED] = "never"
+            row["triton_composed_ms"] = bench(step, reps=50)
+            os.environ[ENV_FUSED] = "auto"
+            row["triton_routed_ms"] = bench(step, reps=50)
         finally:
-            ss2d_mod.selective_scan, ss2d_mod.SS2DCore.forward = orig_scan, orig_fwd
-        row["speedup_vs_reference"] = row["reference_ms"] / row["triton_fused_ms"]
-        row["fused_vs_unfused"] = row["triton_unfused_ms"] / row["triton_fused_ms"]
+            os.environ.pop(ENV_FUSED, None) if old is None else os.environ.__setitem__(ENV_FUSED, old)
+        row["speedup_vs_reference"] = row["reference_ms"] / row["triton_routed_ms"]
+        row["routed_vs_composed"] = row["triton_composed_ms"] / row["triton_routed_ms"]
         rows.append(row)
     return rows
 
@@ -248,7 +225,7 @@ def main(argv=None) -> int:
     gpu = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu-interpreter"
     if args.tiny:
         scan_shapes = [("tiny", 1, 8, 64, 1, 4), ("tiny_n16", 1, 4, 32, 16, 1)]
-        core_shapes = [("tiny", 1, 4, 4, 4, 1, 4)]
+        core_shapes = [("tiny", 1, 4, 4, 4, 1, 4), ("tiny_colcopy", 1, 4, 32, 32, 1, 4)]
         lay_shapes = [("tiny", 1, 8, 4, 4, 1)]
         copy_numel = 1 << 16
     else:
@@ -264,9 +241,16 @@ def main(argv=None) -> int:
             ("stage1", 16, 256, 64, 64, 1, 4),
             ("stage2", 16, 512, 32, 32, 1, 4),
             ("stage3", 16, 1024, 16, 16, 1, 4),
-            ("stage1_n16", 16, 256, 64, 64, 16, 4),
+            ("stage1_b32", 32, 128, 64, 64, 1, 4),
+            ("stage2_b32", 32, 256, 32, 32, 1, 4),
+            ("stage3_b32", 32, 512, 16, 16, 1, 4),
+            ("stage3_n16", 16, 1024, 16, 16, 16, 4),
         ]
-        lay_shapes = [("stage1", 16, 128, 64, 64, 1), ("stage3", 16, 512, 16, 16, 1)]
+        lay_shapes = [
+            ("stage1", 16, 128, 64, 64, 1),
+            ("stage2", 16, 256, 32, 32, 1),
+            ("stage3", 16, 512, 16, 16, 1),
+        ]
         copy_numel = 1 << 28
     copy_gbs = copy_bandwidth(dev, copy_numel)
     print(f"device {gpu}  torch {torch.__version__}  triton {triton.__version__}  copy {copy_gbs:.0f} GB/s")
@@ -298,7 +282,7 @@ def main(argv=None) -> int:
     core = ss2d_core_rows(core_shapes[:1], dev, copy_gbs, core_sweep) + ss2d_core_rows(
         core_shapes[1:], dev, copy_gbs
     )
-    layer = [] if args.skip_layer else layer_rows(lay_shapes, dev, ref_reps=1)
+    layer = [] if args.skip_layer or dev.type != "cuda" else layer_rows(lay_shapes, dev, ref_reps=1)
     naive_ms = naive_forward_ms(dev) if not args.tiny else None
 
     print("\nplain scan, bf16 inputs, G=4 (percent of the measured copy bandwidth)")
@@ -309,21 +293,22 @@ def main(argv=None) -> int:
             f"{r['shape']:12} {r['N']:>3} {cfg:>14} {r['fwd_ms']:8.3f} {r['fwd_pct_copy']:6.1f}"
             f" {r['bwd_ms']:8.3f} {r['bwd_pct_copy']:6.1f}"
         )
-    print("\nSS2D core (K=4, bf16): fused vs cross_scan + Triton scan + cross_merge")
+    print("\nSS2D core (K=4, bf16): fused kernels and routed pair vs the backend's composed path")
     for r in core:
         cfg = "default" if r["config"] is None else "x".join(map(str, r["config"]))
         print(
-            f"{r['shape']:12} N={r['N']:<3} {cfg:>9} fused fwd {r['fused_fwd_ms']:.3f} bwd {r['fused_bwd_ms']:.3f} ms"
-            f" ({r['fused_fwd_pct_copy']:.0f}% / {r['fused_bwd_pct_copy']:.0f}%)  unfused fwd"
-            f" {r['unfused_fwd_ms']:.3f} bwd {r['unfused_bwd_ms']:.3f} ms  speedup {r['speedup_fwd_bwd']:.2f}x"
+            f"{r['shape']:12} N={r['N']:<3} {cfg:>9} fused {r['fused_fwd_ms']:.3f}/{r['fused_bwd_ms']:.3f} ms"
+            f" composed {r['composed_fwd_ms']:.3f}/{r['composed_bwd_ms']:.3f} ms  fused speedup fwd"
+            f" {r['fused_speedup_fwd']:.2f}x bwd {r['fused_speedup_bwd']:.2f}x  routed {r['routed_fused']}"
+            f" {r['routed_fwd_ms']:.3f}/{r['routed_bwd_ms']:.3f} ms = {r['routed_speedup_fwd_bwd']:.2f}x"
         )
     if layer:
-        print("\nSS2D layer forward+backward (bf16 autocast)")
+        print("\nSS2D layer forward+backward (bf16 autocast, through the dispatcher)")
         for r in layer:
             print(
-                f"{r['shape']:12} reference {r['reference_ms']:.1f} ms  triton unfused {r['triton_unfused_ms']:.2f}"
-                f"  fused {r['triton_fused_ms']:.2f} ms  vs reference {r['speedup_vs_reference']:.0f}x"
-                f"  fused vs unfused {r['fused_vs_unfused']:.2f}x"
+                f"{r['shape']:12} reference {r['reference_ms']:.1f} ms  triton composed {r['triton_composed_ms']:.2f}"
+                f"  routed {r['triton_routed_ms']:.2f} ms  vs reference {r['speedup_vs_reference']:.0f}x"
+                f"  routed vs composed {r['routed_vs_composed']:.2f}x"
             )
     if naive_ms is not None:
         print(f"\nper-token PyTorch loop, forward at stage1 (16, 1024, 4096, N=1): {naive_ms:.0f} ms")

@@ -206,6 +206,9 @@ def test_training_step_has_no_host_sync(tiny_dataset, overrides, tmp_path):
         "trainer.max_epochs=1",
         "trainer.gradient_clip_val=1.0",
         "eval.pad_multiple=16",
+        # The non-finite guard reads one flag per step unless the optimiser takes ``found_inf`` (fused,
+        # on a GPU); its device-side path is tested in tests/reliability/test_numerical_guards.py.
+        "trainer.skip_nonfinite=false",
     ]
     watch = _SyncWatch()
     train(load_config(None, over), resume=False, callbacks=[watch])

@@ -145,7 +145,8 @@ def test_ddp_writes_one_set_of_outputs(ddp_run):
     top = sorted(p.name for p in run.iterdir())
     assert top == ["checkpoints", "config.yaml", "curves", "error_maps", "logs", "metrics.json", "train.log"]
     ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
-    assert len(ckpts) == 2 and ckpts[1] == "last.ckpt" and ckpts[0].startswith("best-")
+    # best, last and the previous resume point (kept as the fallback when last.ckpt is damaged)
+    assert len(ckpts) == 3 and ckpts[1:] == ["last.ckpt", "last.prev.ckpt"] and ckpts[0].startswith("best-")
     for kind in ("tensorboard", "csv"):
         assert [p.name for p in (run / "logs" / kind).iterdir()] == ["version_0"]
     assert not [p for p in run.rglob(".*")]  # no temporary files left by concurrent writers
@@ -222,6 +223,7 @@ def test_unsupported_distributed_settings_are_config_errors(tiny_dataset, tmp_pa
 def _fake_world(monkeypatch, size: int) -> None:
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
     monkeypatch.setattr(torch.distributed, "get_world_size", lambda *a, **k: size)
+    monkeypatch.setattr(torch.distributed, "get_rank", lambda *a, **k: 0)
 
 
 def test_training_loader_keeps_a_partial_batch_per_rank(tiny_dataset, tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ def _probe():
         raise RuntimeError(f"interpreter probe returned {out.tolist()}")
 
 
-def _plain(batch, dim, length, n, groups, *, d, z, bias, dlast, cfg):
+def _plain(batch, dim, length, n, groups, *, d, z, bias, dlast, cfg, partial=None):
     from geomamba.ops.selective_scan.naive import selective_scan_naive
     from geomamba.ops.triton import selective_scan_bwd, selective_scan_fwd
 
@@ -56,7 +56,9 @@ def _plain(batch, dim, length, n, groups, *, d, z, bias, dlast, cfg):
     ((y_ref * dy).sum() + ((last_ref * dl).sum() if dlast else 0)).backward()
     f32 = [t.float() if t is not None else None for t in ins]
     y, last = selective_scan_fwd(*f32, True, config=cfg)
-    grads = selective_scan_bwd(dy.float(), *f32, True, dl.float() if dlast else None, config=cfg)
+    grads = selective_scan_bwd(
+        dy.float(), *f32, True, dl.float() if dlast else None, config=cfg, partial_dbc=partial
+    )
     errs = {"y": _rel(y, y_ref), "last_state": _rel(last, last_ref)}
     for name, g, r in zip(["u", "delta", "A", "B", "C", "D", "z", "delta_bias"], grads, req, strict=True):
         if (g is None) != (r is None):
@@ -74,7 +76,7 @@ def scan_order(t, h, w, k):
     return torch.stack([cross_scan(t[:, i].reshape(b, c, h, w), 4)[:, i] for i in range(k)], 1)
 
 
-def _ss2d(batch, dm, h, w, n, k, *, cfg):
+def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None):
     from geomamba.ops.cross_scan import cross_merge, cross_scan
     from geomamba.ops.selective_scan.naive import selective_scan_naive
     from geomamba.ops.triton import ss2d_bwd, ss2d_fwd
@@ -99,8 +101,8 @@ def _ss2d(batch, dm, h, w, n, k, *, cfg):
     dy = torch.randn_like(y_ref)
     (y_ref * dy).sum().backward()
     f32 = [t.float() for t in ins]
-    errs = {"y": _rel(ss2d_fwd(*f32, k, config=cfg), y_ref)}
-    grads = ss2d_bwd(dy.float(), *f32, k, config=cfg)
+    errs = {"y": _rel(ss2d_fwd(*f32, k, config=cfg, options=opts), y_ref)}
+    grads = ss2d_bwd(dy.float(), *f32, k, config=cfg, options=opts)
     for name, g, t in zip(["x", "delta", "A", "B", "C", "D", "delta_bias"], grads, r, strict=True):
         errs["d" + name] = _rel(g, t.grad)
     return errs
@@ -112,10 +114,15 @@ def main() -> None:
     except Exception as err:  # the interpreter cannot run here: the test skips with this reason
         print(json.dumps({"skip": f"Triton interpreter unavailable: {type(err).__name__}: {err}"}))
         return
-    from geomamba.ops.triton import ScanConfig
+    from geomamba.ops.triton import ScanConfig, SS2DOptions
 
     torch.manual_seed(0)
     small = ScanConfig(2, 16, 4)
+    wide = ScanConfig(2, 64, 4)
+    # the round-1 path: one program per direction, fp32 atomics, transposed 3-D column tiles
+    t3_atomic = SS2DOptions(col_t3=True, seq_k=False, dbc_atomic=True)
+    colcopy = SS2DOptions(col_copy=True)
+    colcopy_atomic = SS2DOptions(col_copy=True, dbc_atomic=True)
     cases = {
         # L not a multiple of the chunk, groups, z gate, D, delta_bias and dlast_state
         "plain_N4_G2_all": lambda: _plain(2, 4, 37, 4, 2, d=True, z=True, bias=True, dlast=True, cfg=small),
@@ -135,6 +142,16 @@ def main() -> None:
         "ss2d_K4_20x3_N2": lambda: _ss2d(1, 2, 20, 3, 2, 4, cfg=small),
         # two directions
         "ss2d_K2_4x6": lambda: _ss2d(1, 2, 4, 6, 1, 2, cfg=small),
+        # several whole columns per chunk (TO = 4, TI = 16, masked rows and columns), default options
+        "ss2d_K4_13x9_cols": lambda: _ss2d(1, 4, 13, 9, 1, 4, cfg=wide),
+        # the same through the transposed tiles and atomics; dB/dC atomics in the plain scan too
+        "ss2d_K4_13x9_t3_atomic": lambda: _ss2d(1, 4, 13, 9, 1, 4, cfg=wide, opts=t3_atomic),
+        # column-major directions through launcher-made transposed copies (backward col_copy), K = 4 and 2
+        "ss2d_K4_13x9_colcopy": lambda: _ss2d(1, 4, 13, 9, 2, 4, cfg=small, opts=colcopy),
+        "ss2d_K2_5x7_colcopy_atomic": lambda: _ss2d(1, 2, 5, 7, 1, 2, cfg=small, opts=colcopy_atomic),
+        "plain_N2_G2_atomic_dbc": lambda: _plain(
+            2, 4, 37, 2, 2, d=True, z=False, bias=True, dlast=False, cfg=small, partial=False
+        ),
     }
     print(json.dumps({name: fn() for name, fn in cases.items()}))
 

@@ -1,21 +1,26 @@
-"""GPU tests of the Triton selective scan and fused SS2D scan (marker ``gpu``: skipped without CUDA).
+"""GPU tests of the Triton selective scan and SS2D paths (marker ``gpu``: skipped without CUDA).
 
-References: the naive per-token loop (``selective_scan_naive``, fp32 state) on the same inputs, and
-cross_scan + naive scan + cross_merge for the fused SS2D. Relative error ``|out - ref| / |ref|`` per
-output and gradient: fp32 inputs 1e-4; bf16/fp16 inputs 1e-2 (outputs and gradients are rounded to the
-input dtype, the arithmetic is fp32 in both).
+Reference: the chunked reference backend (``backend="ref"``) in float64 on the GPU, on the same
+(dtype-rounded) inputs, outputs and every gradient through autograd; for SS2D, cross_scan + that scan +
+cross_merge. Relative error ``|out - ref| / |ref|``: fp32 inputs 1e-4; bf16/fp16 inputs 1e-2 (outputs
+and gradients are rounded to the input dtype, the arithmetic is fp32).
+
+Design (the suite must stay within a few minutes on one H100, Triton compiling every specialization):
+the plain scan runs a pairwise covering array of N {1, 4, 16} x G {1, 4} x dtype x L {1, 7, 4096,
+65536} x batch {1, 16} x optional inputs {none, D + delta_bias, all (z, D, delta_bias, dlast_state)}
+(13 cases; every pair of levels of any two factors appears); the fused SS2D runs N {1, 4, 16} x K
+{1, 2, 4} x {fp32, bf16} on odd, square, wide and tall maps; VSSBlock trains 20 steps on each path.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib.util
+import importlib
 
 import pytest
 import torch
 
 from geomamba.ops.cross_scan import cross_merge, cross_scan
-from geomamba.ops.selective_scan.naive import selective_scan_naive
 
 pytestmark = pytest.mark.gpu
 triton = pytest.importorskip("triton")
@@ -26,7 +31,6 @@ from _triton_interpret_cases import scan_order  # noqa: E402  (tests/ops is on s
 from geomamba.ops.triton._common import combine_fwd  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-HAS_DISPATCH = importlib.util.find_spec("geomamba.ops.selective_scan._backends") is not None
 
 
 def _tol(dtype):
@@ -34,11 +38,16 @@ def _tol(dtype):
 
 
 def _rel(a, b):
-    """Relative error; absolute where the reference is exactly zero (dA at L = 1: no previous state),
-    since rounding (an FMA-contracted h_t - b_t) leaves ~1e-8 there."""
+    """Relative error; absolute where the reference is exactly zero (dA at L = 1: no previous state)."""
     den = b.double().norm()
     err = (a.double() - b.double()).norm()
     return (err / den).item() if den > 0 else err.item()
+
+
+def _ref_scan(*args, **kwargs):
+    from geomamba.ops.selective_scan import selective_scan
+
+    return selective_scan(*args, backend="ref", **kwargs)
 
 
 @triton.jit
@@ -48,19 +57,11 @@ def _scan_kernel(a_ptr, b_ptr, out_ptr, R: tl.constexpr, CH: tl.constexpr, REVER
     tl.store(out_ptr + off, hh)
 
 
-@triton.jit
-def _colmajor_kernel(x_ptr, out_ptr, W, TO: tl.constexpr, TI: tl.constexpr):
-    w = tl.arange(0, TO)
-    h = tl.arange(0, TI)
-    v = tl.load(x_ptr + w[:, None] + h[None, :] * W)
-    tl.store(out_ptr + tl.arange(0, TO * TI), tl.reshape(v, (TO * TI,)))
-
-
-@pytest.mark.parametrize("warps", [1, 4])
-@pytest.mark.parametrize(("rows", "ch"), [(1, 16), (4, 16), (4, 256), (16, 64), (2, 512)])
-@pytest.mark.parametrize("reverse", [False, True])
-def test_triton_scan_and_transpose_primitives(rows, ch, warps, reverse):
-    """The kernels rely on tl.associative_scan (both directions) and on reshape of a transposed tile."""
+@pytest.mark.parametrize(
+    ("rows", "ch", "warps", "reverse"), [(1, 16, 1, False), (4, 256, 4, True), (2, 512, 4, False)]
+)
+def test_triton_scan_primitive(rows, ch, warps, reverse):
+    """The kernels rely on tl.associative_scan with a non-commutative combine, both directions."""
     a, b = torch.rand(rows, ch, device="cuda"), torch.randn(rows, ch, device="cuda")
     out = torch.empty_like(a)
     _scan_kernel[(1,)](a, b, out, rows, ch, reverse, num_warps=warps)
@@ -69,11 +70,6 @@ def test_triton_scan_and_transpose_primitives(rows, ch, warps, reverse):
         h = a[:, t] * h + b[:, t]
         ref[:, t] = h
     assert _rel(out, ref) < 1e-5
-    to, ti = max(1, ch // 64), min(ch, 64)
-    img = torch.randn(ti, to + 3, device="cuda")  # (H, W) row-major, W > TO
-    flat = torch.empty(to * ti, device="cuda")
-    _colmajor_kernel[(1,)](img, flat, img.shape[1], to, ti, num_warps=warps)
-    assert torch.equal(flat, img[:, :to].t().reshape(-1))
 
 
 def _delta(raw, softplus):
@@ -81,7 +77,7 @@ def _delta(raw, softplus):
     return raw * 0.5 - 1.0 if softplus else raw.abs() * 0.3 + 0.01
 
 
-def _scan_case(batch, dim, length, n, groups, dtype, *, d=True, z=True, bias=True, dlast=True, softplus=True):
+def _scan_case(batch, dim, length, n, groups, dtype, *, d, z, bias, dlast, softplus=True):
     from geomamba.ops.triton import selective_scan_bwd, selective_scan_fwd
 
     dev = "cuda"
@@ -95,45 +91,69 @@ def _scan_case(batch, dim, length, n, groups, dtype, *, d=True, z=True, bias=Tru
         torch.randn(batch, dim, length, device=dev).to(dtype) if z else None,
         torch.randn(dim, device=dev) * 0.3 if bias else None,
     ]
-    req = [t.clone().requires_grad_() if t is not None else None for t in ins]
-    y_ref, last_ref = selective_scan_naive(*req, softplus, True)
-    dy = torch.randn_like(y_ref)
+    req = [t.detach().double().requires_grad_() if t is not None else None for t in ins]
+    y_ref, last_ref = _ref_scan(
+        *req[:5], D=req[5], z=req[6], delta_bias=req[7], delta_softplus=softplus, return_last_state=True
+    )
+    dy = torch.randn_like(y_ref).to(dtype).double()  # rounded once: kernel and reference see the same dy
     dl = torch.randn_like(last_ref) if dlast else None
-    ((y_ref.float() * dy.float()).sum() + ((last_ref * dl).sum() if dlast else 0)).backward()
+    ((y_ref * dy).sum() + ((last_ref * dl).sum() if dlast else 0)).backward()
     y, last = selective_scan_fwd(*ins, softplus)
-    grads = selective_scan_bwd(dy, *ins, softplus, dl)
+    grads = selective_scan_bwd(dy.to(dtype), *ins, softplus, dl.float() if dlast else None)
     assert y.dtype == dtype and y.shape == y_ref.shape and last.dtype == torch.float32
     errs = {"y": _rel(y, y_ref), "last_state": _rel(last, last_ref)}
-    for name, g, r in zip(["u", "delta", "A", "B", "C", "D", "z", "delta_bias"], grads, req, strict=True):
+    for name, g, t, r in zip(
+        ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"], grads, ins, req, strict=True
+    ):
         assert (g is None) == (r is None), name
         if r is not None:
-            assert g.dtype == r.dtype and g.shape == r.shape, name
+            assert g.dtype == t.dtype and g.shape == t.shape, name
             assert torch.isfinite(g).all(), name
             errs["d" + name] = _rel(g, r.grad)
     bad = {k: v for k, v in errs.items() if not v < _tol(dtype)}
     assert not bad, f"relative errors over {_tol(dtype)}: {bad}"
 
 
-@pytest.mark.parametrize("dtype", sorted(DTYPES))
-@pytest.mark.parametrize("groups", [1, 4])
-@pytest.mark.parametrize("n", [1, 4, 16])
-def test_scan_matches_naive_states_groups_dtypes(n, groups, dtype):
-    _scan_case(2, 16, 300, n, groups, DTYPES[dtype])
+# (N, G, dtype, L, batch, optional inputs): a pairwise covering array (see the module docstring)
+_PAIRWISE = [
+    (1, 1, "fp16", 1, 16, "Dbias"),
+    (1, 1, "fp16", 65536, 1, "all"),
+    (1, 1, "fp32", 7, 16, "none"),  # delta_softplus=False here
+    (1, 4, "bf16", 4096, 16, "none"),
+    (4, 1, "bf16", 65536, 1, "none"),
+    (4, 1, "fp16", 4096, 16, "Dbias"),
+    (4, 4, "fp16", 7, 1, "Dbias"),
+    (4, 4, "fp32", 1, 16, "all"),
+    (16, 1, "bf16", 1, 16, "Dbias"),
+    (16, 1, "bf16", 7, 16, "all"),
+    (16, 1, "fp32", 4096, 1, "all"),
+    (16, 4, "fp16", 1, 1, "none"),
+    (16, 4, "fp32", 65536, 16, "Dbias"),
+]
 
 
-@pytest.mark.parametrize(
-    ("d", "z", "bias", "softplus"), [(0, 0, 0, 1), (1, 0, 0, 1), (0, 1, 0, 1), (0, 0, 1, 0)]
-)
-def test_scan_optional_inputs(d, z, bias, softplus):
-    _scan_case(1, 8, 7, 4, 2, torch.float32, d=d, z=z, bias=bias, dlast=False, softplus=bool(softplus))
+@pytest.mark.parametrize(("n", "groups", "dtype", "length", "batch", "opts"), _PAIRWISE)
+def test_scan_matches_reference(n, groups, dtype, length, batch, opts):
+    on = {"none": (0, 0, 0, 0), "Dbias": (1, 0, 1, 0), "all": (1, 1, 1, 1)}[opts]
+    softplus = not (n == 1 and length == 7)
+    _scan_case(
+        batch,
+        8,
+        length,
+        n,
+        groups,
+        DTYPES[dtype],
+        d=on[0],
+        z=on[1],
+        bias=on[2],
+        dlast=on[3],
+        softplus=softplus,
+    )
 
 
-def _ss2d_case(batch, dm, h, w, n, k, dtype):
-    from geomamba.ops.triton import ss2d_bwd, ss2d_fwd
-    from geomamba.ops.triton.functional import triton_selective_scan
-
+def _ss2d_inputs(batch, dm, h, w, n, k, dtype):
     dev, length = "cuda", h * w
-    ins = [
+    return [
         torch.randn(batch, dm, h, w, device=dev).to(dtype),
         (torch.randn(batch, k, dm, length, device=dev) * 0.5 - 1.0).to(dtype),
         -torch.exp(torch.randn(k * dm, n, device=dev) * 0.5),
@@ -142,39 +162,94 @@ def _ss2d_case(batch, dm, h, w, n, k, dtype):
         torch.randn(k * dm, device=dev),
         torch.randn(k * dm, device=dev) * 0.3,
     ]
-    x, delta, A, B, C, D, bias = r = [t.clone().requires_grad_() for t in ins]
-    args = (
+
+
+def _ss2d_reference(ins, k):
+    """cross_scan + reference scan (fp64) + cross_merge; returns y and the fp64 leaves (with .grad)."""
+    x, delta, A, B, C, D, bias = r = [t.detach().double().requires_grad_() for t in ins]
+    batch, dm, h, w = x.shape
+    length = h * w
+    ys = _ref_scan(
         cross_scan(x, k).reshape(batch, k * dm, length),
         scan_order(delta, h, w, k).reshape(batch, k * dm, length),
-        A, scan_order(B, h, w, k), scan_order(C, h, w, k), D, None, bias, True,
+        A, scan_order(B, h, w, k), scan_order(C, h, w, k), D=D, delta_bias=bias,
     )  # fmt: skip
-    y_ref = cross_merge(selective_scan_naive(*args).view(batch, k, dm, length), h, w)
-    dy = torch.randn_like(y_ref)
-    (y_ref.float() * dy.float()).sum().backward()
-    y = ss2d_fwd(*ins, k)
+    return cross_merge(ys.view(batch, k, dm, length), h, w), r
+
+
+def _ss2d_case(batch, dm, h, w, n, k, dtype, options=None):
+    from geomamba.ops.triton import ss2d_bwd, ss2d_fwd
+
+    ins = _ss2d_inputs(batch, dm, h, w, n, k, dtype)
+    y_ref, r = _ss2d_reference(ins, k)
+    dy = torch.randn_like(y_ref).to(dtype).double()
+    (y_ref * dy).sum().backward()
+    x = ins[0]
+    y = ss2d_fwd(*ins, k, options=options)
     assert y.dtype == dtype and y.shape == x.shape
     errs = {"y": _rel(y, y_ref)}
-    # the unfused Triton path (cross_scan + Triton scan + cross_merge) computes the same function
-    y_unfused = cross_merge(triton_selective_scan(*args).view(batch, k, dm, length), h, w)
-    errs["y_vs_unfused"] = _rel(y, y_unfused)
-    grads = ss2d_bwd(dy, *ins, k)
-    for name, g, t in zip(["x", "delta", "A", "B", "C", "D", "delta_bias"], grads, r, strict=True):
+    grads = ss2d_bwd(dy.to(dtype), *ins, k, options=options)
+    for name, g, t, leaf in zip(["x", "delta", "A", "B", "C", "D", "delta_bias"], grads, ins, r, strict=True):
         assert g.dtype == t.dtype and g.shape == t.shape, name
-        errs["d" + name] = _rel(g, t.grad)
+        errs["d" + name] = _rel(g, leaf.grad)
     bad = {k: v for k, v in errs.items() if not v < _tol(dtype)}
     assert not bad, f"relative errors over {_tol(dtype)}: {bad}"
+    return ins, dy, y, grads
 
 
-@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
-@pytest.mark.parametrize("k", [1, 2, 4])
-@pytest.mark.parametrize("n", [1, 4, 16])
-def test_fused_ss2d_matches_composed(n, k, dtype):
-    _ss2d_case(2, 8, 13, 9, n, k, DTYPES[dtype])
+@pytest.mark.parametrize(
+    ("n", "k", "dtype", "h", "w", "batch"),
+    [
+        (1, 4, "fp32", 13, 9, 2),  # odd map: masked rows and columns, 8 whole columns per chunk
+        (1, 4, "bf16", 64, 64, 2),  # the flagship's stage-1 map
+        (1, 2, "bf16", 16, 48, 1),  # wide
+        (4, 4, "fp32", 20, 3, 2),
+        (16, 1, "bf16", 300, 3, 1),  # tall: columns longer than a chunk (N = 16: 32-position chunks)
+    ],
+)
+def test_fused_ss2d_matches_reference_and_composed(n, k, dtype, h, w, batch):
+    """The fused kernels against cross_scan + reference + cross_merge, and against the composed Triton
+    path (cross_scan + Triton scan + cross_merge) that the backend runs where fusing does not pay."""
+    from geomamba.ops.ss2d_scan import composed_ss2d_bwd, composed_ss2d_fwd
+    from geomamba.ops.triton.route import _triton_backend
+
+    ins, dy, y, grads = _ss2d_case(batch, 8, h, w, n, k, DTYPES[dtype])
+    be = _triton_backend()
+    y_c = composed_ss2d_fwd(be, *ins, k)
+    g_c = composed_ss2d_bwd(be, dy.to(y.dtype), *ins, k)
+    errs = {"y": _rel(y, y_c)} | {
+        f"d{i}": _rel(a, b) for i, (a, b) in enumerate(zip(grads, g_c, strict=True))
+    }
+    bad = {name: v for name, v in errs.items() if not v < _tol(DTYPES[dtype])}
+    assert not bad, f"fused vs composed Triton, relative errors: {bad}"
 
 
-@pytest.mark.parametrize(("h", "w", "n"), [(64, 64, 1), (16, 48, 1), (300, 3, 1), (32, 32, 16)])
-def test_fused_ss2d_shapes(h, w, n):
-    _ss2d_case(2, 16, h, w, n, 4, torch.bfloat16)
+_T3_BWD = pytest.mark.xfail(
+    strict=False,
+    reason="transposed column tiles in the BACKWARD: wrong, run-to-run varying gradients on an H100 with "
+    "triton 3.6 for some tiles (compute-sanitizer racecheck reports shared-memory hazards in Triton's code); "
+    "not a default (bench/NOTES_triton.md)",
+)
+
+
+@pytest.mark.parametrize(
+    "opts",
+    [
+        pytest.param(dict(col_t3=True, seq_k=False, dbc_atomic=True), marks=_T3_BWD),
+        dict(col_t3=False),
+        dict(col_t3=False, seq_k=False),
+        dict(col_copy=True),
+        dict(col_copy=True, dbc_atomic=True),
+    ],
+)
+def test_fused_ss2d_other_addressing(opts):
+    """The non-default variants in both phases: transposed multi-column tiles with per-direction programs
+    and atomics (the round-1 kernel; with the default backward tile it runs (rows, TO, TI) = (2, 8, 16),
+    which fails), gather addressing (one program per block, or per direction), and the backward through
+    transposed copies (``col_copy``, the default from 32x32 up), at 13 x 9 in fp32."""
+    from geomamba.ops.triton import SS2DOptions
+
+    _ss2d_case(2, 8, 13, 9, 1, 4, torch.float32, SS2DOptions(**opts))
 
 
 def _train(block, x, target, steps=20):
@@ -197,37 +272,36 @@ def _kernel_names(fn):
 
 
 @pytest.mark.parametrize("d_state", [1, 16])
-def test_vss_block_trains_like_reference(monkeypatch, d_state):
+def test_vss_block_trains_like_reference_on_each_path(monkeypatch, d_state):
+    """20 AdamW steps of a VSSBlock on the reference, the fused Triton SS2D and the composed Triton SS2D
+    (forced through GEOMAMBA_SS2D_FUSED): the same loss curve within 1e-3 relative."""
     from geomamba.layers.vss_block import VSSBlock
+    from geomamba.ops.triton.route import ENV_FUSED
 
     torch.manual_seed(0)
     ref = VSSBlock(32, d_state=d_state, backend="ref").cuda()
-    fast = copy.deepcopy(ref)
-    for m in fast.modules():
-        if hasattr(m, "backend"):
-            m.backend = "triton"
     x = torch.randn(2, 12, 10, 32, device="cuda")
     target = torch.randn_like(x)
+    fast = {path: copy.deepcopy(ref) for path in ("always", "never")}
     losses_ref = _train(ref, x, target)
-    if not HAS_DISPATCH:  # interim tree: route SS2D's selective_scan to the Triton kernels directly
-        import geomamba.layers.ss2d as ss2d_mod
-        from geomamba.ops.triton.functional import triton_selective_scan
+    for path, block in fast.items():
+        monkeypatch.setenv(ENV_FUSED, path)
+        for m in block.modules():
+            if hasattr(m, "backend"):
+                m.backend = "triton"
+        names = _kernel_names(lambda block=block: block(x).sum().backward())
+        assert any("scan_fwd_kernel" in s for s in names) and any("scan_bwd_kernel" in s for s in names), (
+            names
+        )
+        block.zero_grad()
+        losses = _train(block, x, target)
+        diffs = [abs(a - b) / abs(a) for a, b in zip(losses_ref, losses, strict=True)]
+        assert losses[-1] < losses[0], path
+        assert max(diffs) < 1e-3, (path, losses_ref, losses)
 
-        def _scan(*args, backend="auto", **kwargs):
-            return triton_selective_scan(*args, **kwargs)
 
-        monkeypatch.setattr(ss2d_mod, "selective_scan", _scan)
-    names = _kernel_names(lambda: fast(x).sum().backward())
-    assert any("scan_fwd_kernel" in s for s in names) and any("scan_bwd_kernel" in s for s in names), names
-    fast.zero_grad()
-    losses_fast = _train(fast, x, target)
-    diffs = [abs(a - b) / abs(a) for a, b in zip(losses_ref, losses_fast, strict=True)]
-    assert losses_fast[-1] < losses_fast[0]
-    assert max(diffs) < 1e-3, (losses_ref, losses_fast)
-
-
-@pytest.mark.skipif(not HAS_DISPATCH, reason="needs the selective-scan dispatcher (ops branch)")
 def test_dispatch_autocast_and_compile():
+    from geomamba.ops import ss2d_scan
     from geomamba.ops.selective_scan import selective_scan
 
     u, delta = torch.randn(2, 8, 64, device="cuda"), torch.randn(2, 8, 64, device="cuda")
@@ -244,18 +318,16 @@ def test_dispatch_autocast_and_compile():
     assert _rel(y.float(), ref) < 1e-2
     compiled = torch.compile(lambda *a: selective_scan(*a, backend="triton"))
     assert _rel(compiled(u, delta, A, B, C), ref) < 1e-4
+    # SS2D through the dispatcher ("auto" -> triton backend -> routed), eager and compiled
+    ins = _ss2d_inputs(1, 4, 8, 8, 1, 4, torch.float32)
+    y_ref = ss2d_scan(*ins, backend="ref")
+    assert _rel(ss2d_scan(*ins), y_ref) < 1e-4
+    compiled_ss2d = torch.compile(lambda *a: ss2d_scan(*a, backend="triton"))
+    assert _rel(compiled_ss2d(*ins), y_ref) < 1e-4
 
 
-# long sequences last: their naive-loop references take most of this file's time
-@pytest.mark.parametrize("batch", [1, 16])
-@pytest.mark.parametrize("length", [1, 7, 4096, 65536])
-def test_scan_lengths_and_batches(length, batch):
-    _scan_case(batch, 8, length, 1, 4, torch.bfloat16)
+def test_routing_module_is_the_registered_one():
+    route = importlib.import_module("geomamba.ops.triton.route")
+    from geomamba.ops.selective_scan._backends import get_backend
 
-
-def test_scan_state16_long():
-    _scan_case(16, 8, 4096, 16, 4, torch.bfloat16)
-
-
-def test_scan_long_sequence_stays_finite_fp32():
-    _scan_case(1, 4, 65536, 16, 1, torch.float32)
+    assert get_backend("triton").ss2d_fwd is route.ss2d_fwd_routed

@@ -29,6 +29,11 @@ EXPECTED = {
     "ss2d_K4_5x3": {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
     "ss2d_K4_20x3_N2": {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
     "ss2d_K2_4x6": {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
+    "ss2d_K4_13x9_cols": {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
+    "ss2d_K4_13x9_t3_atomic": {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
+    "ss2d_K4_13x9_colcopy": {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
+    "ss2d_K2_5x7_colcopy_atomic": {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
+    "plain_N2_G2_atomic_dbc": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
 }
 
 

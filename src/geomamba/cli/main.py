@@ -66,6 +66,11 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--label", help="ground truth (file or folder): also print the scores")
     pr.add_argument("--prob", action="store_true", help="write float32 change probabilities, not 0/255")
     pr.add_argument("--block", type=int, help="pixels per block read at once (default 4 x window)")
+    pr.add_argument(
+        "--window-batch",
+        type=int,
+        help="windows per forward pass (default: the checkpoint's eval.window_batch); lower uses less memory",
+    )
     pr.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: cuda when available)")
     _eval_args(pr)
 
@@ -99,6 +104,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="load a checkpoint holding pickled Python objects (can run code; only for files you trust)",
+    )
     p.add_argument("--window", type=int, help="sliding-window size (default: from the checkpoint)")
     p.add_argument("--overlap", type=int, help="window overlap in pixels (default: from the checkpoint)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None, help="flip TTA")
@@ -167,6 +177,7 @@ def _cmd_test(args) -> int:
         split=args.split,
         out_dir=args.out,
         overrides=_eval_overrides(args),
+        trust_checkpoint=args.trust_checkpoint,
     )
     kappa = f"  Kappa {scores['Kappa']:.4f}" if "Kappa" in scores and "AA" not in scores else ""
     print(f"{_score_line(scores)}{kappa}")
@@ -194,7 +205,9 @@ def _cmd_predict(args) -> int:
         overlap=args.overlap,
         tta=args.tta,
         block=args.block,
+        window_batch=args.window_batch,
         device=args.device,
+        trust_checkpoint=args.trust_checkpoint,
     )
     for r in res.outputs:
         print(f"wrote {r.path} ({r.height}x{r.width})")
@@ -316,8 +329,14 @@ def main(argv: list[str] | None = None) -> int:
         "config": _cmd_config,
         "experiment": cmd_experiment,
     }[args.command]
+    from geomamba.engine.interrupt import Interrupted, sigterm_raises
+
     try:
-        return handler(args)
+        with sigterm_raises():
+            return handler(args)
+    except Interrupted as exc:  # SIGTERM/SIGINT: training saved a checkpoint; outputs are never partial
+        print(f"geomamba: {exc}", file=sys.stderr)
+        return exc.exit_code
     except (GeomambaError, KeyError) as exc:
         if os.environ.get("GEOMAMBA_DEBUG") or (isinstance(exc, KeyError) and "model" not in str(exc)):
             raise

@@ -2,13 +2,16 @@
 
 Arrays are channels-first ``(C, H, W)`` in the file's own dtype (uint8, uint16, float32, ...). Windows are
 ``(row_off, col_off, height, width)`` tuples in pixels. Every failure raises ``DataError`` naming the file.
-Writers are atomic: they write ``.<name>.tmp-<pid><suffix>`` next to the target and rename it on success,
-so an interrupted write never leaves a partial file at the target path.
+Writers are atomic: they write ``.<name>.tmp-<host>-<pid><suffix>`` next to the target and rename it on
+success, so an interrupted write never leaves a partial file at the target path (``temp_path``); temporary
+files that killed processes of this host left behind are removed by the next write (``remove_stale_temps``).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import socket
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +33,8 @@ __all__ = [
     "Window",
     "raster_info",
     "read_raster",
+    "remove_stale_temps",
+    "temp_path",
     "write_raster",
 ]
 
@@ -75,12 +80,71 @@ class RasterInfo:
         return self.height, self.width
 
 
+def _rio_reason(exc: Exception) -> str:
+    """rasterio's message, or GDAL's underlying one when rasterio only says "see previous exception"."""
+    msg = str(exc)
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and "previous exception" in msg:
+        msg = str(cause)
+    return " ".join(msg.split())
+
+
+def temp_path(path: str | Path, keep_suffix: bool = True) -> Path:
+    """Hidden temporary file next to ``path`` for an atomic write by this process:
+    ``.<stem>.tmp-<host>-<pid><suffix>`` (``keep_suffix``) or ``.<name>.tmp-<host>-<pid>``."""
+    path = Path(path)
+    tag = f"tmp-{socket.gethostname()}-{os.getpid()}"
+    if keep_suffix:
+        return path.with_name(f".{path.stem}.{tag}{path.suffix}")
+    return path.with_name(f".{path.name}.{tag}")
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete the ``temp_path`` files of ``path`` (either form) left by dead processes of this host."""
+    path = Path(path)
+    host = re.escape(socket.gethostname())
+    forms = (
+        rf"^\.{re.escape(path.stem)}\.tmp-{host}-(\d+){re.escape(path.suffix)}$",
+        rf"^\.{re.escape(path.name)}\.tmp-{host}-(\d+)$",
+    )
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for p in path.parent.iterdir():
+        for form in forms:
+            m = re.match(form, p.name)
+            if m and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1))):
+                p.unlink(missing_ok=True)
+                removed.append(p)
+                break
+    return removed
+
+
 def _uses_pil(path: Path) -> bool:
     return path.suffix.lower() in PIL_SUFFIXES
 
 
 def _check_exists(path: Path) -> None:
     if not path.exists():
+        if path.is_symlink():
+            try:
+                path.resolve(strict=True)
+            except RuntimeError:  # Python < 3.13
+                raise DataError(f"{path}: symbolic link loop") from None
+            except OSError as exc:
+                if "loop" in str(exc).lower() or getattr(exc, "errno", None) == 40:
+                    raise DataError(f"{path}: symbolic link loop") from None
+            raise DataError(f"{path}: broken symbolic link (to {os.readlink(path)}, which does not exist)")
         raise DataError(f"{path}: file not found")
     if path.is_dir():
         raise DataError(f"{path}: is a folder, expected an image file")
@@ -118,7 +182,7 @@ def raster_info(path: str | Path) -> RasterInfo:
                     src.transform if georef else None,
                 )
     except RasterioError as exc:
-        raise DataError(f"{path}: unreadable raster ({exc})") from None
+        raise DataError(f"{path}: unreadable raster ({_rio_reason(exc)})") from None
 
 
 def _pil_array(path: Path) -> np.ndarray:
@@ -180,7 +244,7 @@ def read_raster(
                     rio_window = _RioWindow(c, r, w, h)
                 return src.read(bands, window=rio_window)
     except RasterioError as exc:
-        raise DataError(f"{path}: unreadable or truncated raster ({exc})") from None
+        raise DataError(f"{path}: unreadable or truncated raster ({_rio_reason(exc)})") from None
 
 
 def _check_bands(path: Path, bands: list[int], count: int) -> None:
@@ -189,10 +253,14 @@ def _check_bands(path: Path, bands: list[int], count: int) -> None:
         raise DataError(f"{path}: band(s) {bad} requested but the image has {count} band(s) (1-based)")
 
 
+WRITER_CACHE_BYTES = 64 * 2**20  # GDAL block cache while a ``RasterWriter`` is open
+
+
 class RasterWriter:
     """Atomic raster writer, window by window for GeoTIFF (bounded memory), whole-image for PNG/JPG/BMP.
 
-    Use as a context manager: the target appears only when the block exits without error.
+    Use as a context manager: the target appears only when the block exits without error. While a GeoTIFF
+    writer is open, GDAL's block cache is capped at ``WRITER_CACHE_BYTES`` (reads in between included).
 
     Args:
         path: output file; ``.tif``/``.tiff`` -> tiled, deflate-compressed GeoTIFF; PNG/JPG/BMP via Pillow.
@@ -214,8 +282,9 @@ class RasterWriter:
     ) -> None:
         self.path = Path(path)
         self.height, self.width, self.count, self.dtype = height, width, count, np.dtype(dtype)
-        self.tmp = self.path.with_name(f".{self.path.stem}.tmp-{os.getpid()}{self.path.suffix}")
+        self.tmp = temp_path(self.path)
         self._dst = None
+        self._env: rasterio.Env | None = None
         self._buf: np.ndarray | None = None
         suffix = self.path.suffix.lower()
         if suffix in _GTIFF_SUFFIXES:
@@ -231,6 +300,7 @@ class RasterWriter:
 
     def __enter__(self) -> RasterWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(self.path)
         if self.path.suffix.lower() in _GTIFF_SUFFIXES:
             profile = {
                 "driver": "GTiff",
@@ -247,9 +317,18 @@ class RasterWriter:
                 profile["crs"] = self._crs
             if self._transform is not None:
                 profile["transform"] = self._transform
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", NotGeoreferencedWarning)
-                self._dst = rasterio.open(self.tmp, "w", **profile)
+            # GDAL keeps written blocks in its block cache (default 5% of the RAM) until the file is
+            # closed: capped while the writer is open, so memory stays bounded on any machine.
+            self._env = rasterio.Env(GDAL_CACHEMAX=WRITER_CACHE_BYTES)
+            self._env.__enter__()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                    self._dst = rasterio.open(self.tmp, "w", **profile)
+            except BaseException:
+                self._env.__exit__(None, None, None)
+                self._env = None
+                raise
         else:
             self._buf = np.zeros((self.count, self.height, self.width), self.dtype)
         return self
@@ -280,6 +359,10 @@ class RasterWriter:
         except BaseException:
             self.tmp.unlink(missing_ok=True)
             raise
+        finally:
+            if self._env is not None:
+                self._env.__exit__(None, None, None)
+                self._env = None
         if exc_type is None:
             os.replace(self.tmp, self.path)
         else:

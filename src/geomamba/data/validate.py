@@ -185,6 +185,8 @@ def check_sample(
 
 
 def _format_problems(root: Path, problems: list[str]) -> str:
+    if len(problems) == 1:  # one line, naming the file
+        return f"dataset {root}: {problems[0]}"
     shown = problems[:MAX_LISTED]
     more = f"\n  ... and {len(problems) - MAX_LISTED} more" if len(problems) > MAX_LISTED else ""
     return f"{len(problems)} problem(s) in dataset {root}:\n  - " + "\n  - ".join(shown) + more

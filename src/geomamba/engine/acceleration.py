@@ -89,15 +89,21 @@ def build_optimizer(
     params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
     optim: Any,
     device: torch.device | str | None = None,
+    *,
+    scaled_clipping: bool = False,
 ) -> torch.optim.Optimizer:
     """AdamW (``betas``) or SGD (``momentum``, ``nesterov``) from an ``OptimConfig``.
 
     With ``optim.fused`` and a CUDA ``device`` the fused implementation is used (``fused=True``); otherwise
     PyTorch's default (multi-tensor ``foreach`` on CUDA, a loop on CPU). Weight decay is given per group
     by the caller (``timm.optim.param_groups_weight_decay``) or as ``optim.weight_decay``.
+    ``scaled_clipping``: the run clips gradients under fp16 AMP (a ``GradScaler``); a fused optimiser
+    unscales inside its step, after clipping would need the unscaled values, so Lightning refuses it: the
+    default implementation is used then.
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
-    fast: dict[str, Any] = {"fused": True} if getattr(optim, "fused", False) and device.type == "cuda" else {}
+    want = getattr(optim, "fused", False) and device.type == "cuda"
+    fast: dict[str, Any] = {"fused": True} if want and not scaled_clipping else {}
     if optim.name == "adamw":
         return torch.optim.AdamW(
             params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay, **fast

@@ -192,7 +192,11 @@ _PRECISIONS = Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "1
 class TrainerConfig:
     """Lightning Trainer settings, plus checkpoint/early-stopping options and speed switches: ``compile``
     (``torch.compile`` of the model with ``compile_mode``/``compile_backend``, eager fallback with a
-    warning) and ``channels_last`` (NHWC weights and activations)."""
+    warning) and ``channels_last`` (NHWC weights and activations); reliability: ``save_every_n_steps``
+    (also write ``last.ckpt`` every N optimizer steps), ``skip_nonfinite`` (skip and count steps with a
+    NaN/inf loss or gradient; one host read per step unless the optimizer is fused), ``max_bad_steps``
+    (stop after that many such steps in a row; None: never) and ``collapse_patience`` (validations in a row
+    without a prediction of some class before the class-collapse report)."""
 
     max_epochs: int = 200
     max_steps: int = -1
@@ -221,6 +225,9 @@ class TrainerConfig:
     compile_mode: str | None = None
     compile_backend: str = "inductor"
     channels_last: bool = False
+    skip_nonfinite: bool = True
+    max_bad_steps: int | None = 10
+    collapse_patience: int = 3
 
 
 @dataclass
@@ -384,6 +391,9 @@ def _check_values(cfg: RunConfig) -> None:
     positive("eval.window_batch", cfg.eval.window_batch)
     positive("trainer.accumulate_grad_batches", cfg.trainer.accumulate_grad_batches)
     positive("eval.window", cfg.eval.window)
+    positive("trainer.max_bad_steps", cfg.trainer.max_bad_steps)
+    positive("trainer.collapse_patience", cfg.trainer.collapse_patience)
+    positive("trainer.save_every_n_steps", cfg.trainer.save_every_n_steps)
     positive("eval.overlap", cfg.eval.overlap, allow_zero=True)
     positive("eval.pad_multiple", cfg.eval.pad_multiple)
     if len(cfg.optim.betas) != 2:

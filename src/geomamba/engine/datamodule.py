@@ -1,8 +1,9 @@
 """The change-detection DataModule: datasets and loaders of a run's splits.
 
 Samples come from the validation pass (``geomamba.data.validate``) when it ran, otherwise from
-``geomamba.data.layout.discover_split``. Under DDP Lightning adds a ``DistributedSampler`` to the training
-loader; evaluation loaders get an unrepeated one (each sample on exactly one rank).
+``geomamba.data.layout.discover_split``. The training loader is resumable mid-epoch
+(``geomamba.engine.resume``; its sampler also splits the data among DDP ranks); evaluation loaders get an
+unrepeated distributed sampler under DDP (each sample on exactly one rank).
 """
 
 from __future__ import annotations
@@ -21,6 +22,14 @@ from geomamba.data.layout import Sample, discover_split
 from geomamba.data.transforms import BitemporalTransform
 from geomamba.data.validate import DatasetReport
 from geomamba.engine.config import RunConfig
+from geomamba.engine.interrupt import worker_init
+from geomamba.engine.resume import (
+    ResumableDataLoader,
+    ResumableSampler,
+    SeededDataset,
+    trainer_progress,
+    weak_trainer,
+)
 
 __all__ = ["ChangeDataModule"]
 
@@ -44,6 +53,8 @@ class ChangeDataModule(pl.LightningDataModule):
         self.cfg = cfg
         self.report = report
         self.datasets: dict[str, ChangeDetectionDataset] = {}
+        self._train_loader: ResumableDataLoader | None = None
+        self._train_position: dict | None = None  # loader position restored from a checkpoint
 
     def _samples(self, role: str) -> list[Sample]:
         split = getattr(self.cfg.data.splits, role)
@@ -94,11 +105,35 @@ class ChangeDataModule(pl.LightningDataModule):
     def _loader(self, role: str, batch_size: int, shuffle: bool) -> DataLoader:
         ds = self._dataset(role)
         workers = self.cfg.data.num_workers
-        sampler = None
         world = 1
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             world = torch.distributed.get_world_size()
-        if not shuffle and world > 1:
+        # Worker base seeds from the loader's own generator: iterating never draws from the global RNG.
+        common = {
+            "num_workers": workers,
+            "pin_memory": torch.cuda.is_available(),
+            "persistent_workers": workers > 0,
+            "prefetch_factor": self.cfg.data.prefetch_factor if workers > 0 else None,
+            "generator": torch.Generator().manual_seed(self.cfg.seed),
+            "worker_init_fn": worker_init if workers > 0 else None,  # workers ignore SIGINT
+        }
+        if shuffle:
+            # Order and augmentation are functions of (seed, epoch, position): resumable mid-epoch. The
+            # sampler is a DistributedSampler, which Lightning keeps under DDP: each rank gets
+            # ceil(len / world) samples; the last partial batch is dropped only when a rank has more
+            # than one batch.
+            seeded = SeededDataset(ds)
+            per_rank = -(-len(ds) // world)
+            return ResumableDataLoader(
+                seeded,
+                batch_size=batch_size,
+                sampler=ResumableSampler(seeded, seed=self.cfg.seed),
+                drop_last=per_rank > batch_size,
+                progress=trainer_progress(weak_trainer(self)),
+                **common,
+            )
+        sampler = None
+        if world > 1:
             # Evaluation under DDP: every sample exactly once over all ranks (no padding duplicates), so
             # the summed confusion matrix equals the single-process one. Each rank needs a sample: DDP's
             # first forward of an evaluation broadcasts buffers, which a rank without batches would miss.
@@ -109,20 +144,7 @@ class ChangeDataModule(pl.LightningDataModule):
                     f"{world} processes; each process needs at least one (use fewer devices or more images)"
                 )
             sampler = UnrepeatedDistributedSampler(ds, shuffle=False)
-        # Training under DDP: Lightning swaps in a DistributedSampler giving each rank ceil(len / world)
-        # samples; drop the last partial batch only when a rank has more than one batch.
-        per_rank = -(-len(ds) // world)
-        return DataLoader(
-            ds,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            sampler=sampler,
-            num_workers=workers,
-            pin_memory=torch.cuda.is_available(),
-            drop_last=shuffle and per_rank > batch_size,
-            persistent_workers=workers > 0,
-            prefetch_factor=self.cfg.data.prefetch_factor if workers > 0 else None,
-        )
+        return DataLoader(ds, batch_size=batch_size, shuffle=False, sampler=sampler, **common)
 
     def _eval_batch(self, role: str) -> int:
         split = getattr(self.cfg.data.splits, role)
@@ -134,7 +156,21 @@ class ChangeDataModule(pl.LightningDataModule):
         return bs
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", self.cfg.data.batch_size, shuffle=True)
+        loader = self._loader("train", self.cfg.data.batch_size, shuffle=True)
+        if self._train_position:
+            loader.load_state_dict(self._train_position)
+        self._train_loader = loader
+        return loader
+
+    # The training loader's position (epoch, batches done) is saved with the data module's state, which
+    # Lightning restores before it creates the loader (it may create it early, for the LR schedule).
+    def state_dict(self) -> dict:
+        return {"train_loader": self._train_loader.state_dict()} if self._train_loader is not None else {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._train_position = state_dict.get("train_loader")
+        if self._train_loader is not None and self._train_position:
+            self._train_loader.load_state_dict(self._train_position)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", self._eval_batch("val"), shuffle=False)

@@ -151,6 +151,9 @@ class ChangeDetectionModule(pl.LightningModule):
         self.error_samples: list[dict[str, Any]] = []
         self._predict = make_predict_fn(self.run_model, tta=self.cfg.eval.tta)  # type: ignore[arg-type]
         self._warmup_steps = 0
+        # What the training images were ({"dtype": "uint8", "bands": 3}); set by ``train``, saved in
+        # checkpoints, checked by prediction (the normalisation statistics are in those units).
+        self.data_info: dict[str, Any] = {}
 
     def make_loss(self) -> nn.Module:
         """The training loss of ``self.cfg`` (tasks with their own losses override this)."""
@@ -290,7 +293,9 @@ class ChangeDetectionModule(pl.LightningModule):
     def configure_optimizers(self):
         o, s = self.cfg.optim, self.cfg.scheduler
         groups = param_groups_weight_decay(self.model, o.weight_decay)
-        opt = build_optimizer(groups, o, self.device)
+        t = self.cfg.trainer
+        scaled_clipping = bool(t.gradient_clip_val) and str(t.precision).startswith("16")
+        opt = build_optimizer(groups, o, self.device, scaled_clipping=scaled_clipping)
         total = int(self.trainer.estimated_stepping_batches)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         per_epoch = max(1, total // epochs) if self.trainer.max_steps == -1 else None
@@ -333,31 +338,39 @@ class ChangeDetectionModule(pl.LightningModule):
             "task": self.task,
             "config": config_to_dict(self.cfg),
             "history": list(self.history),
+            "data": dict(self.data_info),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.history = list(checkpoint.get("geomamba", {}).get("history", []))
+        self.data_info = dict(checkpoint.get("geomamba", {}).get("data", {}))
 
 
 def load_module(
-    path: str | Path, overrides: dict[str, Any] | None = None, map_location: str = "cpu"
+    path: str | Path,
+    overrides: dict[str, Any] | None = None,
+    map_location: str = "cpu",
+    *,
+    trust: bool = False,
 ) -> ChangeDetectionModule:
     """Rebuild the module of a checkpoint (the class of its ``task``), loaded with ``weights_only=True``.
 
     Args:
         path: a ``.ckpt`` written by ``geomamba train``.
         overrides: nested config values to change (e.g. ``{"data": {"root": ...}, "eval": {...}}``).
+        trust: allow pickled Python objects beyond plain data (can run code; warns). Not needed for
+            geomamba checkpoints.
+
+    Truncated or corrupt files, and weights that do not fit the model of the stored config, raise
+    ``CheckpointError`` (a ``GeomambaError``) naming the file and the differing keys.
     """
+    from geomamba.engine.checkpoint import CheckpointError, load_checkpoint, state_dict_differences
+
     path = Path(path)
-    if not path.is_file():
-        raise GeomambaError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        raise GeomambaError(f"{path}: unreadable or corrupt checkpoint ({exc})".split("\n")[0]) from None
-    meta = ckpt.get("geomamba") if isinstance(ckpt, dict) else None
-    if not meta or "config" not in meta or "state_dict" not in ckpt:
-        raise GeomambaError(f"{path}: not a geomamba checkpoint (no 'geomamba' config or 'state_dict')")
+    ckpt = load_checkpoint(path, map_location=map_location, trust=trust)
+    meta = ckpt.get("geomamba")
+    if not isinstance(meta, dict) or "config" not in meta or "state_dict" not in ckpt:
+        raise CheckpointError(f"{path}: not a geomamba checkpoint (no 'geomamba' config or 'state_dict')")
     config = meta["config"]
     for section, values in (overrides or {}).items():
         if isinstance(values, dict):
@@ -371,28 +384,11 @@ def load_module(
         module = get_task(task).module_class(config)
     except KeyError as exc:
         raise GeomambaError(f"{path}: {exc.args[0]}") from None
-    state, own = ckpt["state_dict"], module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    shapes = [
-        f"{k} {tuple(state[k].shape)} in the file vs {tuple(v.shape)}"
-        for k, v in own.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if missing or unexpected or shapes:
-
-        def some(xs: list[str]) -> str:
-            return ", ".join(xs[:4]) + (f" (+{len(xs) - 4} more)" if len(xs) > 4 else "")
-
-        parts = [
-            f"{n}: {some(x)}"
-            for n, x in (("missing", missing), ("unexpected", unexpected), ("shape", shapes))
-            if x
-        ]
-        raise GeomambaError(
-            f"{path}: weights do not match model {module.cfg.model.name!r}; " + "; ".join(parts)
-        )
-    module.load_state_dict(state)
+    diff = state_dict_differences(module.state_dict(), ckpt["state_dict"])
+    if diff:
+        raise CheckpointError(f"{path}: weights do not match model {module.cfg.model.name!r}; {diff}")
+    module.load_state_dict(ckpt["state_dict"])
     module.history = list(meta.get("history", []))
+    module.data_info = dict(meta.get("data", {}))
     module.eval()
     return module

@@ -10,12 +10,12 @@ from typing import Any
 import torch
 
 from geomamba.data.errors import DataError, GeomambaError
-from geomamba.data.io import PIL_SUFFIXES, RASTER_SUFFIXES
+from geomamba.data.io import PIL_SUFFIXES, RASTER_SUFFIXES, raster_info
 from geomamba.engine.inference import SceneResult, predict_scene
 from geomamba.engine.module import load_module
 from geomamba.metrics.confusion import format_table, scores_from_confusion
 
-__all__ = ["PredictResult", "pair_paths", "predict_paths"]
+__all__ = ["PredictResult", "check_dtypes", "pair_paths", "predict_paths"]
 
 log = logging.getLogger("geomamba.engine")
 
@@ -47,6 +47,8 @@ def pair_paths(
     label = Path(label) if label is not None else None
     for p in (a, b, label):
         if p is not None and not p.exists():
+            if p.is_symlink():
+                raster_info(p)  # raises the diagnosis: a symbolic link loop or a broken link
             raise DataError(f"{p}: not found")
     if a.is_dir() != b.is_dir():
         raise DataError(f"--a {a} and --b {b} must both be files or both be folders")
@@ -75,6 +77,19 @@ def pair_paths(
     return jobs
 
 
+def check_dtypes(a: Path, b: Path, trained: str | None) -> None:
+    """Both dates must share a dtype, and integer images must have the dtype the model was trained on
+    (its normalisation statistics are in those units): ``DataError`` naming the file otherwise."""
+    ia, ib = raster_info(a), raster_info(b)
+    if ia.dtype != ib.dtype:
+        raise DataError(f"{ib.path}: dtype {ib.dtype} but {ia.path} is {ia.dtype} (dates must match)")
+    if trained and ia.dtype != trained and "int" in f"{ia.dtype}{trained}":
+        raise DataError(
+            f"{ia.path}: {ia.dtype} pixels but the model was trained on {trained} images (its "
+            f"normalisation statistics are in {trained} units); convert the images or train on {ia.dtype} data"
+        )
+
+
 def predict_paths(
     checkpoint: str | Path,
     a: str | Path,
@@ -87,16 +102,23 @@ def predict_paths(
     overlap: int | None = None,
     tta: bool | None = None,
     block: int | None = None,
+    window_batch: int | None = None,
     device: str | None = None,
     progress: bool = True,
+    trust_checkpoint: bool = False,
 ) -> PredictResult:
     """Predict change maps with ``checkpoint`` for a pair of files or folders (see ``pair_paths``).
 
-    ``window``/``overlap``/``tta`` default to the checkpoint's ``eval`` settings (window 256 when unset).
+    ``window``/``overlap``/``tta``/``window_batch`` default to the checkpoint's ``eval`` settings (window 256
+    when unset). Memory: a block (``block``, default 4 x window, plus the overlap) of both dates, and the
+    activations of ``window_batch`` windows.
+    ``trust_checkpoint`` allows a checkpoint with pickled objects (can run code; see ``load_module``).
+    Bad inputs raise ``DataError`` naming the file before anything is written; outputs are written
+    atomically, so an error or interruption never leaves a partial file at the output path.
     """
     jobs = pair_paths(a, b, out, label, output)
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    module = load_module(checkpoint)
+    module = load_module(checkpoint, trust=trust_checkpoint)
     cfg = module.cfg
     if cfg.task == "classification":
         raise GeomambaError(
@@ -115,10 +137,15 @@ def predict_paths(
             f"--window {window} must be a multiple of the model's pad multiple {e.pad_multiple}"
         )
     overlap = e.overlap if overlap is None else overlap
+    window_batch = e.window_batch if window_batch is None else window_batch
+    if window_batch < 1:
+        raise GeomambaError(f"--window-batch must be >= 1, got {window_batch}")
     if 2 * overlap >= window:
         raise GeomambaError(f"--overlap {overlap} must be < window/2 ({window // 2})")
     results = []
     total = None
+    for pa, pb, _, _ in jobs:  # every pair checked before anything is written
+        check_dtypes(pa, pb, module.data_info.get("dtype"))
     for pa, pb, po, pl in jobs:
         res = predict_scene(
             model,
@@ -134,7 +161,7 @@ def predict_paths(
             tta=e.tta if tta is None else tta,
             output=output,
             block=block,
-            window_batch=e.window_batch,
+            window_batch=window_batch,
             label=pl,
             ignore_value=cfg.data.ignore_value,
             class_names=cfg.data.class_names,

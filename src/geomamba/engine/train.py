@@ -35,10 +35,22 @@ from geomamba.data.errors import DataError, GeomambaError
 from geomamba.data.labels import LabelMapping
 from geomamba.data.layout import resolve_split_dir
 from geomamba.data.validate import DatasetReport, validate_dataset
-from geomamba.engine.callbacks import GPUMemoryMonitor, RunArtifacts, SaveLastOnTrainEnd
+from geomamba.engine.callbacks import GPUMemoryMonitor, RunArtifacts
+from geomamba.engine.checkpoint import (
+    AtomicCheckpointIO,
+    CheckpointError,
+    GracefulInterrupt,
+    ResumeCheckpoint,
+    config_differences,
+    find_resume_checkpoint,
+    state_dict_differences,
+    verify_checkpoint,
+)
 from geomamba.engine.config import ConfigError, RunConfig, config_to_dict, parse_config
 from geomamba.engine.distributed import PerRankRandomState, is_launch_rank_zero, launch_rank
+from geomamba.engine.guards import CollapseMonitor, NonFiniteGuard
 from geomamba.engine.module import ChangeDetectionModule, load_module
+from geomamba.engine.resume import ResumeState
 from geomamba.engine.tasks import get_task
 
 __all__ = ["TrainResult", "evaluate_checkpoint", "prepare_data", "setup_logging", "train"]
@@ -66,7 +78,10 @@ def setup_logging(log_file: Path | None = None, level: int = logging.INFO) -> No
     logger = logging.getLogger("geomamba")
     logger.setLevel(level)
     rank = launch_rank()
-    mine = any(getattr(h, "_geomamba_console", False) for h in logger.handlers)
+    mine = [h for h in logger.handlers if getattr(h, "_geomamba_console", False)]
+    for h in mine:
+        if h.stream is not sys.stderr:  # stderr was replaced since (redirection, test capture)
+            h.setStream(sys.stderr)
     if not mine and not logging.getLogger().handlers:
         h = logging.StreamHandler(sys.stderr)
         prefix = "" if rank == 0 else f"[rank {'>0' if rank is None else rank}] "
@@ -209,6 +224,7 @@ def _trainer(cfg: RunConfig, run_dir: Path, *, callbacks: list, loggers: Any) ->
         enable_model_summary=False,
         callbacks=callbacks,
         logger=loggers,
+        plugins=[AtomicCheckpointIO()],
         **extra,
     )
     _check_distributed(cfg, trainer)
@@ -249,20 +265,62 @@ def _write_config(cfg: RunConfig, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _resume_path(run_dir: Path, resume: bool | str | Path | None) -> Path | None:
-    last = run_dir / "checkpoints" / "last.ckpt"
+def _resume_path(run_dir: Path, resume: bool | str | Path | None) -> tuple[Path | None, dict | None]:
+    """The checkpoint to resume from (checked intact) and its contents; falls back to the newest intact
+    one of the run when ``last.ckpt`` is damaged (not for an explicit path)."""
+    folder = run_dir / "checkpoints"
+    last = folder / "last.ckpt"
     if resume is False:
-        return None
-    if resume is None:
-        if last.is_file():
-            log.info("resuming from %s (found an earlier run; use --fresh to start over)", last)
-            return last
-        return None
-    path = last if resume is True else Path(resume)
+        return None, None
+    if resume is None or resume is True:
+        if resume is None and not any(folder.glob("*.ckpt")):
+            return None, None
+        path, ckpt = find_resume_checkpoint(folder)
+        if path is None:
+            if resume is True and not last.is_file():
+                raise GeomambaError(f"{last}: checkpoint to resume from not found")
+            raise CheckpointError(
+                f"{folder}: no intact checkpoint to resume from (see the warnings above); use --fresh to "
+                "start over"
+            )
+        how = "found an earlier run; use --fresh to start over" if resume is None else "--resume"
+        log.info("resuming from %s (%s)", path, how)
+        return path, ckpt
+    path = Path(resume)
     if not path.is_file():
         raise GeomambaError(f"{path}: checkpoint to resume from not found")
+    ckpt = verify_checkpoint(path, training_state=True)
     log.info("resuming from %s", path)
-    return path
+    return path, ckpt
+
+
+def _check_resumable(path: Path, ckpt: dict, module: ChangeDetectionModule) -> None:
+    """The checkpoint's weights must fit the model; differing config values are listed."""
+    diff = state_dict_differences(module.state_dict(), ckpt["state_dict"])
+    if diff:
+        raise CheckpointError(
+            f"{path}: its weights do not fit model {module.cfg.model.name!r} of this config ({diff}); "
+            "resume with the config it was trained with, or start over with --fresh or another name"
+        )
+    old = ckpt["geomamba"]["config"]
+    new = config_to_dict(module.cfg)
+    if old.get("optim", {}).get("name") != new["optim"]["name"]:
+        raise CheckpointError(
+            f"{path}: optim.name was {old.get('optim', {}).get('name')!r} and is now "
+            f"{new['optim']['name']!r}: the saved optimizer state cannot be resumed (use --fresh)"
+        )
+    changed = [d for d in config_differences(old, new) if not d.startswith(("output_dir:", "name:"))]
+    if changed:
+        log.warning("resuming with a config that differs from the checkpoint's: %s", "; ".join(changed))
+
+
+def _data_info(report: Any, cfg: RunConfig, channels: int) -> dict[str, Any]:
+    """What the training images were (``{"dtype": "uint8", "bands": 3}``), saved in checkpoints and checked
+    at prediction; the dtype is left out when the task's report does not give it."""
+    splits = getattr(report, "splits", None) or {}
+    info = splits.get(cfg.data.splits.train) or splits.get("train")
+    dtype = getattr(info, "dtype", "") or ""
+    return {"dtype": str(dtype), "bands": channels} if dtype else {"bands": channels}
 
 
 def train(
@@ -286,7 +344,7 @@ def train(
     run_dir = Path(cfg.output_dir) / cfg.name
     setup_logging(run_dir / "train.log")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    ckpt_path = _resume_path(run_dir, resume)
+    ckpt_path, resume_ckpt = _resume_path(run_dir, resume)
     do_test = cfg.eval.test_after_fit and task.split_exists(cfg, cfg.data.splits.test)
     roles = ("train", "val", "test") if do_test else ("train", "val")
     cfg, report = task.prepare(cfg, roles)
@@ -295,6 +353,10 @@ def train(
     module = task.module_class(config_to_dict(cfg))
     channels = len(cfg.data.mean) if cfg.data.mean else report.splits[cfg.data.splits.train].bands
     _check_model_runs(module, channels)
+    module.data_info = _data_info(report, cfg, channels)
+    if ckpt_path is not None:
+        _check_resumable(ckpt_path, resume_ckpt, module)
+        del resume_ckpt
     n_params = sum(p.numel() for p in module.model.parameters())
     log.info("model %s: %.2f M parameters; run folder %s", cfg.model.name, n_params / 1e6, run_dir)
     monitor = f"val/{cfg.eval.monitor}"
@@ -305,18 +367,22 @@ def train(
         monitor=monitor,
         mode="max",
         save_top_k=1,
-        save_last=True,
         auto_insert_metric_name=False,
-        every_n_train_steps=cfg.trainer.save_every_n_steps,
     )
+    stopper = GracefulInterrupt(ckpt_dir / "last.ckpt")
     extra_callbacks = list(callbacks or [])
     callbacks = [
-        checkpoint,
-        SaveLastOnTrainEnd(ckpt_dir / "last.ckpt"),
+        checkpoint,  # best; then last.ckpt, an exact resume point (checkpoint callbacks run last, in order)
+        ResumeCheckpoint(ckpt_dir / "last.ckpt", cfg.trainer.save_every_n_steps),
         RunArtifacts(run_dir, monitor=cfg.eval.monitor, positive=cfg.data.class_names[1]),
-        PerRankRandomState(cfg.seed),
+        PerRankRandomState(cfg.seed),  # before ResumeState, whose restored RNG states win on resume
+        ResumeState(),
+        CollapseMonitor(cfg.trainer.collapse_patience),
         GPUMemoryMonitor(),
+        stopper,
     ]
+    if cfg.trainer.skip_nonfinite:
+        callbacks.append(NonFiniteGuard(cfg.trainer.max_bad_steps))
     if cfg.trainer.enable_progress_bar:
         callbacks.append(TQDMProgressBar(refresh_rate=max(1, cfg.trainer.log_every_n_steps // 2)))
     if cfg.trainer.early_stopping_patience is not None:
@@ -331,15 +397,17 @@ def train(
     ]
     trainer = _trainer(cfg, run_dir, callbacks=callbacks + extra_callbacks, loggers=loggers)
     dm = task.datamodule_class(cfg, report)
-    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
-    best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
-    last = ckpt_dir / "last.ckpt"
-    history = list(module.history)  # testing a checkpoint reloads the history it was saved with
-    test_scores = None
-    if do_test:
-        target = best if best is not None and best.is_file() else (last if last.is_file() else None)
-        trainer.test(module, datamodule=dm, ckpt_path=target, weights_only=True, verbose=False)
-        test_scores = module.test_scores
+    with stopper:  # SIGTERM/SIGINT: checkpoint at the next safe point, then TrainingInterrupted
+        trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path, weights_only=True)
+        stopper.raise_if_stopped()
+        best = Path(checkpoint.best_model_path) if checkpoint.best_model_path else None
+        last = ckpt_dir / "last.ckpt"
+        history = list(module.history)  # testing a checkpoint reloads the history it was saved with
+        test_scores = None
+        if do_test:
+            target = best if best is not None and best.is_file() else (last if last.is_file() else None)
+            trainer.test(module, datamodule=dm, ckpt_path=target, weights_only=True, verbose=False)
+            test_scores = module.test_scores
     best_entry = None
     if history:
         scored = [h for h in history if not math.isnan(h.get(cfg.eval.monitor, math.nan))]
@@ -355,6 +423,7 @@ def evaluate_checkpoint(
     split: str = "test",
     out_dir: str | Path | None = None,
     overrides: dict[str, Any] | None = None,
+    trust_checkpoint: bool = False,
 ) -> dict[str, Any]:
     """Evaluate a checkpoint on a split; writes ``metrics.json`` and error maps to ``out_dir``.
 
@@ -367,7 +436,7 @@ def evaluate_checkpoint(
         data_over["root"] = str(data_root)
     over = {**(overrides or {})}
     over["data"] = {**over.get("data", {}), **data_over}
-    module = load_module(checkpoint, over)
+    module = load_module(checkpoint, over, trust=trust_checkpoint)
     cfg = module.cfg
     if out_dir is None:
         base = checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent

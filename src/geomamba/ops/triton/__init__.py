@@ -1,12 +1,13 @@
 """Triton backend of the selective scan: JIT-compiled GPU kernels, nothing to build.
 
 Importing this package imports ``triton`` and registers the backend ``"triton"`` with the selective-scan
-dispatcher (``fwd``/``bwd`` of the plain scan and the fused SS2D pair ``ss2d_fwd``/``ss2d_bwd``).
+dispatcher (``fwd``/``bwd`` of the plain scan and the SS2D pair, which runs the fused kernels
+``ss2d_fwd``/``ss2d_bwd`` or the composed path shape by shape: ``route.py``).
 An ImportError (no triton, a broken install) propagates unchanged: the dispatcher records its text as the
 reason the backend is unavailable.
 
 Kernels: ``scan_fwd.py`` (forward), ``scan_bwd.py`` (backward, recomputing the forward per chunk),
-``launch.py`` (argument checks, tile choice, launches).
+``launch.py`` (argument checks, tile choice, launches), ``route.py`` (fused or composed SS2D).
 """
 
 from __future__ import annotations
@@ -15,20 +16,28 @@ import torch
 import triton  # an ImportError here is the reason the backend is unavailable
 
 from geomamba.ops.triton.launch import (
+    SS2D_DEFAULTS,
     ScanConfig,
+    SS2DOptions,
     selective_scan_bwd,
     selective_scan_fwd,
     ss2d_bwd,
     ss2d_fwd,
 )
+from geomamba.ops.triton.route import fused_ss2d, ss2d_bwd_routed, ss2d_fwd_routed
 
 __all__ = [
+    "SS2D_DEFAULTS",
+    "SS2DOptions",
     "ScanConfig",
+    "fused_ss2d",
     "is_available",
     "selective_scan_bwd",
     "selective_scan_fwd",
     "ss2d_bwd",
+    "ss2d_bwd_routed",
     "ss2d_fwd",
+    "ss2d_fwd_routed",
     "supports_device",
 ]
 
@@ -64,8 +73,8 @@ def _register() -> bool:
         bwd=selective_scan_bwd,
         is_available=is_available,
         supports_device=supports_device,
-        ss2d_fwd=ss2d_fwd,
-        ss2d_bwd=ss2d_bwd,
+        ss2d_fwd=ss2d_fwd_routed,
+        ss2d_bwd=ss2d_bwd_routed,
     )
     return True
 

@@ -6,9 +6,17 @@ along one sequence of length L in chunks of ``CH = TO * TI`` positions. A chunk 
 - flat (plain scan, and the row-major SS2D directions): ``TO = 1``, ``TI = CH``; position ``t`` of the
   sequence sits at memory offset ``t`` of its row.
 - column-major (SS2D directions 1 and 3) on an ``H x W`` image stored row-major: ``TI`` rows of ``TO``
-  consecutive columns; sequence order is column after column (``w`` major, ``h`` minor), so the tile is
-  loaded in memory order (contiguous along ``w``) and flattened ``(w, h)``: Triton transposes it in
-  shared memory, no copy of the image is written.
+  consecutive columns; sequence order is column after column (``w`` major, ``h`` minor). Two ways to
+  address it (constexpr ``T3`` of the kernels):
+
+  * gather (``T3 = False``): the chunk's offsets are computed directly in sequence order
+    as a ``(1, CH)`` row (``w = t // TI``, ``h = t % TI``), so every tile stays two-dimensional and the
+    kernel code is the row-major code; a warp's load touches TI rows of TO adjacent columns, whose
+    sectors the other columns of the same chunk reuse from L1;
+  * transpose (``T3 = True``, the launcher's default): the tile is loaded in memory order as
+    ``(R, TO, TI)`` (contiguous along the image rows) and flattened to ``(R, CH)`` with ``tl.reshape``
+    (a shared-memory transpose by the compiler). Round 1 saw wrong values from some of these tiles on
+    an H100; round 2 could not reproduce it (bench/NOTES_triton.md).
 
 A reversed direction walks the chunks backwards and scans each tile with ``reverse=True``.
 Masked positions are identity elements of the recurrence (``a = 1``, ``b = 0``, no output).
@@ -55,17 +63,25 @@ def chunk_count(L, H, W, COLMAJOR: tl.constexpr, TO: tl.constexpr, TI: tl.conste
 
 
 @triton.jit
-def chunk_tile(c, L, H, W, COLMAJOR: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr):
-    """Memory offsets ``(TO, TI)`` inside a row and validity mask of chunk ``c`` (memory order)."""
+def chunk_tile(c, L, H, W, COLMAJOR: tl.constexpr, T3: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr):
+    """Offsets inside a row and validity mask of chunk ``c``: ``(TO, TI)`` in memory order when
+    ``COLMAJOR and T3``, else ``(1, CH)`` in sequence order."""
     ji = tl.arange(0, TI)
     if COLMAJOR:
         nic = tl.cdiv(H, TI)
         oc = c // nic
         ic = c - oc * nic
-        w = oc * TO + tl.arange(0, TO)
-        h = ic * TI + ji
-        off = w[:, None] + h[None, :] * W
-        msk = (w[:, None] < W) & (h[None, :] < H)
+        if T3:
+            w = oc * TO + tl.arange(0, TO)
+            h = ic * TI + ji
+            off = w[:, None] + h[None, :] * W
+            msk = (w[:, None] < W) & (h[None, :] < H)
+        else:
+            t = tl.arange(0, TO * TI)
+            w = oc * TO + t // TI
+            h = ic * TI + t % TI
+            off = (w + h * W)[None, :]
+            msk = ((w < W) & (h < H))[None, :]
     else:
         t = c * TI + ji
         off = t[None, :]
@@ -93,6 +109,26 @@ def load_tile(ptr, rows, rmask, off, msk, COLMAJOR: tl.constexpr, R: tl.constexp
     else:
         v = tl.load(ptr + rows[:, None] + off, mask=msk & rmask[:, None], other=0.0)
     return v.to(tl.float32)
+
+
+@triton.jit
+def emit_tile(
+    y_ptr, acc_ptr, rows, rmask, off, msk, val, COLMAJOR: tl.constexpr, MODE: tl.constexpr, R: tl.constexpr,
+    TO: tl.constexpr, TI: tl.constexpr,
+):  # fmt: skip
+    """Write a ``(R, CH)`` result tile. ``MODE``: 0 store into y; 1 fp32 atomic add into acc; 2 store into
+    acc (first direction); 3 acc += val (later direction); 4 store acc + val into y (last direction).
+    Modes 2-4 rely on one program visiting the directions in turn with a barrier between them."""
+    if MODE >= 3:
+        val = val + load_tile(acc_ptr, rows, rmask, off, msk, COLMAJOR, R, TO * TI)
+    if MODE == 0:
+        store_tile(y_ptr, rows, rmask, off, msk, val, COLMAJOR, False, R, TO, TI)
+    elif MODE == 4:
+        store_tile(y_ptr, rows, rmask, off, msk, val, COLMAJOR, False, R, TO, TI)
+    elif MODE == 1:
+        store_tile(acc_ptr, rows, rmask, off, msk, val, COLMAJOR, True, R, TO, TI)
+    else:
+        store_tile(acc_ptr, rows, rmask, off, msk, val, COLMAJOR, False, R, TO, TI)
 
 
 @triton.jit
@@ -148,10 +184,11 @@ def state_rows(t, BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr):
 @triton.jit
 def atomic_add_state_sum(
     ptr, base, N, L, off, msk, t, COLMAJOR: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
-    TO: tl.constexpr, TI: tl.constexpr,
+    TO: tl.constexpr, TI: tl.constexpr, ATOMIC: tl.constexpr = True,
 ):  # fmt: skip
     """Sum ``(BD*NP, CH)`` over the block's channels and add it to the ``(NP, L)`` rows of B or C at
-    ``base + n*L`` (one atomic per block and state, not per channel)."""
+    ``base + n*L`` (one atomic per block and state, not per channel); with ``ATOMIC=False`` store it
+    there instead (``base`` then addresses this block's own partial-sum rows)."""
     CH: tl.constexpr = TO * TI
     if NP == 1:
         s = tl.sum(t, 0)[None, :]
@@ -160,9 +197,14 @@ def atomic_add_state_sum(
     n = tl.arange(0, NP)
     nm = n < N
     if COLMAJOR:
-        tl.atomic_add(
-            ptr + base + n[:, None, None] * L + off[None, :, :], tl.reshape(s, (NP, TO, TI)),
-            mask=nm[:, None, None] & msk[None, :, :], sem="relaxed",
-        )  # fmt: skip
+        p = ptr + base + n[:, None, None] * L + off[None, :, :]
+        v = tl.reshape(s, (NP, TO, TI))
+        m = nm[:, None, None] & msk[None, :, :]
     else:
-        tl.atomic_add(ptr + base + n[:, None] * L + off, s, mask=nm[:, None] & msk, sem="relaxed")
+        p = ptr + base + n[:, None] * L + off
+        v = s
+        m = nm[:, None] & msk
+    if ATOMIC:
+        tl.atomic_add(p, v, mask=m, sem="relaxed")
+    else:
+        tl.store(p, v, mask=m)

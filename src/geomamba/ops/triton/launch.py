@@ -18,26 +18,40 @@ import triton
 from geomamba.ops.triton.scan_bwd import scan_bwd_kernel
 from geomamba.ops.triton.scan_fwd import scan_fwd_kernel
 
-__all__ = ["ScanConfig", "pick_config", "selective_scan_bwd", "selective_scan_fwd", "ss2d_bwd", "ss2d_fwd"]
+__all__ = [
+    "COL_COPY_MIN_PIXELS",
+    "SS2D_DEFAULTS",
+    "SS2DOptions",
+    "ScanConfig",
+    "pick_config",
+    "selective_scan_bwd",
+    "selective_scan_fwd",
+    "ss2d_bwd",
+    "ss2d_fwd",
+]
 
 
 @dataclass(frozen=True)
 class ScanConfig:
-    """Tile of one program: ``bd`` channels x ``chunk`` positions (x the padded state size); warps."""
+    """Tile of one program: ``bd`` channels x ``chunk`` positions (x the padded state size); warps;
+    ``num_stages``: software-pipelining depth of the chunk loop (``tl.range(num_stages=...)``: the next
+    chunks' loads are issued while this one computes; 1 = none)."""
 
     bd: int
     chunk: int
     num_warps: int
+    num_stages: int = 1
 
 
 # Tiles by padded state size: (plain fwd, plain bwd, SS2D fwd, SS2D bwd); the tile holds BD * NP state rows
-# of ``chunk`` positions. Chosen from the sweeps of bench/scan_gpu.py on an H100 (bench/NOTES_triton.md).
+# of ``chunk`` positions. Chosen from the sweeps of bench/scan_gpu.py and bench/ss2d_route_gpu.py on an
+# H100 (bench/NOTES_triton.md). Warps as they ran (a program gets at most one warp per 64 tile elements).
 _TABLE = {
-    1: (ScanConfig(4, 256, 4), ScanConfig(4, 128, 4), ScanConfig(2, 256, 4), ScanConfig(4, 256, 4)),
-    2: (ScanConfig(4, 128, 4), ScanConfig(2, 128, 4), ScanConfig(2, 128, 4), ScanConfig(2, 128, 4)),
-    4: (ScanConfig(2, 128, 4), ScanConfig(1, 128, 4), ScanConfig(1, 128, 4), ScanConfig(1, 128, 4)),
-    8: (ScanConfig(1, 128, 4), ScanConfig(1, 64, 4), ScanConfig(1, 128, 4), ScanConfig(1, 64, 4)),
-    16: (ScanConfig(1, 32, 4), ScanConfig(1, 32, 4), ScanConfig(1, 32, 4), ScanConfig(1, 32, 4)),
+    1: (ScanConfig(4, 256, 4, 3), ScanConfig(4, 64, 1, 3), ScanConfig(2, 512, 4), ScanConfig(2, 128, 1)),
+    2: (ScanConfig(4, 128, 4), ScanConfig(2, 128, 2), ScanConfig(2, 128, 2), ScanConfig(2, 128, 2)),
+    4: (ScanConfig(2, 128, 4), ScanConfig(1, 128, 2), ScanConfig(1, 128, 2), ScanConfig(1, 128, 2)),
+    8: (ScanConfig(1, 128, 4), ScanConfig(1, 64, 2), ScanConfig(1, 128, 4), ScanConfig(1, 64, 2)),
+    16: (ScanConfig(1, 32, 2), ScanConfig(1, 32, 2), ScanConfig(1, 32, 2), ScanConfig(1, 32, 2)),
 }
 
 
@@ -62,26 +76,88 @@ def pick_config(
     cfg = override or _TABLE[npad][(2 if ss2d else 0) + (1 if backward else 0)]
     bd = min(cfg.bd, _pow2_divisor(per_group))
     chunk = min(cfg.chunk, max(16, triton.next_power_of_2(max(length, 1))))
-    warps = max(1, min(cfg.num_warps, bd * npad * chunk // 256))
-    return npad, ScanConfig(bd, chunk, warps)
+    warps = max(1, min(cfg.num_warps, bd * npad * chunk // 64))
+    return npad, ScanConfig(bd, chunk, warps, cfg.num_stages)
 
 
-# Columns per column-major chunk. The kernels support TO > 1 (whole columns, transposed in shared memory
-# through tl.reshape; exact under the Triton interpreter), but Triton 3.6 on an H100 returned wrong sums
-# for some (rows, TO, TI) tiles, e.g. (2, 8, 16), while others passed: the launcher keeps one column per
-# chunk (strided loads, exact everywhere it was tested) until that is understood. bench/NOTES_triton.md.
-COLMAJOR_COLUMNS = 1
+@dataclass(frozen=True)
+class SS2DOptions:
+    """How the fused SS2D kernels address the column-major directions and merge the K directions.
+
+    ``col_t3``: True = transpose (3-D memory-order tile flattened by ``tl.reshape``: loads contiguous
+    along the image rows); False = gather (sequence-order offsets, 2-D tiles, strided loads).
+    ``columns``: most image columns per column-major chunk (0 = as many as fill the chunk). ``seq_k``:
+    one program runs the K directions in turn and merges y / dx with plain loads and stores (False: one
+    program per direction, fp32 atomics). ``dbc_atomic``: dB/dC by atomics (False: per-block partial
+    sums, summed by the launcher). ``col_copy`` (backward, with ``seq_k``): the launcher transposes x, dy
+    and the column-major directions' delta/B/C into their scan order first, so the kernel scans every
+    direction as coalesced rows, and transposes ddelta/dB/dC/dx of those directions back (``col_t3`` and
+    ``columns`` are then unused).
+
+    Defaults per phase: ``SS2D_DEFAULTS``. On an H100 (triton 3.6) the transposed tiles gave wrong
+    BACKWARD gradients for some tiles (e.g. (rows, TO, TI) = (4, 4, 32) with 2 warps, (2, 16, 32) with
+    4 warps; the forward was right everywhere it was measured), so the backward gathers on small maps
+    and uses ``col_copy`` from ``COL_COPY_MIN_PIXELS`` up (bench/NOTES_triton.md)."""
+
+    col_t3: bool = False
+    columns: int = 0
+    seq_k: bool = True
+    dbc_atomic: bool = False
+    col_copy: bool = False
+
+
+# Options per phase when the caller gives none (bench/ss2d_route_gpu.py and bench/bwd_sweep_gpu.py
+# measured them; see SS2DOptions). The backward of maps with at least COL_COPY_MIN_PIXELS pixels uses
+# "backward_large" (transposed copies, the plain backward tile): on an H100, bf16, batch 16, N = 1, K = 4
+# it took 1.45 ms at 64x64 (gather 6.58, composed 2.44) and 0.80 ms at 32x32 (gather 1.16, composed 1.56),
+# but 1.03 ms at 16x16, where gather took 0.46 (round 3, bench/NOTES_triton.md).
+SS2D_DEFAULTS = {
+    "forward": SS2DOptions(col_t3=True),
+    "backward": SS2DOptions(col_t3=False),
+    "backward_large": SS2DOptions(col_copy=True),
+}
+COL_COPY_MIN_PIXELS = 1024
 
 # Sequences shorter than this are zero-padded to it (the kernels mask the padding with the valid length,
 # an unspecialized argument): one chunk shape serves them, and no row stride is specialized to the
 # constant 1. (L = 1 first looked wrong on the H100; it was the test's relative error against dA = 0.)
 _MIN_LENGTH = 16
 
+# Partial dB/dC sums (plain stores, summed afterwards) instead of atomics when their scratch is at most
+# this many bytes; otherwise atomics. The plain scan with N = 1 always takes atomics (one per block of
+# channels and position): round 3 measured them faster at all three flagship stages on an H100 (the
+# partial sums moved 2 x 4 B per position and block twice, e.g. 0.54 vs 0.65 ms at stage 1).
+PARTIAL_DBC_MAX_BYTES = 1 << 30
 
-def _colmajor_tile(h: int, chunk: int, columns: int = COLMAJOR_COLUMNS) -> tuple[int, int]:
-    """(TO columns, TI rows) of a column-major chunk."""
+
+def _colmajor_tile(h: int, chunk: int, columns: int = 0) -> tuple[int, int]:
+    """(TO columns, TI rows) of a column-major chunk: whole (padded) columns when they fit."""
     ti = min(triton.next_power_of_2(max(h, 1)), chunk)
-    return max(1, min(columns, chunk // ti)), ti
+    to = chunk // ti
+    if columns > 0:
+        to = min(to, triton.next_power_of_2(columns))
+    return max(1, to), ti
+
+
+def _to_col_order(t, cols, h, w):
+    """``(batch, K, C, H*W)`` in image order -> a tensor whose directions ``cols`` hold the same values in
+    column-major order (``w`` major); the other directions are left unset (the kernel does not read them)."""
+    out = torch.empty_like(t)
+    b, _, c, _ = t.shape
+    for j in cols:
+        out[:, j].view(b, c, w, h).copy_(t[:, j].view(b, c, h, w).transpose(-1, -2))
+    return out
+
+
+def _from_col_order(dst, src, cols, h, w):
+    """Inverse of ``_to_col_order`` for directions ``cols``: write ``src`` (column-major) into ``dst``."""
+    b, _, c, _ = dst.shape
+    for j in cols:
+        dst[:, j].view(b, c, h, w).copy_(src[:, j].view(b, c, w, h).transpose(-1, -2))
+
+
+def _use_partial(partial: bool | None, nbytes: int) -> bool:
+    return nbytes <= PARTIAL_DBC_MAX_BYTES if partial is None else bool(partial)
 
 
 def _pad_length(t, length):
@@ -142,11 +218,11 @@ def selective_scan_fwd(
         scan_fwd_kernel[(batch * n_db,)](
             u, delta, A32, B, C,
             D if D is not None else A32, delta_bias if delta_bias is not None else A32,
-            z if z is not None else u, y, last,
+            z if z is not None else u, y, y, last,
             dim, 1, groups, n, stride, length, 1, stride, n_db, TINY=tiny,
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
-            SOFTPLUS=bool(delta_softplus), STORE_LAST=True, ACCUM=False, SS2D=False,
-            BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, num_warps=cfg.num_warps,
+            SOFTPLUS=bool(delta_softplus), STORE_LAST=True, SS2D=False, SEQ_K=False, KC=1, COL_T3=False,
+            BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
         )  # fmt: skip
     if tiny:
         y = y[..., :length].contiguous()
@@ -167,8 +243,12 @@ def selective_scan_bwd(
     dlast_state=None,
     *,
     config=None,
+    partial_dbc=None,
 ):
-    """Backward of the plain scan: ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``, None for None inputs."""
+    """Backward of the plain scan: ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``, None for None inputs.
+
+    ``partial_dbc``: dB/dC as per-block partial sums summed afterwards (True) or atomics (False);
+    None: partial sums when their scratch is at most ``PARTIAL_DBC_MAX_BYTES``."""
     batch, dim, length, groups, n = _check_scan_args(u, delta, A, B, C, D, z, delta_bias)
     _check(dy.shape == u.shape, f"dy must have u's shape {tuple(u.shape)}, got {tuple(dy.shape)}")
     u, delta, B, C, dy = u.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous(), dy.contiguous()
@@ -201,18 +281,29 @@ def selective_scan_bwd(
         nc = triton.cdiv(stride, cfg.chunk)
         progs = batch * n_db
         st = torch.empty(progs * nc * cfg.bd * npad, device=dev, dtype=f32)
+        n_part = dim // groups // cfg.bd
+        if partial_dbc is None and npad == 1:
+            partial_dbc = False
+        partial = _use_partial(partial_dbc, 2 * 4 * batch * groups * n_part * n * stride)
+        if partial:
+            dBp = torch.empty(batch, groups, n_part, n, stride, device=dev, dtype=f32)
+            dCp = torch.empty_like(dBp)
         with _device_ctx(u):
             scan_bwd_kernel[(progs,)](
                 u, delta, A32, B, C,
                 D if D is not None else A32, delta_bias if delta_bias is not None else A32,
                 z if z is not None else u, dy, dlast_state if dlast_state is not None else A32, st,
-                du, ddelta, dA, dB, dC, dD if dD is not None else dA, dbias if dbias is not None else dA,
-                dz if dz is not None else du,
+                du, du, ddelta, dA, dBp if partial else dB, dCp if partial else dC,
+                dD if dD is not None else dA, dbias if dbias is not None else dA, dz if dz is not None else du,
+                *(u,) * 9,
                 dim, 1, groups, n, stride, length, 1, stride, n_db, nc, TINY=tiny,
                 HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
-                SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast_state is not None, ACCUM=False, SS2D=False,
-                BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, num_warps=cfg.num_warps,
+                SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast_state is not None, SS2D=False, SEQ_K=False,
+                KC=1, COL_T3=False, DBC_ATOMIC=not partial, COL_COPY=False,
+                BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
             )  # fmt: skip
+        if partial:
+            dB, dC = dBp.sum(2), dCp.sum(2)
     else:
         du.zero_()
         ddelta.zero_()
@@ -255,75 +346,116 @@ def _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions):
     return batch, dm, h, w, k, n
 
 
-def _ss2d_launch_geometry(n, dm, h, w, backward, config):
-    npad, cfg = pick_config(n, dm, h * w, backward=backward, ss2d=True, override=config)
-    to_c, ti_c = _colmajor_tile(h, cfg.chunk)
+def _ss2d_launch_geometry(n, dm, h, w, backward, config, opts):
+    # col_copy scans every direction as flat rows: the plain scan's tile
+    npad, cfg = pick_config(n, dm, h * w, backward=backward, ss2d=not opts.col_copy, override=config)
+    to_c, ti_c = _colmajor_tile(h, cfg.chunk, opts.columns)
     nc_max = max(triton.cdiv(h * w, cfg.chunk), triton.cdiv(w, to_c) * triton.cdiv(h, ti_c))
     return npad, cfg, to_c, ti_c, nc_max
 
 
-def ss2d_fwd(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None):
+def ss2d_fwd(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None):
     """Fused SS2D scan: ``y (batch, Dm, H, W)`` in x.dtype, the K directional scans merged (summed)."""
     batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions)
+    opts = options or SS2D_DEFAULTS["forward"]
     x, delta, B, C = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
     A32 = A.detach().float().contiguous()
-    accum = k > 1
-    if accum:
-        y = torch.zeros(x.shape, device=x.device, dtype=torch.float32)
-    else:
-        y = torch.empty_like(x)
+    y = torch.empty_like(x)
     if x.numel() == 0:
-        return y.to(x.dtype)
-    npad, cfg, to_c, ti_c, _ = _ss2d_launch_geometry(n, dm, h, w, False, config)
+        return y
+    atomic = k > 1 and not opts.seq_k
+    acc = (
+        torch.zeros(x.shape, device=x.device, dtype=torch.float32)
+        if atomic
+        else (torch.empty(x.shape, device=x.device, dtype=torch.float32) if k > 1 else y)
+    )
+    npad, cfg, to_c, ti_c, _ = _ss2d_launch_geometry(n, dm, h, w, False, config, opts)
     n_db = dm // cfg.bd
+    progs = batch * n_db * (1 if opts.seq_k else k)
     with _device_ctx(x):
-        scan_fwd_kernel[(batch * n_db * k,)](
+        scan_fwd_kernel[(progs,)](
             x, delta, A32, B, C,
             D if D is not None else A32, delta_bias if delta_bias is not None else A32,
-            x, y, A32,
+            x, y, acc, A32,
             dm, k, 1, n, h * w, h * w, h, w, n_db, TINY=False,
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=False,
-            SOFTPLUS=True, STORE_LAST=False, ACCUM=accum, SS2D=True,
-            BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, num_warps=cfg.num_warps,
+            SOFTPLUS=True, STORE_LAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
+            BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
         )  # fmt: skip
-    return y.to(x.dtype)
+    return acc.to(x.dtype) if atomic else y
 
 
-def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None):
+def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None):
     """Backward of the fused SS2D scan: ``(dx, ddelta, dA, dB, dC, dD, ddelta_bias)``."""
     batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions)
     _check(dy.shape == x.shape, f"dy must have x's shape {tuple(x.shape)}, got {tuple(dy.shape)}")
+    opts = options or SS2D_DEFAULTS["backward_large" if h * w >= COL_COPY_MIN_PIXELS else "backward"]
     x, delta, B, C, dy = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous(), dy.contiguous()
     A32 = A.detach().float().contiguous()
     dev, f32 = x.device, torch.float32
-    accum = k > 1
-    dx = torch.zeros(x.shape, device=dev, dtype=f32) if accum else torch.empty_like(x)
+    atomic = k > 1 and not opts.seq_k
+    dx = torch.empty_like(x)
+    dxacc = torch.zeros(x.shape, device=dev, dtype=f32) if atomic else (
+        torch.empty(x.shape, device=dev, dtype=f32) if k > 1 else dx
+    )  # fmt: skip
     ddelta = torch.empty_like(delta)
     dA = torch.zeros(k * dm, n, device=dev, dtype=f32)
     dB = torch.zeros(B.shape, device=dev, dtype=f32)
     dC = torch.zeros(C.shape, device=dev, dtype=f32)
     dD = torch.zeros(k * dm, device=dev, dtype=f32) if D is not None else None
     dbias = torch.zeros(k * dm, device=dev, dtype=f32) if delta_bias is not None else None
+    col_copy = opts.col_copy and opts.seq_k and k > 1
+    if col_copy:
+        cols = [1, 3] if k == 4 else [1]
+        dxacc = torch.empty(x.shape, device=dev, dtype=f32)
+        accT = torch.empty(batch, dm, w, h, device=dev, dtype=f32)
+        xT, dyT = (t.transpose(-1, -2).contiguous() for t in (x, dy))
+        deltaT, BT, CT = (_to_col_order(t, cols, h, w) for t in (delta, B, C))
+        ddeltaT = torch.empty_like(delta)
+        dBT = torch.zeros(B.shape, device=dev, dtype=f32)
+        dCT = torch.zeros(C.shape, device=dev, dtype=f32)
+    else:
+        xT = deltaT = BT = CT = dyT = accT = ddeltaT = x
     if x.numel() > 0:
-        npad, cfg, to_c, ti_c, nc_max = _ss2d_launch_geometry(n, dm, h, w, True, config)
+        npad, cfg, to_c, ti_c, nc_max = _ss2d_launch_geometry(n, dm, h, w, True, config, opts)
         n_db = dm // cfg.bd
-        progs = batch * n_db * k
+        progs = batch * n_db * (1 if opts.seq_k else k)
         st = torch.empty(progs * nc_max * cfg.bd * npad, device=dev, dtype=f32)
+        partial = not opts.dbc_atomic and _use_partial(None, 2 * 4 * batch * k * n_db * n * h * w)
+        if partial:
+            dBp = torch.empty(batch, k, n_db, n, h * w, device=dev, dtype=f32)
+            dCp = torch.empty_like(dBp)
+            if col_copy:
+                dBT, dCT = torch.empty_like(dBp), torch.empty_like(dBp)
         with _device_ctx(x):
             scan_bwd_kernel[(progs,)](
                 x, delta, A32, B, C,
                 D if D is not None else A32, delta_bias if delta_bias is not None else A32,
                 x, dy, A32, st,
-                dx, ddelta, dA, dB, dC, dD if dD is not None else dA, dbias if dbias is not None else dA, dx,
+                dx, dxacc, ddelta, dA, dBp if partial else dB, dCp if partial else dC,
+                dD if dD is not None else dA, dbias if dbias is not None else dA, dx,
+                xT, deltaT, BT, CT, dyT, accT, ddeltaT, dBT if col_copy else dx, dCT if col_copy else dx,
                 dm, k, 1, n, h * w, h * w, h, w, n_db, nc_max, TINY=False,
                 HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=False,
-                SOFTPLUS=True, HAS_DLAST=False, ACCUM=accum, SS2D=True,
-                BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, num_warps=cfg.num_warps,
+                SOFTPLUS=True, HAS_DLAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
+                DBC_ATOMIC=not partial, COL_COPY=col_copy,
+                BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
             )  # fmt: skip
+        if partial:
+            dB, dC = dBp.sum(2), dCp.sum(2)
+            if col_copy:
+                dBT, dCT = dBT.sum(2), dCT.sum(2)
+        if atomic:
+            dx = dxacc.to(x.dtype)
+        if col_copy:
+            _from_col_order(ddelta, ddeltaT, cols, h, w)
+            _from_col_order(dB, dBT, cols, h, w)
+            _from_col_order(dC, dCT, cols, h, w)
+            dx = (dxacc + accT.transpose(-1, -2)).to(x.dtype)
     else:
         ddelta.zero_()
     return (
-        dx.to(x.dtype),
+        dx,
         ddelta,
         dA.to(A.dtype),
         dB.to(B.dtype),

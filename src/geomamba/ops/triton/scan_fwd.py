@@ -5,8 +5,11 @@ chunk by chunk. Its tiles are ``(R, CH)`` with ``R = BD * NP`` state rows (row r
 r % NP; for N = 1 a row is a channel), so every operation is two-dimensional: u/delta rows repeat over
 the states and B/C rows over the channels (broadcast loads served by L1). Per chunk: ``a = exp(dt*A)``,
 ``b = dt*B*u``, ``tl.associative_scan`` along the chunk plus the carried state, ``y = sum_n C*h`` (a
-reduction over the NP rows of a channel), D skip, SiLU(z) gate, then ``y`` is stored (or, for the fused
-SS2D, atomically added to the fp32 image accumulator so the K directions merge in place).
+reduction over the NP rows of a channel), D skip, SiLU(z) gate, then ``y`` is written (``emit_tile``).
+
+Fused SS2D: the K directions of a block of channels merge in place, either by fp32 atomic adds from
+K programs (``SEQ_K = False``) or by one program that runs the K directions in turn and accumulates
+with plain loads and stores, the last direction writing the output in its dtype (``SEQ_K = True``).
 """
 
 from __future__ import annotations
@@ -20,20 +23,21 @@ from geomamba.ops.triton._common import (
     chunk_count,
     chunk_tile,
     combine_fwd,
+    emit_tile,
     flat_mask,
     load_tile,
     softplus,
-    store_tile,
 )
 
 
 @triton.jit
 def _fwd_seq(
-    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
     x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
-    STORE_LAST: tl.constexpr, ACCUM: tl.constexpr, COLMAJOR: tl.constexpr, REVERSE: tl.constexpr,
-    BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
+    STORE_LAST: tl.constexpr, MODE: tl.constexpr, COLMAJOR: tl.constexpr, T3: tl.constexpr,
+    REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
+    STAGES: tl.constexpr,
 ):  # fmt: skip
     CH: tl.constexpr = TO * TI
     R: tl.constexpr = BD * NP
@@ -64,17 +68,17 @@ def _fwd_seq(
     else:
         Lm = L
     h = tl.zeros((R,), dtype=tl.float32)
-    for it in range(nc):
+    for it in tl.range(0, nc, num_stages=STAGES):
         if REVERSE:
             c = nc - 1 - it
         else:
             c = it
-        off, msk = chunk_tile(c, Lm, H, W, COLMAJOR, TO, TI)
-        valid = flat_mask(msk, COLMAJOR, CH)
-        u = load_tile(x_ptr, x_rows_r, true_r, off, msk, COLMAJOR, R, CH)
-        dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, COLMAJOR, R, CH)
-        Bt = load_tile(B_ptr, bc_rows, nmask, off, msk, COLMAJOR, R, CH)
-        Ct = load_tile(C_ptr, bc_rows, nmask, off, msk, COLMAJOR, R, CH)
+        off, msk = chunk_tile(c, Lm, H, W, COLMAJOR, T3, TO, TI)
+        valid = flat_mask(msk, T3, CH)
+        u = load_tile(x_ptr, x_rows_r, true_r, off, msk, T3, R, CH)
+        dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, T3, R, CH)
+        Bt = load_tile(B_ptr, bc_rows, nmask, off, msk, T3, R, CH)
+        Ct = load_tile(C_ptr, bc_rows, nmask, off, msk, T3, R, CH)
         if HAS_BIAS:
             dr = dr + bias[:, None]
         if SOFTPLUS:
@@ -91,67 +95,135 @@ def _fwd_seq(
         if HAS_D:
             y = y + Dv[:, None] * channel_pick(u, BD, NP, CH)
         if HAS_Z:
-            zz = load_tile(z_ptr, x_rows_d, true_d, off, msk, COLMAJOR, BD, CH)
+            zz = load_tile(z_ptr, x_rows_d, true_d, off, msk, T3, BD, CH)
             y = y * zz * tl.sigmoid(zz)
-        store_tile(y_ptr, x_rows_d, true_d, off, msk, y, COLMAJOR, ACCUM, BD, TO, TI)
+        emit_tile(y_ptr, acc_ptr, x_rows_d, true_d, off, msk, y, T3, MODE, BD, TO, TI)
     if STORE_LAST:
         tl.store(last_ptr + last_base + rd * N + rn, h, mask=nmask)
 
 
+@triton.jit
+def _fwd_dir(
+    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
+    b, k, d0, g, Dm, K, G, N, L, Lv, H, W,
+    TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
+    SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, MODE: tl.constexpr, COLMAJOR: tl.constexpr,
+    T3: tl.constexpr, REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr,
+    TI: tl.constexpr, STAGES: tl.constexpr,
+):  # fmt: skip
+    """Direction ``k`` (run-time index of the tensors) of batch ``b``, channels ``d0 .. d0 + BD - 1``."""
+    x_base = (b * Dm + d0).to(tl.int64) * L
+    dl_base = ((b * K + k) * Dm + d0).to(tl.int64) * L
+    bc_base = ((b * K + k) * G + g).to(tl.int64) * N * L
+    last_base = ((b * K + k) * Dm + d0).to(tl.int64) * N
+    _fwd_seq(
+        x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
+        x_base, dl_base, bc_base, k * Dm + d0, last_base, L, Lv, H, W, N,
+        TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, MODE, COLMAJOR, T3, REVERSE, BD, NP, TO, TI, STAGES,
+    )  # fmt: skip
+
+
 @triton.jit(do_not_specialize=["Lv"])
 def scan_fwd_kernel(
-    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
     Dm, K, G, N, L, Lv, H, W, n_dblocks,
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
-    SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, ACCUM: tl.constexpr, SS2D: tl.constexpr,
+    SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, SS2D: tl.constexpr, SEQ_K: tl.constexpr,
+    KC: tl.constexpr, COL_T3: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr, TO_C: tl.constexpr, TI_C: tl.constexpr,
+    STAGES: tl.constexpr,
 ):  # fmt: skip
-    """Grid: ``batch * n_dblocks * K`` programs, k fastest (the K directions of a block run together).
+    """Plain scan: ``K = 1``, grid ``batch * n_dblocks``; x/z/y ``(batch, Dm, L)``; delta
+    ``(batch, Dm, L)``; B/C ``(batch, G, N, L)``.
 
-    Plain scan: ``K = 1``; x/z/y ``(batch, Dm, L)``; delta ``(batch, Dm, L)``; B/C ``(batch, G, N, L)``.
     SS2D: x/y ``(batch, Dm, H, W)``; delta ``(batch, K, Dm, L)``; B/C ``(batch, K, N, L)`` (G = 1);
     A ``(K*Dm, N)``; D/bias ``(K*Dm,)``; direction k: 0 row, 1 column, 2 row reversed, 3 column reversed.
+    ``SEQ_K = False``: grid ``batch * n_dblocks * K`` (k fastest), y merged by atomic adds into the fp32
+    ``acc`` when K > 1 (else stored into y). ``SEQ_K = True``: grid ``batch * n_dblocks``, the program
+    runs the ``KC`` (= K, constexpr) directions in turn through ``acc`` and the last one writes y.
     """
     pid = tl.program_id(0)
-    k = pid % K
-    rest = pid // K
+    if SEQ_K:
+        k = 0
+        rest = pid
+    else:
+        k = pid % K
+        rest = pid // K
     db = rest % n_dblocks
     b = rest // n_dblocks
     d0 = db * BD
     g = d0 // (Dm // G)
-    x_base = (b * Dm + d0).to(tl.int64) * L
-    dl_base = ((b * K + k) * Dm + d0).to(tl.int64) * L
-    bc_base = ((b * K + k) * G + g).to(tl.int64) * N * L
-    prm0 = k * Dm + d0
-    last_base = ((b * K + k) * Dm + d0).to(tl.int64) * N
-    if SS2D:
-        if k == 0:
-            _fwd_seq(
-                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
-                x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
-                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, False, False, BD, NP, 1, CH,
-            )  # fmt: skip
-        elif k == 1:
-            _fwd_seq(
-                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
-                x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
-                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, True, False, BD, NP, TO_C, TI_C,
-            )  # fmt: skip
-        elif k == 2:
-            _fwd_seq(
-                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
-                x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
-                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, False, True, BD, NP, 1, CH,
+    if not SS2D:
+        _fwd_dir(
+            x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
+            b, 0, d0, g, Dm, 1, G, N, L, Lv, H, W,
+            TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, 0, False, False, False, BD, NP, 1, CH, STAGES,
+        )  # fmt: skip
+    elif SEQ_K:
+        if KC == 1:
+            _fwd_dir(
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
+                b, 0, d0, g, Dm, K, G, N, L, Lv, H, W,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 0, False, False, False, BD, NP, 1, CH, STAGES,
             )  # fmt: skip
         else:
-            _fwd_seq(
-                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
-                x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
-                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, True, True, BD, NP, TO_C, TI_C,
+            _fwd_dir(
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
+                b, 0, d0, g, Dm, K, G, N, L, Lv, H, W,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, False, False, False, BD, NP, 1, CH, STAGES,
             )  # fmt: skip
+            tl.debug_barrier()
+            if KC == 2:
+                _fwd_dir(
+                    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
+                    b, 1, d0, g, Dm, K, G, N, L, Lv, H, W,
+                    TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 4, True, COL_T3, False, BD, NP, TO_C, TI_C, STAGES,
+                )  # fmt: skip
+            else:
+                _fwd_dir(
+                    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
+                    b, 1, d0, g, Dm, K, G, N, L, Lv, H, W,
+                    TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, True, COL_T3, False, BD, NP, TO_C, TI_C, STAGES,
+                )  # fmt: skip
+                tl.debug_barrier()
+                _fwd_dir(
+                    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
+                    b, 2, d0, g, Dm, K, G, N, L, Lv, H, W,
+                    TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, False, False, True, BD, NP, 1, CH, STAGES,
+                )  # fmt: skip
+                tl.debug_barrier()
+                _fwd_dir(
+                    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
+                    b, 3, d0, g, Dm, K, G, N, L, Lv, H, W,
+                    TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 4, True, COL_T3, True, BD, NP, TO_C, TI_C, STAGES,
+                )  # fmt: skip
     else:
-        _fwd_seq(
-            x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
-            x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
-            TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, ACCUM, False, False, BD, NP, 1, CH,
-        )  # fmt: skip
+        # one direction per program; K > 1 merges by atomics into acc (KC = K is constexpr)
+        if KC == 1:
+            MODE: tl.constexpr = 0
+        else:
+            MODE: tl.constexpr = 1
+        if k == 0:
+            _fwd_dir(
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
+                b, k, d0, g, Dm, K, G, N, L, Lv, H, W,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, MODE, False, False, False, BD, NP, 1, CH, STAGES,
+            )  # fmt: skip
+        elif k == 1:
+            _fwd_dir(
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
+                b, k, d0, g, Dm, K, G, N, L, Lv, H, W,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, MODE, True, COL_T3, False, BD, NP, TO_C, TI_C, STAGES,
+            )  # fmt: skip
+        elif k == 2:
+            _fwd_dir(
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
+                b, k, d0, g, Dm, K, G, N, L, Lv, H, W,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, MODE, False, False, True, BD, NP, 1, CH, STAGES,
+            )  # fmt: skip
+        else:
+            _fwd_dir(
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
+                b, k, d0, g, Dm, K, G, N, L, Lv, H, W,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, MODE, True, COL_T3, True, BD, NP, TO_C, TI_C, STAGES,
+            )  # fmt: skip

@@ -1,0 +1,227 @@
+"""GPU sweep of the plain-scan BACKWARD tiles (round 3): which tile, warps and pipelining depth, and
+whether dB/dC go through per-block partial sums or atomics, at the flagship's three stages.
+
+For each backward tile ``(bd, chunk, warps, stages)`` and dB/dC mode: the median time of
+``selective_scan_bwd`` (bf16, G = 4, N = 1, D and delta_bias on, as ``bench/scan_gpu.py``), its relative
+error against the table's default tile (a wrong variant is reported, never silently timed), its
+effective bandwidth (minimal bytes / time) as % of the measured copy bandwidth, and the time of the
+partial-sum reduction alone (``dBp.sum(2)`` for dB and dC) at that tile's block count. Compiles first in
+``--jobs`` parallel processes (they fill Triton's on-disk cache), then times in this process.
+
+    PYTHONPATH=src python bench/bwd_sweep_gpu.py --out results.json [--jobs 12]
+    PYTHONPATH=src TRITON_INTERPRET=1 python bench/bwd_sweep_gpu.py --tiny   # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
+import triton
+
+from geomamba.ops.triton import ScanConfig, SS2DOptions, selective_scan_bwd, ss2d_bwd
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+S = ScanConfig
+# (bd, chunk, warps, stages); None = the table's default tile
+TILES = [
+    None,
+    S(2, 128, 1, 2),
+    S(2, 128, 1, 4),
+    S(1, 128, 1, 3),
+    S(1, 256, 1, 3),
+    S(2, 256, 1, 3),
+    S(2, 64, 1, 3),
+    S(4, 64, 1, 3),
+    S(4, 64, 1, 4),
+    S(4, 128, 1, 3),
+    S(4, 32, 1, 3),
+    S(8, 32, 1, 3),
+    S(8, 64, 2, 3),
+    S(16, 64, 4, 3),
+    S(4, 128, 2, 3),
+]
+# (name, batch, D, L): stage 1-3 of the flagship at batch 16, 256x256 input (D = 4 x d_inner)
+SHAPES = [("stage1", 16, 1024, 4096), ("stage2", 16, 2048, 1024), ("stage3", 16, 4096, 256)]
+GROUPS = 4
+
+
+def inputs(batch, dim, length, dtype=torch.bfloat16, seed=0):
+    g = torch.Generator(device=DEV).manual_seed(seed)
+
+    def r(*s):
+        return torch.randn(*s, device=DEV, generator=g)
+
+    return [
+        r(batch, dim, length).to(dtype),
+        (r(batch, dim, length) * 0.5 - 1.0).to(dtype),
+        -torch.exp(r(dim, 1) * 0.5),
+        r(batch, GROUPS, 1, length).to(dtype),
+        r(batch, GROUPS, 1, length).to(dtype),
+        torch.ones(dim, device=DEV),
+        None,
+        r(dim) * 0.1,
+    ], r(batch, dim, length).to(dtype)
+
+
+def run_bwd(args, dy, cfg, partial):
+    return selective_scan_bwd(dy, *args, True, None, config=cfg, partial_dbc=partial)
+
+
+def _compile_job(job):
+    cfg, partial, dim, length = job
+    t0 = time.perf_counter()
+    try:
+        args, dy = inputs(1, dim, length)
+        run_bwd(args, dy, cfg, partial)
+        if DEV == "cuda":
+            torch.cuda.synchronize()
+        return repr(job), time.perf_counter() - t0, None
+    except Exception as err:  # reported, the variant is then skipped
+        return repr(job), time.perf_counter() - t0, f"{type(err).__name__}: {err}"
+
+
+def bench(fn, rep=80):
+    if DEV == "cuda":
+        return float(triton.testing.do_bench(fn, warmup=20, rep=rep, return_mode="median"))
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / (b.double().norm() + 1e-30)).item()
+
+
+# SS2D backward at the flagship maps (name, batch, d_inner, H, W): composed vs fused variants
+SS2D_SHAPES = [("64x64", 16, 256, 64, 64), ("32x32", 16, 512, 32, 32), ("16x16", 16, 1024, 16, 16)]
+SS2D_VARIANTS = {
+    "gather": (None, SS2DOptions()),
+    "col_copy": (None, SS2DOptions(col_copy=True)),
+    "col_copy_s3": (S(2, 128, 1, 3), SS2DOptions(col_copy=True)),
+    "col_copy_s2": (S(2, 128, 1, 2), SS2DOptions(col_copy=True)),
+    "col_copy_4x64": (S(4, 64, 1, 3), SS2DOptions(col_copy=True)),
+}
+
+
+def ss2d_rows():
+    from geomamba.ops.ss2d_scan import composed_ss2d_bwd
+    from geomamba.ops.triton.route import _triton_backend
+
+    be, out = _triton_backend(), []
+    for name, batch, dm, h, w in SS2D_SHAPES:
+        g = torch.Generator(device=DEV).manual_seed(1)
+
+        def r(*s, g=g):
+            return torch.randn(*s, device=DEV, generator=g)
+
+        k, length, bf = 4, h * w, torch.bfloat16
+        ins = [
+            r(batch, dm, h, w).to(bf),
+            (r(batch, k, dm, length) * 0.5 - 1.0).to(bf),
+            -torch.exp(r(k * dm, 1) * 0.5),
+            r(batch, k, 1, length).to(bf),
+            r(batch, k, 1, length).to(bf),
+            torch.ones(k * dm, device=DEV),
+            r(k * dm) * 0.1,
+        ]
+        dy = r(batch, dm, h, w).to(bf)
+        ref = composed_ss2d_bwd(be, dy, *ins, k)
+        row = dict(shape=name, composed_bwd_ms=bench(lambda: composed_ss2d_bwd(be, dy, *ins, k)))  # noqa: B023
+        for vname, (cfg, opts) in SS2D_VARIANTS.items():
+            try:
+                got = ss2d_bwd(dy, *ins, k, config=cfg, options=opts)
+                row[vname + "_err"] = max(_rel(a, b) for a, b in zip(got, ref, strict=True))
+                row[vname + "_ms"] = bench(
+                    lambda cfg=cfg, opts=opts: ss2d_bwd(dy, *ins, k, config=cfg, options=opts)  # noqa: B023
+                )
+            except Exception as err:
+                row[vname + "_error"] = f"{type(err).__name__}: {err}"[:300]
+        out.append(row)
+        print(json.dumps(row), flush=True)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=None)
+    p.add_argument("--jobs", type=int, default=12)
+    p.add_argument("--tiny", action="store_true", help="CPU interpreter smoke run")
+    args = p.parse_args(argv)
+    shapes, tiles = SHAPES, TILES
+    if args.tiny:
+        shapes, tiles = [("tiny", 1, 8, 64)], [None, S(2, 16, 1, 2), S(4, 16, 1, 1)]
+    modes = [True, False]
+    jobs = [(t, m, 1024 if not args.tiny else 8, 4096 if not args.tiny else 64) for t in tiles for m in modes]
+    log = []
+    if DEV == "cuda" and args.jobs > 1:
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as ex:
+            log = list(ex.map(_compile_job, jobs))
+        for j, _sec, err in log:
+            if err:
+                print("compile error", j, err, file=sys.stderr)
+    res = {
+        "device": torch.cuda.get_device_name() if DEV == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "command": " ".join(sys.argv),
+        "compile_log": [dict(job=j, seconds=s, error=e) for j, s, e in log],
+    }
+    if DEV == "cuda":
+        src = torch.randn(1 << 28, device=DEV).to(torch.bfloat16)
+        dst = torch.empty_like(src)
+        res["copy_gbs"] = 2 * src.numel() * 2 / (bench(lambda: dst.copy_(src)) * 1e-3) / 1e9
+        del src, dst
+    else:
+        res["copy_gbs"] = 1.0
+    rows = []
+    for name, batch, dim, length in shapes:
+        ins, dy = inputs(batch, dim, length)
+        ref = run_bwd(ins, dy, None, None)
+        nbytes = (5 * batch * dim * length + 4 * batch * GROUPS * length) * 2
+        for t in tiles:
+            for m in modes:
+                row = dict(shape=name, tile=None if t is None else [t.bd, t.chunk, t.num_warps, t.num_stages])
+                row["partial_dbc"] = m
+                try:
+                    out = run_bwd(ins, dy, t, m)
+                    errs = [_rel(a, b) for a, b in zip(out, ref, strict=True) if a is not None]
+                    row["max_rel_vs_default"] = max(errs)
+                    row["ms"] = bench(lambda t=t, m=m, a=ins, d=dy: run_bwd(a, d, t, m))
+                    row["pct_copy"] = 100 * nbytes / (row["ms"] * 1e-3) / 1e9 / res["copy_gbs"]
+                    if m:
+                        bd = t.bd if t is not None else 2
+                        parts = torch.randn(batch, GROUPS, dim // GROUPS // bd, 1, length, device=DEV)
+                        parts2 = parts.clone()
+                        row["partial_sum_ms"] = bench(
+                            lambda a=parts, b=parts2: (
+                                a.sum(2).to(torch.bfloat16),
+                                b.sum(2).to(torch.bfloat16),
+                            )
+                        )
+                        del parts, parts2
+                except Exception as err:
+                    row["error"] = f"{type(err).__name__}: {err}"[:300]
+                rows.append(row)
+    res["rows"] = rows
+    res["ss2d"] = [] if args.tiny else ss2d_rows()
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+    print(f"copy {res['copy_gbs']:.0f} GB/s  {res['device']}  triton {res['triton']}")
+    print(f"{'shape':8} {'tile':18} {'partial':7} {'ms':>8} {'%copy':>6} {'sum ms':>7} {'err':>8}")
+    for r in rows:
+        print(
+            f"{r['shape']:8} {r['tile']!s:18} {r['partial_dbc']!s:7} {r.get('ms', float('nan')):8.3f} "
+            f"{r.get('pct_copy', float('nan')):6.1f} {r.get('partial_sum_ms', float('nan')):7.3f} "
+            f"{r.get('max_rel_vs_default', float('nan')):8.1e} {r.get('error', '')}"
+        )
+
+
+if __name__ == "__main__":
+    main()
