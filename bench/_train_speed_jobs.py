@@ -59,10 +59,14 @@ def peak_memory(device: torch.device) -> dict[str, float | None]:
     }
 
 
-def time_steps(step, device: torch.device, *, warmup: int, steps: int, cap_s: float) -> dict[str, Any]:
-    """Run ``warmup`` untimed then up to ``steps`` timed calls of ``step`` (at least one; fewer when the
-    cap is reached). Per-step times from CUDA events (GPU time between consecutive step starts/ends,
-    idle gaps included) or the wall clock on CPU; also the wall time per step over the timed loop."""
+def time_steps(
+    step, device: torch.device, *, warmup: int, steps: int, cap_s: float, min_steps: int = 3
+) -> dict[str, Any]:
+    """Run ``warmup`` untimed calls of ``step`` (at least one; the warm-up stops after ``cap_s / 2``),
+    then up to ``steps`` timed calls: at least ``min(min_steps, steps)``, then until the cap is reached (a
+    slow warm-up, e.g. kernels compiled at the first call, still leaves the timed loop ``cap_s / 2``).
+    Per-step times from CUDA events (GPU time between consecutive step starts/ends, idle gaps included) or
+    the wall clock on CPU; also the wall time per step over the timed loop."""
     t0 = time.perf_counter()
     warm_times = []
     for _i in range(warmup):
@@ -75,7 +79,7 @@ def time_steps(step, device: torch.device, *, warmup: int, steps: int, cap_s: fl
     cuda = device.type == "cuda"
     events, times = [], []
     start = time.perf_counter()
-    for _i in range(steps):
+    for i in range(steps):
         if cuda:
             e0, e1 = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             e0.record()
@@ -86,7 +90,7 @@ def time_steps(step, device: torch.device, *, warmup: int, steps: int, cap_s: fl
             t = time.perf_counter()
             step()
             times.append(time.perf_counter() - t)
-        if time.perf_counter() - t0 > cap_s:
+        if i + 1 >= min_steps and time.perf_counter() - start > max(cap_s - (start - t0), cap_s / 2):
             break
     sync(device)
     wall = time.perf_counter() - start
@@ -238,7 +242,11 @@ def run_profile(cfg: RunConfig, p: dict[str, Any], device: torch.device, out_txt
             finally:
                 torch.cuda.set_sync_debug_mode(0)
         syncs = sorted(
-            {f"{Path(w.filename).name}:{w.lineno}" for w in caught if "synchroniz" in str(w.message)}
+            {
+                f"{'/'.join(Path(w.filename).parts[-3:])}:{w.lineno}"
+                for w in caught
+                if "synchroniz" in str(w.message)
+            }
         )
         sync(device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])

@@ -307,6 +307,11 @@ class CompileJob:
         if self.mine:
             os.sched_setaffinity(0, set(self.mine))
 
+    @property
+    def busy(self) -> bool:
+        """Still compiling or warming up (not yet waiting for the go, not finished or failed)."""
+        return self.ready is None and self.result is None and self.error is None and self.proc.poll() is None
+
     def poll(self, timeout: float = 0.0) -> None:
         """Read what the worker printed (waiting up to ``timeout`` seconds for a line)."""
         if self.proc.stdout is None or (self.proc.poll() is not None and self.result is not None):
@@ -466,7 +471,7 @@ def parse_args(argv=None):
         args.train_batches = "2,4" if args.train_batches == "16,32" else args.train_batches
         args.deep_depths = "1,1,2" if args.deep_depths == "2,2,15" else args.deep_depths
         args.steps, args.warmup = args.steps or 2, 1 if args.warmup is None else args.warmup
-        args.loader_setups = [(64, 1, False, 12), (128, 8, True, 2)]
+        args.loader_setups = [(64, 1, False, 24), (128, 8, True, 2)]
         args.loader_workers = 1 if args.loader_workers is None else args.loader_workers
     else:
         args.loader_setups = [(256, 50, False, 64), (1024, 200, False, 16), (1024, 200, True, 16)]
@@ -558,6 +563,9 @@ def main(argv=None) -> int:
                 status="skipped", reason=f"budget: {left:.0f} s left of --budget-s {args.budget_s:.0f}"
             )
         else:
+            if compile_job is not None:  # timings taken while the worker compiles share the CPU and GPU
+                compile_job.poll()
+                rec["compile_worker_busy"] = compile_job.busy
             t = time.perf_counter()
             try:
                 rec.update(run_job(job, cfg, device, args, profile_txt, header))

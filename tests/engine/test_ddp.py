@@ -66,9 +66,9 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
-def _run_worker(root: Path, out: Path, extra: list[str]) -> subprocess.CompletedProcess:
+def _run_worker(root: Path, out: Path, extra: list[str], timeout: float = 400) -> subprocess.CompletedProcess:
     cmd = [sys.executable, str(WORKER), str(root), str(out), *DDP_OVERRIDES, *extra]
-    proc = subprocess.run(cmd, env=_clean_env(), capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(cmd, env=_clean_env(), capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"DDP run failed ({proc.returncode}):\n{proc.stderr[-6000:]}"
     return proc
 
@@ -176,7 +176,8 @@ def test_ddp_trains_the_compiled_flagship(tmp_path):
         "eval.test_after_fit=false",
     ]
     extra += ["trainer.accelerator=cpu", "trainer.compile=true", "trainer.compile_backend=aot_eager"]
-    _run_worker(root, tmp_path / "out", extra)
+    # Each process compiles the forward and backward graphs: about 75 s of CPU time per process.
+    _run_worker(root, tmp_path / "out", extra, timeout=900)
     r0, r1 = _ranks(tmp_path / "out" / "probe")
     assert r0["world_size"] == 2 and r0["global_step"] == r1["global_step"] == 1
     for r in (r0, r1):
