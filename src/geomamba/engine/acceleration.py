@@ -20,7 +20,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["CompiledModel", "apply_channels_last", "build_optimizer"]
+__all__ = ["CompiledModel", "apply_channels_last", "build_optimizer", "clips_under_amp"]
 
 log = logging.getLogger("geomamba.engine")
 
@@ -85,25 +85,30 @@ def apply_channels_last(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
+def clips_under_amp(trainer: Any) -> bool:
+    """Whether a ``TrainerConfig`` clips gradients under Lightning's mixed precision (``*-mixed``)."""
+    return bool(trainer.gradient_clip_val) and str(trainer.precision).endswith("-mixed")
+
+
 def build_optimizer(
     params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
     optim: Any,
     device: torch.device | str | None = None,
     *,
-    scaled_clipping: bool = False,
+    amp_clipping: bool = False,
 ) -> torch.optim.Optimizer:
     """AdamW (``betas``) or SGD (``momentum``, ``nesterov``) from an ``OptimConfig``.
 
     With ``optim.fused`` and a CUDA ``device`` the fused implementation is used (``fused=True``); otherwise
     PyTorch's default (multi-tensor ``foreach`` on CUDA, a loop on CPU). Weight decay is given per group
     by the caller (``timm.optim.param_groups_weight_decay``) or as ``optim.weight_decay``.
-    ``scaled_clipping``: the run clips gradients under fp16 AMP (a ``GradScaler``); a fused optimiser
-    unscales inside its step, after clipping would need the unscaled values, so Lightning refuses it: the
-    default implementation is used then.
+    ``amp_clipping``: the run clips gradients under Lightning's mixed precision (``16-mixed`` or
+    ``bf16-mixed``); a fused optimiser unscales gradients inside its own step, so Lightning refuses to clip
+    for it: the default multi-tensor (``foreach``) implementation is used then.
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     want = getattr(optim, "fused", False) and device.type == "cuda"
-    fast: dict[str, Any] = {"fused": True} if want and not scaled_clipping else {}
+    fast: dict[str, Any] = {"fused": True} if want and not amp_clipping else {}
     if optim.name == "adamw":
         return torch.optim.AdamW(
             params, lr=optim.lr, betas=tuple(optim.betas), weight_decay=optim.weight_decay, **fast

@@ -24,7 +24,12 @@ from torchmetrics import MeanMetric
 
 from geomamba.data.errors import GeomambaError
 from geomamba.data.labels import IGNORE_INDEX
-from geomamba.engine.acceleration import CompiledModel, apply_channels_last, build_optimizer
+from geomamba.engine.acceleration import (
+    CompiledModel,
+    apply_channels_last,
+    build_optimizer,
+    clips_under_amp,
+)
 from geomamba.engine.config import ConfigError, RunConfig, config_to_dict, parse_config
 from geomamba.engine.inference import make_predict_fn, sliding_window_probs
 from geomamba.layers.plugin_places import PluginError
@@ -293,9 +298,7 @@ class ChangeDetectionModule(pl.LightningModule):
     def configure_optimizers(self):
         o, s = self.cfg.optim, self.cfg.scheduler
         groups = param_groups_weight_decay(self.model, o.weight_decay)
-        t = self.cfg.trainer
-        scaled_clipping = bool(t.gradient_clip_val) and str(t.precision).startswith("16")
-        opt = build_optimizer(groups, o, self.device, scaled_clipping=scaled_clipping)
+        opt = build_optimizer(groups, o, self.device, amp_clipping=clips_under_amp(self.cfg.trainer))
         total = int(self.trainer.estimated_stepping_batches)
         epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
         per_epoch = max(1, total // epochs) if self.trainer.max_steps == -1 else None
