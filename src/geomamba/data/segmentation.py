@@ -24,18 +24,23 @@ computes the per-band normalisation statistics of one split.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from geomamba.data.errors import DataError
 from geomamba.data.io import RASTER_SUFFIXES, raster_info, read_raster
 from geomamba.data.layout import _index_folder, _read_list, find_list_file
 from geomamba.data.seg_labels import SegmentationLabels
-from geomamba.data.validate import BandStats, DatasetReport, _format_problems
+from geomamba.data.validate import (
+    BandStats,
+    DatasetReport,
+    UniformSplit,
+    _format_problems,
+    check_in_threads,
+    splits_differ,
+)
 
 __all__ = [
     "SegmentationLayout",
@@ -298,42 +303,22 @@ def validate_segmentation_dataset(
         def run(s: SegmentationSample, want: bool = want) -> _Result:
             return _check(s, labels, mode == "full", bands, want)
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(
-                tqdm(
-                    pool.map(run, samples),
-                    total=len(samples),
-                    desc=f"checking {split}",
-                    disable=not progress or None,
-                    leave=False,
-                )
-            )
-        first: tuple[int, str, Path] | None = None
+        results = check_in_threads(run, samples, split, workers, progress)
+        uniform = UniformSplit()
         for s, r in zip(samples, results):
             problems.extend(r.problems)
             if r.problems:
                 continue
-            if first is None:
-                first = (r.bands, r.dtype, s.image)
-            elif (r.bands, r.dtype) != first[:2]:
-                problems.append(
-                    f"{s.image}: {r.bands} band(s) {r.dtype}, but {first[2]} has {first[0]} band(s) "
-                    f"{first[1]} (a split must be uniform)"
-                )
+            uniform.add(r.bands, r.dtype, s.image, problems)
             rep.sizes.add(r.size)
             if r.counts is not None:
                 rep.class_pixels += r.counts
                 rep.ignored_pixels += r.ignored
             if want and r.stats is not None:
                 stats.merge(r.stats)
-        if first is not None:
-            rep.bands, rep.dtype = first[0], first[1]
-    kinds = {(r.bands, r.dtype): r for r in reports.values() if r.bands}
-    if len(kinds) > 1:
-        problems.append(
-            "splits differ in bands/dtype: "
-            + "; ".join(f"{r.folder} has {r.bands} band(s) {r.dtype}" for r in kinds.values())
-        )
+        if uniform.first is not None:
+            rep.bands, rep.dtype = uniform.first[0], uniform.first[1]
+    splits_differ(reports.values(), problems)
     if problems:
         raise DataError(_format_problems(root, problems))
     if stats is not None and stats.total is None:

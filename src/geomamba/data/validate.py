@@ -13,10 +13,11 @@ that training needs a single read of the data before it starts.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -192,6 +193,48 @@ def _format_problems(root: Path, problems: list[str]) -> str:
     return f"{len(problems)} problem(s) in dataset {root}:\n  - " + "\n  - ".join(shown) + more
 
 
+def check_in_threads(
+    run: Callable[[Any], Any], samples: list, split: str, workers: int, progress: bool
+) -> list:
+    """``run(sample)`` for every sample in ``workers`` threads, with a progress bar; results in sample order."""
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(
+            tqdm(
+                pool.map(run, samples),
+                total=len(samples),
+                desc=f"checking {split}",
+                disable=not progress or None,
+                leave=False,
+            )
+        )
+
+
+class UniformSplit:
+    """The bands and dtype of a split's first good file; a problem line for each file that differs."""
+
+    def __init__(self) -> None:
+        self.first: tuple[int, str, Path] | None = None
+
+    def add(self, bands: int, dtype: str, path: Path, problems: list[str]) -> None:
+        if self.first is None:
+            self.first = (bands, dtype, path)
+        elif (bands, dtype) != self.first[:2]:
+            problems.append(
+                f"{path}: {bands} band(s) {dtype}, but {self.first[2]} has {self.first[0]} band(s) "
+                f"{self.first[1]} (a split must be uniform)"
+            )
+
+
+def splits_differ(reports: Iterable[Any], problems: list[str]) -> None:
+    """A problem line when the splits' reports (``bands``, ``dtype``, ``folder``) differ in bands/dtype."""
+    kinds = {(r.bands, r.dtype): r for r in reports if r.bands}
+    if len(kinds) > 1:
+        problems.append(
+            "splits differ in bands/dtype: "
+            + "; ".join(f"{r.folder} has {r.bands} band(s) {r.dtype}" for r in kinds.values())
+        )
+
+
 def validate_dataset(
     root: str | Path,
     splits: Iterable[str],
@@ -248,41 +291,21 @@ def validate_dataset(
                 s, mapping=mapping, full=mode == "full", bands=bands, collect_stats=want_stats
             )
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(
-                tqdm(
-                    pool.map(run, samples),
-                    total=len(samples),
-                    desc=f"checking {split}",
-                    disable=not progress or None,
-                    leave=False,
-                )
-            )
-        first_bands: tuple[int, str, Path] | None = None
+        results = check_in_threads(run, samples, split, workers, progress)
+        uniform = UniformSplit()
         for s, r in zip(samples, results):
             problems.extend(r.problems)
             if r.problems:
                 continue
-            if first_bands is None:
-                first_bands = (r.bands, r.dtype, s.a)
-            elif (r.bands, r.dtype) != first_bands[:2]:
-                problems.append(
-                    f"{s.a}: {r.bands} band(s) {r.dtype}, but {first_bands[2]} has "
-                    f"{first_bands[0]} band(s) {first_bands[1]} (a split must be uniform)"
-                )
+            uniform.add(r.bands, r.dtype, s.a, problems)
             report.sizes.add(r.size)
             report.changed_pixels += r.changed
             report.labelled_pixels += r.labelled
             if want_stats and r.stats is not None:
                 stats.merge(r.stats)
-        if first_bands is not None:
-            report.bands, report.dtype = first_bands[0], first_bands[1]
-    kinds = {(r.bands, r.dtype): r for r in reports.values() if r.bands}
-    if len(kinds) > 1:
-        problems.append(
-            "splits differ in bands/dtype: "
-            + "; ".join(f"{r.folder} has {r.bands} band(s) {r.dtype}" for r in kinds.values())
-        )
+        if uniform.first is not None:
+            report.bands, report.dtype = uniform.first[0], uniform.first[1]
+    splits_differ(reports.values(), problems)
     if problems:
         raise DataError(_format_problems(root, problems))
     if stats is not None and stats.total is None:
