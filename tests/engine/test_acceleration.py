@@ -124,17 +124,19 @@ def test_channels_last_gives_the_same_outputs_and_gradients(name):
     assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
     x = torch.randn(2, 2, 3, 32, 32)
     out, out_cl = model(x), twin(x)
-    torch.testing.assert_close(out_cl, out, rtol=1e-4, atol=1e-5)
+    # fp32 convolutions sum in another order per layout (and per thread count): relative to the scale
+    torch.testing.assert_close(out_cl, out, rtol=1e-3, atol=1e-5 * float(out.abs().max()) + 1e-5)
     out.square().mean().backward()
     out_cl.square().mean().backward()
     g, g_cl = _grads(model), _grads(twin)
     for n in g:  # float summation order differs between the layouts: tolerance relative to the scale
-        atol = 1e-4 * float(g[n].abs().max()) + 1e-7
+        atol = 1e-3 * float(g[n].abs().max()) + 1e-7
         torch.testing.assert_close(g_cl[n], g[n], rtol=1e-3, atol=atol, msg=lambda m, n=n: f"{n}: {m}")
     # a state dict saved from the channels-last model loads into a plain one with the same values
     plain = geomamba.create_model(name)
     plain.load_state_dict(twin.state_dict())
-    torch.testing.assert_close(plain.eval()(x), twin.eval()(x), rtol=1e-4, atol=1e-5)
+    ref = plain.eval()(x)
+    torch.testing.assert_close(ref, twin.eval()(x), rtol=1e-3, atol=1e-5 * float(ref.abs().max()) + 1e-5)
 
 
 def test_fused_optimiser_on_cuda_and_same_steps():
