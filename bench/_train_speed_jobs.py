@@ -9,7 +9,6 @@ optimiser state and activations).
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import statistics
 import tempfile
@@ -23,24 +22,16 @@ import torch
 from timm.optim import param_groups_weight_decay
 
 import geomamba
-from geomamba.engine.acceleration import CompiledModel, apply_channels_last, build_optimizer
+from geomamba.engine.acceleration import (
+    CompiledModel,
+    apply_channels_last,
+    build_optimizer,
+    clips_under_amp,
+)
 from geomamba.engine.config import RunConfig
 from geomamba.engine.inference import make_predict_fn, sliding_window_probs
+from geomamba.experiments.speed import autocast_context, sync
 from geomamba.losses import build_loss
-
-_AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def autocast(device: torch.device, precision: str):
-    dtype = _AUTOCAST.get(precision)
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def reset_memory(device: torch.device) -> None:
@@ -136,13 +127,15 @@ def build_train_step(cfg: RunConfig, p: dict[str, Any], device: torch.device, *,
     forward = _compiled(cfg, model) if compile_model else model
     spec = {"name": cfg.loss} if isinstance(cfg.loss, str) else dict(cfg.loss)
     loss_fn = build_loss({**spec, "validate": False})
-    opt = build_optimizer(param_groups_weight_decay(model, cfg.optim.weight_decay), cfg.optim, device)
+    groups = param_groups_weight_decay(model, cfg.optim.weight_decay)
+    # the optimiser the engine builds (not fused when it clips under mixed precision)
+    opt = build_optimizer(groups, cfg.optim, device, amp_clipping=clips_under_amp(cfg.trainer))
     x, y = _inputs(p["batch"], p["size"], device)
     clip = cfg.trainer.gradient_clip_val
     precision = p.get("precision", cfg.trainer.precision)
 
     def step() -> None:
-        with autocast(device, precision):
+        with autocast_context(device, precision):
             loss = loss_fn(forward(x), y)
         loss.backward()
         if clip is not None:
@@ -169,7 +162,7 @@ def build_infer_step(cfg: RunConfig, p: dict[str, Any], device: torch.device, *,
 
     @torch.inference_mode()
     def step() -> None:
-        with autocast(device, precision):
+        with autocast_context(device, precision):
             if tiles:
                 probs = sliding_window_probs(
                     predict,

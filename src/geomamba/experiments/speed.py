@@ -23,7 +23,7 @@ import torch.nn as nn
 
 from geomamba.engine.config import RunConfig
 
-__all__ = ["SpeedResult", "measure_speed", "run_device"]
+__all__ = ["SpeedResult", "autocast_context", "measure_speed", "run_device", "sync"]
 
 _AUTOCAST = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
 _CAST = {"bf16-true": torch.bfloat16, "16-true": torch.float16, "64": torch.float64, "64-true": torch.float64}
@@ -68,12 +68,14 @@ def device_name(device: torch.device) -> str:
     return device.type
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on CPU."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
-def _context(device: torch.device, precision: str):
+def autocast_context(device: torch.device, precision: str):
+    """``torch.autocast`` for a Lightning precision (``bf16-mixed``, ``16-mixed``); a null context otherwise."""
     dtype = _AUTOCAST.get(precision)
     if dtype is None:
         return contextlib.nullcontext()
@@ -83,11 +85,11 @@ def _context(device: torch.device, precision: str):
 def _timed(step, device: torch.device, warmup: int, iters: int) -> float:
     for _ in range(warmup):
         step()
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     for _ in range(iters):
         step()
-    _sync(device)
+    sync(device)
     return time.perf_counter() - start
 
 
@@ -122,7 +124,7 @@ def measure_speed(
     model.eval()
 
     def infer() -> None:
-        with torch.inference_mode(), _context(device, precision):
+        with torch.inference_mode(), autocast_context(device, precision):
             model(x)
 
     t_infer = _timed(infer, device, warmup, iters)
@@ -132,7 +134,7 @@ def measure_speed(
 
     def train_step() -> None:
         opt.zero_grad(set_to_none=True)
-        with _context(device, precision):  # as Lightning's precision plugin does
+        with autocast_context(device, precision):  # as Lightning's precision plugin does
             loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
