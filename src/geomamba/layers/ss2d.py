@@ -2,7 +2,7 @@
 
 ``SS2DCore`` is the state-space part alone, on a channels-first map ``(B, D, H, W) -> (B, D, H, W)``:
 per-direction ``x_proj`` (D -> dt_rank + 2N) and ``dt_proj`` (dt_rank -> D) applied pointwise on the
-image layout (einsum), then :func:`geomamba.ops.ss2d_scan`: K directional selective scans (row-major,
+image layout (batched matmuls), then :func:`geomamba.ops.ss2d_scan`: K directional selective scans (row-major,
 column-major, both reversed) with per-direction ``A_log`` and ``D``, mapped back and summed. This is the
 same function as cross-scan -> projections -> selective scan -> cross-merge, without the K copies of
 the map when the backend fuses the reordering.
@@ -17,6 +17,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import LayerNorm
 
 from geomamba.ops.ss2d_scan import ss2d_scan
 
@@ -89,9 +90,14 @@ class SS2DCore(nn.Module):
                 f"SS2DCore expects x of shape (B, d_inner={self.d_inner}, H, W), got {tuple(x.shape)}"
             )
         k, r, n = self.directions, self.dt_rank, self.d_state
-        x_dbl = torch.einsum("bdl,kcd->bkcl", x.flatten(2), self.x_proj_weight.to(x.dtype))
-        dts, bs, cs = torch.split(x_dbl, [r, n, n], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(dts.dtype))
+        b, d, h, w = x.shape
+        # One copy at most (x arrives channels-last from a conv on a permuted map), then every tensor the
+        # scan reads is made contiguous by its matmul: einsum would copy x for its bmm and return delta
+        # (K times the size of x) as a strided view that the scan kernels copy again.
+        x = x.contiguous()
+        x_dbl = torch.matmul(self.x_proj_weight.to(x.dtype).reshape(-1, d), x.view(b, d, h * w))
+        dts, bs, cs = torch.split(x_dbl.view(b, k, r + 2 * n, h * w), [r, n, n], dim=2)
+        dts = torch.matmul(self.dt_projs_weight.to(dts.dtype), dts)  # (K, D, R) @ (B, K, R, L) -> (B, K, D, L)
         # the state-space parameters stay fp32 (fp64 in a float64 module) whatever x's dtype
         sdt = torch.float64 if self.A_logs.dtype == torch.float64 else torch.float32
         return ss2d_scan(
@@ -156,7 +162,7 @@ class SS2D(nn.Module):
         )
         rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
         self.core = SS2DCore(d_inner, d_state=d_state, dt_rank=rank, directions=directions, backend=backend)
-        self.out_norm = nn.LayerNorm(d_inner)
+        self.out_norm = LayerNorm(d_inner, eps=1e-5)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
