@@ -97,7 +97,9 @@ class SS2DCore(nn.Module):
         x = x.contiguous()
         x_dbl = torch.matmul(self.x_proj_weight.to(x.dtype).reshape(-1, d), x.view(b, d, h * w))
         dts, bs, cs = torch.split(x_dbl.view(b, k, r + 2 * n, h * w), [r, n, n], dim=2)
-        dts = torch.matmul(self.dt_projs_weight.to(dts.dtype), dts)  # (K, D, R) @ (B, K, R, L) -> (B, K, D, L)
+        dts = torch.matmul(
+            self.dt_projs_weight.to(dts.dtype), dts
+        )  # (K, D, R) @ (B, K, R, L) -> (B, K, D, L)
         # the state-space parameters stay fp32 (fp64 in a float64 module) whatever x's dtype
         sdt = torch.float64 if self.A_logs.dtype == torch.float64 else torch.float32
         return ss2d_scan(
