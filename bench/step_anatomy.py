@@ -20,6 +20,7 @@ import argparse
 import collections
 import json
 import re
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -176,6 +177,8 @@ def main(argv=None) -> int:
     ap.add_argument("--channels-last", action="store_true")
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--tag", default=None)
+    ap.add_argument("--reps", type=int, default=3, help="turns of the A/B timing of the switches")
+    ap.add_argument("--no-profile", dest="profile", action="store_false", help="only the A/B timing")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("step_anatomy needs a CUDA GPU")
@@ -194,38 +197,48 @@ def main(argv=None) -> int:
     }
     texts = []
     train = {**base, "kind": "train", "batch": args.batch}
-    step, _, _ = jobs.build_train_step(cfg, train, device)
-    result["train"], txt = profile_step(step, device, f"train b{args.batch}")
-    result["train"]["step_s"] = round(time_it(step, device, steps=6), 4)
-    texts.append(txt)
-    del step
-    jobs.reset_memory(device)
     infer = {**base, "kind": "infer", "batch": args.infer_batch}
-    step, _, _ = jobs.build_infer_step(cfg, infer, device)
-    result["infer"], txt = profile_step(step, device, f"infer b{args.infer_batch}")
-    texts.append(txt)
-    del step
-    jobs.reset_memory(device)
-    result["infer_graph"] = graphed_inference(cfg, infer, device)
-    # A/B of the speed switches, one at a time against the config's defaults
-    variants = {}
-    for label, p in (
-        ("train", train),
-        ("train/fast_norm=off", {**train, "fast_norm": False}),
-        ("train/fused=off", {**train, "fused": False}),
-        ("infer", infer),
-        ("infer/fast_norm=off", {**infer, "fast_norm": False}),
-    ):
-        build = jobs.build_train_step if p["kind"] == "train" else jobs.build_infer_step
-        step, _, _ = build(cfg, p, device)
-        sec = time_it(step, device, steps=6)
-        variants[label] = {"step_s": round(sec, 5), "per_s": round(p["batch"] / sec, 1)}
-        print(f"{label}: {variants[label]}", flush=True)
+    if args.profile:
+        step, _, _ = jobs.build_train_step(cfg, train, device)
+        result["train"], txt = profile_step(step, device, f"train b{args.batch}")
+        texts.append(txt)
         del step
         jobs.reset_memory(device)
+        step, _, _ = jobs.build_infer_step(cfg, infer, device)
+        result["infer"], txt = profile_step(step, device, f"infer b{args.infer_batch}")
+        texts.append(txt)
+        del step
+        jobs.reset_memory(device)
+        result["infer_graph"] = graphed_inference(cfg, infer, device)
+        texts.append(f"== inference eager vs CUDA graph: {json.dumps(result['infer_graph'])}")
+    # A/B of the speed switches against the config's defaults: every variant built once, then timed in
+    # turns (A B C A B C ...) so that drift of the machine hits all alike; median of the turns
+    specs = {
+        "train": train,
+        "train/fast_norm=off": {**train, "fast_norm": False},
+        "train/fused=off": {**train, "fused": False},
+        "infer": infer,
+        "infer/fast_norm=off": {**infer, "fast_norm": False},
+    }
+    steps = {}
+    for label, p in specs.items():
+        build = jobs.build_train_step if p["kind"] == "train" else jobs.build_infer_step
+        steps[label] = build(cfg, p, device)[0]
+    times: dict[str, list[float]] = {label: [] for label in specs}
+    for _ in range(args.reps):
+        for label, step in steps.items():
+            times[label].append(time_it(step, device, steps=5))
+    variants = {}
+    for label, ts in times.items():
+        med = statistics.median(ts)
+        variants[label] = {
+            "step_s": round(med, 5),
+            "per_s": round(specs[label]["batch"] / med, 1),
+            "turns_s": [round(t, 5) for t in ts],
+        }
+        print(f"{label}: {variants[label]}", flush=True)
     result["variants"] = variants
-    texts.append("== variants: " + json.dumps(variants))
-    texts.append(f"== inference eager vs CUDA graph: {json.dumps(result['infer_graph'])}")
+    texts.append("== variants (median of turns): " + json.dumps(variants))
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"step_anatomy_{tag}.json").write_text(json.dumps(result, indent=2))
