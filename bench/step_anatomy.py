@@ -178,6 +178,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
     ap.add_argument("--tag", default=None)
     ap.add_argument("--reps", type=int, default=3, help="turns of the A/B timing of the switches")
+    ap.add_argument("--tiles", type=int, default=0, help="also profile sliding-window tiles of this size")
     ap.add_argument("--no-profile", dest="profile", action="store_false", help="only the A/B timing")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
@@ -211,6 +212,18 @@ def main(argv=None) -> int:
         jobs.reset_memory(device)
         result["infer_graph"] = graphed_inference(cfg, infer, device)
         texts.append(f"== inference eager vs CUDA graph: {json.dumps(result['infer_graph'])}")
+    if args.tiles:
+        tiles = {**infer, "size": args.tiles, "batch": 4, "tiles": True}
+        for label, p in (("tiles", tiles), ("tiles/fast_norm=off", {**tiles, "fast_norm": False})):
+            step, _, _ = jobs.build_infer_step(cfg, p, device)
+            result[label], txt = profile_step(step, device, label)
+            result[label]["step_s"] = round(time_it(step, device, steps=3), 4)
+            texts.append(txt + f"\n  step {result[label]['step_s']} s")
+            print(texts[-1][:3000], flush=True)
+            del step
+            jobs.reset_memory(device)
+        if not args.reps:
+            texts.append("")
     # A/B of the speed switches against the config's defaults: every variant built once, then timed in
     # turns (A B C A B C ...) so that drift of the machine hits all alike; median of the turns
     specs = {
@@ -221,7 +234,7 @@ def main(argv=None) -> int:
         "infer/fast_norm=off": {**infer, "fast_norm": False},
     }
     steps = {}
-    for label, p in specs.items():
+    for label, p in specs.items() if args.reps else ():
         build = jobs.build_train_step if p["kind"] == "train" else jobs.build_infer_step
         steps[label] = build(cfg, p, device)[0]
     times: dict[str, list[float]] = {label: [] for label in specs}
@@ -229,7 +242,7 @@ def main(argv=None) -> int:
         for label, step in steps.items():
             times[label].append(time_it(step, device, steps=5))
     variants = {}
-    for label, ts in times.items():
+    for label, ts in times.items() if args.reps else ():
         med = statistics.median(ts)
         variants[label] = {
             "step_s": round(med, 5),
