@@ -91,7 +91,13 @@ class SS2DCore(nn.Module):
         k, r, n = self.directions, self.dt_rank, self.d_state
         x_dbl = torch.einsum("bdl,kcd->bkcl", x.flatten(2), self.x_proj_weight.to(x.dtype))
         dts, bs, cs = torch.split(x_dbl, [r, n, n], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.to(dts.dtype))
+        w_dt = self.dt_projs_weight.to(dts.dtype)
+        if x.device.type == "cpu":
+            # the same (B, K, D, L) values laid out (B, K, L, D) in memory: the reference backend's
+            # image-layout scan reads delta channels-last without a copy
+            dts = torch.matmul(dts.transpose(-1, -2), w_dt.transpose(-1, -2)).transpose(-1, -2)
+        else:
+            dts = torch.einsum("bkrl,kdr->bkdl", dts, w_dt)
         # the state-space parameters stay fp32 (fp64 in a float64 module) whatever x's dtype
         sdt = torch.float64 if self.A_logs.dtype == torch.float64 else torch.float32
         return ss2d_scan(
