@@ -92,14 +92,27 @@ class SS2DCore(nn.Module):
         x_dbl = torch.einsum("bdl,kcd->bkcl", x.flatten(2), self.x_proj_weight.to(x.dtype))
         dts, bs, cs = torch.split(x_dbl, [r, n, n], dim=2)
         w_dt = self.dt_projs_weight.to(dts.dtype)
-        if x.device.type == "cpu":
-            # the same (B, K, D, L) values laid out (B, K, L, D) in memory: the reference backend's
-            # image-layout scan reads delta channels-last without a copy
-            dts = torch.matmul(dts.transpose(-1, -2), w_dt.transpose(-1, -2)).transpose(-1, -2)
-        else:
-            dts = torch.einsum("bkrl,kdr->bkdl", dts, w_dt)
         # the state-space parameters stay fp32 (fp64 in a float64 module) whatever x's dtype
         sdt = torch.float64 if self.A_logs.dtype == torch.float64 else torch.float32
+        bias = self.dt_projs_bias.to(sdt)
+        if x.device.type == "cpu":
+            # the same (B, K, D, L) values laid out (B, K, L, D) in memory: the reference backend's
+            # image-layout scan reads delta channels-last without a copy; in fp32/fp64 the delta bias is
+            # added by the product itself (one pass fewer in the scan)
+            lhs, rhs = dts.transpose(-1, -2), w_dt.transpose(-1, -2)  # (B, K, L, r), (K, r, D)
+            if dts.dtype == sdt:
+                nb, bias3 = lhs.shape[0], bias.unsqueeze(1)  # (K, 1, D)
+                if nb == 1:
+                    out = torch.baddbmm(bias3, lhs[0], rhs).unsqueeze(0)
+                else:
+                    out = torch.baddbmm(
+                        bias3.repeat(nb, 1, 1), lhs.reshape(nb * k, *lhs.shape[2:]), rhs.repeat(nb, 1, 1)
+                    ).unflatten(0, (nb, k))
+                dts, bias = out.transpose(-1, -2), None
+            else:
+                dts = torch.matmul(lhs, rhs).transpose(-1, -2)
+        else:
+            dts = torch.einsum("bkrl,kdr->bkdl", dts, w_dt)
         return ss2d_scan(
             x,
             dts,
@@ -107,7 +120,7 @@ class SS2DCore(nn.Module):
             bs,
             cs,
             self.Ds.to(sdt),
-            self.dt_projs_bias.reshape(-1).to(sdt),
+            None if bias is None else bias.reshape(-1),
             k,
             self.backend,
         )

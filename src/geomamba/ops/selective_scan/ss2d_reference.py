@@ -3,13 +3,17 @@
 Same function as reorder + :func:`ref_fwd` + ``cross_merge`` (the composed path, which stays the
 backward), computed without putting any sequence in scan order:
 
-* Everything is held channels-last, ``(batch, K, H, W, N, D)`` (D innermost). Direction k's sequence is
-  cut in chunks that are image lines: rows for the row-major directions (k = 0, 2), columns for the
-  column-major ones (k = 1, 3). Step i of every chunk at once is then one image column (rows) or one
-  image row (columns): a strided slice whose rows are D contiguous values, so the recurrence
-  ``h_t = a_t h_{t-1} + dt_t u_t B_t`` runs as one ``addcmul_`` per step over all chunks and channels,
-  and the reversed directions simply run their steps and chunks backwards. No flip, no transpose and no
-  K copies of the map: each direction's states stay at their image positions, so cross-merge is a sum.
+* Everything is held channels-last (D innermost). Direction k's sequence is cut in chunks that are
+  image lines: rows for the row-major directions (k = 0, 2), columns for the column-major ones
+  (k = 1, 3). Step i of every chunk at once is one image column (rows) or one image row (columns), a
+  set of D-vectors: the recurrence ``h_t = a_t h_{t-1} + dt_t u_t B_t`` runs as one ``addcmul_`` per
+  step over all chunks and channels, and the reversed directions run their steps and chunks backwards.
+  No flip and no K copies of the map are made: each direction's states are mapped back by a view, so
+  cross-merge is a sum.
+* Each direction's working tensors are written in its scan layout ``(b, step, chunk, N, D)``: a row
+  direction's (H, W) are transposed, which in channels-last layout moves whole D-vectors and costs
+  no more than the plain write. On a square map the two forward directions (0, 1), and the two reversed
+  ones (2, 3), then share every step: one op per step for both.
 * Chunks start from a zero state; the chunk end states are then chained (one small step per chunk)
   and each position gets its chunk's incoming state times the decay ``prod_{r<=t} a_r`` of the chunk
   so far, formed in place of ``a`` as a running product (only factors ``a <= 1``: nothing overflows).
@@ -19,7 +23,8 @@ backward), computed without putting any sequence in scan order:
 
 Inputs may have any strides: delta laid out ``(batch, K, H*W, D)`` in memory (``SS2DCore`` produces it
 so on CPU) and an x in channels-last memory format are read without a copy; the output is computed
-channels-last (the custom op gives it x's memory format). State and accumulation in fp32 (fp64 for fp64 inputs).
+channels-last (the custom op gives it x's memory format). State and accumulation in fp32 (fp64 for fp64
+inputs).
 """
 
 from __future__ import annotations
@@ -31,35 +36,42 @@ from geomamba.ops.selective_scan.reference import compute_dtype
 
 __all__ = ["ref_ss2d_fwd"]
 
-# Elements (batch * K * H * W * N * channels) of one channel block's working tensors (three of them).
+# Elements (batch * K * H * W * N * channels) of one channel block's working tensors.
 _MAX_ELEMS = 1 << 23
 
 
-def _softplus_(t: Tensor) -> Tensor:
-    """In-place ``softplus`` (beta 1, threshold 20, as ``F.softplus``)."""
-    return torch._C._nn.softplus(t, 1, 20, out=t)
+def _groups(k: int, h: int, w: int) -> list[list[int]]:
+    """Directions that share their steps: both forward and both reversed ones on a square map."""
+    if h == w:
+        return [g for g in ([d for d in (0, 1) if d < k], [d for d in (2, 3) if d < k]) if g]
+    return [[d] for d in range(k)]
 
 
-def _scan_direction(hk: Tensor, ak: Tensor, k: int) -> None:
-    """Direction ``k``'s scan, in place: ``hk`` (b, H, W, N, d) holds ``dt u B`` on entry and the states
-    on exit; ``ak`` (b, H, W, N, d) holds ``exp(dt A)`` on entry and is overwritten (chunk decays)."""
-    sd = 1 if k % 2 else 2  # step dim: rows for column chunks (k = 1, 3), columns for row chunks
-    rev = k >= 2
-    hl, al = hk.unbind(sd), ak.unbind(sd)
-    t = len(hl)
+def _image(t: Tensor, direction: int, dim: int) -> Tensor:
+    """Scan-layout ``(..., step, chunk, ...)`` (step at ``dim``) -> image ``(..., H, W, ...)`` view."""
+    return t.transpose(dim, dim + 1) if direction % 2 == 0 else t
+
+
+def _scan_group(z: Tensor, a: Tensor, rev: bool) -> None:
+    """The scans of a group of directions, in place: ``z`` (b, G, S, nc, N, d) holds ``dt u B`` on entry
+    and the states on exit, ``a`` (same shape) ``exp(dt A)`` on entry and the chunk decays on exit;
+    steps S, chunks nc, ``rev``: run backwards."""
+    zl, al = z.unbind(2), a.unbind(2)
+    t = len(zl)
     prev = 1 if rev else -1
+    first = t - 1 if rev else 0
     for i in range(t - 2, -1, -1) if rev else range(1, t):
-        hl[i].addcmul_(al[i], hl[i + prev])
-        al[i].mul_(al[i + prev])  # decay of the chunk up to step i
-    last, decay = (hl[0], al[0]) if rev else (hl[t - 1], al[t - 1])  # (b, nc, N, d)
-    nc = last.shape[1]
+        zl[i].addcmul_(al[i], zl[i + prev])
+        al[i].mul_(al[i + prev])
+    last, decay = zl[t - 1 - first], al[t - 1 - first]
+    nc = last.shape[2]
     if nc == 1:
         return
     starts = torch.zeros_like(last)
-    sl, el, pl = starts.unbind(1), last.unbind(1), decay.unbind(1)
+    sl, el, pl = starts.unbind(2), last.unbind(2), decay.unbind(2)
     for c in range(nc - 2, -1, -1) if rev else range(1, nc):  # chain the chunks
         torch.addcmul(el[c + prev], pl[c + prev], sl[c + prev], out=sl[c])
-    hk.addcmul_(ak, starts.unsqueeze(sd))
+    z.addcmul_(a, starts.unsqueeze(2))
 
 
 def _block(
@@ -78,23 +90,32 @@ def _block(
     b, k, h, w, d = delta.shape
     n = A.shape[1]
     dt = torch.empty((b, k, h, w, d), dtype=cdt, device=u.device)
-    if bias is None:
-        dt.copy_(delta)
-    else:
-        torch.add(delta, bias.view(1, k, 1, 1, d), out=dt)
-    _softplus_(dt)
-    a = torch.mul(dt.unsqueeze(-2), A.view(1, k, 1, 1, n, d), out=dt.new_empty((b, k, h, w, n, d))).exp_()
-    hs = torch.mul(dt, u.unsqueeze(1), out=dt).unsqueeze(-2)  # dt u, (b, K, H, W, 1, d)
-    hs = hs.mul_(B) if n == 1 else hs * B
-    del dt
-    for i in range(k):
-        _scan_direction(hs[:, i], a[:, i], i)
-    del a
-    for i in range(k):
-        if n == 1:
-            y.addcmul_(hs[:, i, :, :, 0], C[:, i, :, :, 0])
-        else:
-            y.add_((hs[:, i] * C[:, i]).sum(-2))
+    if bias is not None:
+        delta = torch.add(delta, bias.view(1, k, 1, 1, d), out=dt)
+    torch._C._nn.softplus(delta, 1, 20, out=dt)  # F.softplus (beta 1, threshold 20) into dt
+    groups = _groups(k, h, w)
+    a_groups = []
+    for g in groups:  # exp(dt A) of each direction, in its scan layout
+        s_len, n_chunks = (w, h) if g[0] % 2 == 0 else (h, w)
+        ag = dt.new_empty((b, len(g), s_len, n_chunks, n, d))
+        for j, direction in enumerate(g):
+            torch.mul(dt[:, direction].unsqueeze(-2), A[direction], out=_image(ag[:, j], direction, 1))
+        a_groups.append(ag.exp_())
+    du = torch.mul(dt, u.unsqueeze(1), out=dt).unsqueeze(-2)  # dt u, (b, K, H, W, 1, d)
+    for gi, g in enumerate(groups):
+        ag, a_groups[gi] = a_groups[gi], None
+        z = dt.new_empty(ag.shape)
+        for j, direction in enumerate(g):  # dt u B in the scan layout
+            torch.mul(du[:, direction], B[:, direction], out=_image(z[:, j], direction, 1))
+        _scan_group(z, ag, rev=g[0] >= 2)
+        del ag
+        for j, direction in enumerate(g):
+            hs = _image(z[:, j], direction, 1)  # (b, H, W, N, d)
+            if n == 1:
+                y.addcmul_(hs[..., 0, :], C[:, direction, :, :, 0])
+            else:
+                y.add_((hs * C[:, direction]).sum(-2))
+        del z
 
 
 def ref_ss2d_fwd(x, delta, A, B, C, D, delta_bias, directions):
