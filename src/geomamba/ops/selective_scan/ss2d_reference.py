@@ -71,7 +71,8 @@ def _scan_group(z: Tensor, a: Tensor, rev: bool) -> None:
     sl, el, pl = starts.unbind(2), last.unbind(2), decay.unbind(2)
     for c in range(nc - 2, -1, -1) if rev else range(1, nc):  # chain the chunks
         torch.addcmul(el[c + prev], pl[c + prev], sl[c + prev], out=sl[c])
-    z.addcmul_(a, starts.unsqueeze(2))
+    rest = slice(None, -1) if rev else slice(1, None)  # chunks with a nonzero incoming state
+    z[:, :, :, rest].addcmul_(a[:, :, :, rest], starts[:, :, rest].unsqueeze(2))
 
 
 def _block(
@@ -131,7 +132,11 @@ def ref_ss2d_fwd(x, delta, A, B, C, D, delta_bias, directions):
     bias = None if delta_bias is None else delta_bias.to(cdt).view(k, d)
     Bv = B.to(cdt).unflatten(-1, (h, w)).permute(0, 1, 3, 4, 2).unsqueeze(-1)  # (b, K, H, W, N, 1)
     Cv = C.to(cdt).unflatten(-1, (h, w)).permute(0, 1, 3, 4, 2).unsqueeze(-1)
-    y = torch.zeros((b, h, w, d), dtype=cdt, device=x.device)
+    y = torch.empty((b, h, w, d), dtype=cdt, device=x.device)
+    if D is None:
+        y.zero_()
+    else:  # the skip term sum_k D_k u first, then the K directions' C . h
+        torch.mul(u, D.to(cdt).view(k, d).sum(0), out=y)
     per_channel = b * k * h * w * n
     step = max(1, min(d, _MAX_ELEMS // max(per_channel, 1)))
     for c0 in range(0, d, step):
@@ -146,6 +151,4 @@ def ref_ss2d_fwd(x, delta, A, B, C, D, delta_bias, directions):
             None if bias is None else bias[:, cs],
             cdt,
         )
-    if D is not None:
-        y.addcmul_(u, D.to(cdt).view(k, d).sum(0))
     return y.permute(0, 3, 1, 2).to(x.dtype)  # (b, D, H, W) channels-last; the op sets the layout
