@@ -18,7 +18,7 @@ backward), computed without putting any sequence in scan order:
   and each position gets its chunk's incoming state times the decay ``prod_{r<=t} a_r`` of the chunk
   so far, formed in place of ``a`` as a running product (only factors ``a <= 1``: nothing overflows).
 * softplus(delta + bias), ``exp(delta * A)`` and ``delta * u * B`` are computed once per call (per
-  channel block), not per chunk. Channels are independent, so maps whose working set would exceed
+  group of directions and channel block), not per chunk. Channels are independent, so maps whose working set would exceed
   ``_MAX_ELEMS`` are processed in channel blocks.
 
 Inputs may have any strides: delta laid out ``(batch, K, H*W, D)`` in memory (``SS2DCore`` produces it
@@ -90,26 +90,25 @@ def _block(
     u (b, H, W, d); delta (b, K, H, W, d); A (K, N, d); B, C (b, K, H, W, N, 1); bias (K, d) or None."""
     b, k, h, w, d = delta.shape
     n = A.shape[1]
-    dt = torch.empty((b, k, h, w, d), dtype=cdt, device=u.device)
-    if bias is not None:
-        delta = torch.add(delta, bias.view(1, k, 1, 1, d), out=dt)
-    torch._C._nn.softplus(delta, 1, 20, out=dt)  # F.softplus (beta 1, threshold 20) into dt
-    groups = _groups(k, h, w)
-    a_groups = []
-    for g in groups:  # exp(dt A) of each direction, in its scan layout
+    for g in _groups(k, h, w):  # one group at a time: a smaller working set
+        sel = slice(g[0], g[-1] + 1)
+        dt = torch.empty((b, len(g), h, w, d), dtype=cdt, device=u.device)
+        raw = delta[:, sel]
+        if bias is not None:
+            raw = torch.add(raw, bias[sel].view(1, len(g), 1, 1, d), out=dt)
+        torch._C._nn.softplus(raw, 1, 20, out=dt)  # F.softplus (beta 1, threshold 20) into dt
         s_len, n_chunks = (w, h) if g[0] % 2 == 0 else (h, w)
-        ag = dt.new_empty((b, len(g), s_len, n_chunks, n, d))
+        a = dt.new_empty((b, len(g), s_len, n_chunks, n, d))  # exp(dt A) in the scan layout
         for j, direction in enumerate(g):
-            torch.mul(dt[:, direction].unsqueeze(-2), A[direction], out=_image(ag[:, j], direction, 1))
-        a_groups.append(ag.exp_())
-    du = torch.mul(dt, u.unsqueeze(1), out=dt).unsqueeze(-2)  # dt u, (b, K, H, W, 1, d)
-    for gi, g in enumerate(groups):
-        ag, a_groups[gi] = a_groups[gi], None
-        z = dt.new_empty(ag.shape)
+            torch.mul(dt[:, j].unsqueeze(-2), A[direction], out=_image(a[:, j], direction, 1))
+        a.exp_()
+        du = torch.mul(dt, u.unsqueeze(1), out=dt).unsqueeze(-2)  # dt u, (b, G, H, W, 1, d)
+        z = dt.new_empty(a.shape)
         for j, direction in enumerate(g):  # dt u B in the scan layout
-            torch.mul(du[:, direction], B[:, direction], out=_image(z[:, j], direction, 1))
-        _scan_group(z, ag, rev=g[0] >= 2)
-        del ag
+            torch.mul(du[:, j], B[:, direction], out=_image(z[:, j], direction, 1))
+        del dt, du
+        _scan_group(z, a, rev=g[0] >= 2)
+        del a
         for j, direction in enumerate(g):
             hs = _image(z[:, j], direction, 1)  # (b, H, W, N, d)
             if n == 1:
