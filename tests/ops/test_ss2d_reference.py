@@ -119,3 +119,13 @@ def test_softplus_tail_and_long_rows():
     y = ss2d_scan(**inputs, directions=4, backend="ref")
     assert torch.isfinite(y).all()
     torch.testing.assert_close(y, _composed(inputs, 4), **TOL[torch.float32])
+
+
+def test_bf16_without_bias_computes_softplus_in_fp32():
+    """A bf16 delta without bias goes through softplus in fp32 (as the composed path casts it first)."""
+    inputs = _inputs(1, 4, 5, 5, 1, 4, torch.bfloat16, seed=5)
+    inputs["delta_bias"] = None
+    y = ss2d_scan(**inputs, directions=4, backend="ref")
+    exact = {name: t.float() if t is not None else None for name, t in inputs.items()}
+    expected = composed_ss2d_fwd(get_backend("ref"), *exact.values(), 4)
+    torch.testing.assert_close(y.float(), expected, rtol=8e-3, atol=8e-3)

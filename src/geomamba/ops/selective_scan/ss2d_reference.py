@@ -94,8 +94,10 @@ def _block(
         sel = slice(g[0], g[-1] + 1)
         dt = torch.empty((b, len(g), h, w, d), dtype=cdt, device=u.device)
         raw = delta[:, sel]
-        if bias is not None:
+        if bias is not None:  # (in cdt: a bf16 delta is promoted by the fp32 bias)
             raw = torch.add(raw, bias[sel].view(1, len(g), 1, 1, d), out=dt)
+        elif raw.dtype != cdt:  # softplus computed in cdt, not in the input's dtype
+            raw = dt.copy_(raw)
         torch._C._nn.softplus(raw, 1, 20, out=dt)  # F.softplus (beta 1, threshold 20) into dt
         s_len, n_chunks = (w, h) if g[0] % 2 == 0 else (h, w)
         a = dt.new_empty((b, len(g), s_len, n_chunks, n, d))  # exp(dt A) in the scan layout
