@@ -25,6 +25,7 @@ import geomamba
 from geomamba.engine.acceleration import (
     CompiledModel,
     apply_channels_last,
+    apply_fast_norm,
     build_optimizer,
     clips_under_amp,
 )
@@ -124,12 +125,14 @@ def build_train_step(cfg: RunConfig, p: dict[str, Any], device: torch.device, *,
     model.to(device).train()
     if p.get("channels_last", False):
         apply_channels_last(model)
+    apply_fast_norm(model, p.get("fast_norm", cfg.trainer.fast_norm))
     forward = _compiled(cfg, model) if compile_model else model
     spec = {"name": cfg.loss} if isinstance(cfg.loss, str) else dict(cfg.loss)
     loss_fn = build_loss({**spec, "validate": False})
     groups = param_groups_weight_decay(model, cfg.optim.weight_decay)
-    # the optimiser the engine builds (not fused when it clips under mixed precision)
-    opt = build_optimizer(groups, cfg.optim, device, amp_clipping=clips_under_amp(cfg.trainer))
+    # the optimiser the engine builds (not fused when it clips under fp16 mixed precision); ``fused``: force
+    amp_clipping = clips_under_amp(cfg.trainer) if "fused" not in p else not p["fused"]
+    opt = build_optimizer(groups, cfg.optim, device, amp_clipping=amp_clipping)
     x, y = _inputs(p["batch"], p["size"], device)
     clip = cfg.trainer.gradient_clip_val
     precision = p.get("precision", cfg.trainer.precision)
@@ -153,6 +156,7 @@ def build_infer_step(cfg: RunConfig, p: dict[str, Any], device: torch.device, *,
     model.to(device).eval()
     if p.get("channels_last", False):
         apply_channels_last(model)
+    apply_fast_norm(model, p.get("fast_norm", cfg.trainer.fast_norm))
     forward = _compiled(cfg, model) if compile_model else model
     predict = make_predict_fn(forward)  # type: ignore[arg-type]
     x, _ = _inputs(p["batch"], p["size"], device)

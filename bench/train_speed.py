@@ -33,10 +33,11 @@ import fnmatch
 import json
 import os
 import platform
+import queue
 import re
-import select
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -304,6 +305,8 @@ class CompileJob:
             text=True,
             env=env,
         )
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        threading.Thread(target=self._read_lines, daemon=True).start()
         if self.mine:
             os.sched_setaffinity(0, set(self.mine))
 
@@ -312,18 +315,23 @@ class CompileJob:
         """Still compiling or warming up (not yet waiting for the go, not finished or failed)."""
         return self.ready is None and self.result is None and self.error is None and self.proc.poll() is None
 
+    def _read_lines(self) -> None:
+        """Reader thread: the worker's stdout lines into a queue (``None`` at its end). A ``select`` on the
+        pipe missed lines already in the reader's buffer: READY right after PROGRESS was never seen."""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(None)
+
     def poll(self, timeout: float = 0.0) -> None:
         """Read what the worker printed (waiting up to ``timeout`` seconds for a line)."""
-        if self.proc.stdout is None or (self.proc.poll() is not None and self.result is not None):
-            return
-        while True:
-            ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
-            if not ready:
+        while self.result is None and self.error is None:
+            try:
+                line = self.lines.get(timeout=timeout) if timeout > 0 else self.lines.get_nowait()
+            except queue.Empty:
                 return
-            line = self.proc.stdout.readline()
-            if not line:
-                if self.result is None and self.error is None:
-                    self.error = f"compile worker exited (code {self.proc.wait()}); see {self.log}"
+            if line is None:
+                self.error = f"compile worker exited (code {self.proc.wait()}); see {self.log}"
                 return
             kind, _, payload = line.strip().partition(" ")
             if kind == "PROGRESS":

@@ -167,7 +167,7 @@ def test_config_speed_keys():
         None,
         ["trainer.compile=true", "trainer.channels_last=true", "data.cache=true", "eval.window_batch=8"],
     )
-    assert cfg.trainer.compile and cfg.trainer.channels_last and cfg.data.cache
+    assert cfg.trainer.compile and cfg.trainer.channels_last and cfg.data.cache and cfg.trainer.fast_norm
     assert cfg.trainer.compile_backend == "inductor" and cfg.optim.fused and cfg.data.prefetch_factor == 4
     with pytest.raises(ConfigError, match=r"data\.prefetch_factor"):
         load_config(None, ["data.prefetch_factor=0"])
@@ -234,3 +234,50 @@ def test_compile_switch_trains_like_eager(tiny_dataset, overrides, tmp_path):
     eager, compiled = runs["false"], runs["true"]
     assert compiled.best["train_loss"] == pytest.approx(eager.best["train_loss"], rel=1e-5)
     assert compiled.test_scores["confusion"] == eager.test_scores["confusion"]
+
+
+def test_fast_norm_runs_layernorms_in_the_autocast_dtype():
+    """``trainer.fast_norm``: under autocast the LayerNorms return bf16 (no fp32 round trip), with outputs
+    close to the fp32-LayerNorm path; without autocast nothing changes."""
+    from timm.layers import LayerNorm, LayerNorm2d
+
+    from geomamba.engine.acceleration import apply_fast_norm
+    from geomamba.layers.vss_block import VSSBlock
+
+    torch.manual_seed(0)
+    block = nn.Sequential(LayerNorm2d(16), nn.Conv2d(16, 16, 1)).eval()
+    vss = VSSBlock(16, channels_last=True).eval()
+    x, xl = torch.randn(2, 16, 12, 12), torch.randn(2, 12, 12, 16)
+    norms = [m for m in (*block.modules(), *vss.modules()) if isinstance(m, (LayerNorm, LayerNorm2d))]
+    assert len(norms) == 4  # LayerNorm2d; VSSBlock's two norms and SS2D's out_norm are timm LayerNorms
+    seen: list[torch.dtype] = []
+    for m in norms:
+        m.register_forward_hook(lambda _m, _i, out: seen.append(out.dtype))
+    with torch.no_grad():
+        ref = (block(x), vss(xl))
+        assert apply_fast_norm(block) + apply_fast_norm(vss) == len(norms)
+        torch.testing.assert_close((block(x), vss(xl)), ref, rtol=0, atol=0)  # fp32: the same op
+        outs = {}
+        for flag in (False, True):
+            apply_fast_norm(block, flag)
+            apply_fast_norm(vss, flag)
+            seen.clear()
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                outs[flag] = (block(x).float(), vss(xl).float())
+            # fast: every norm returns bf16; otherwise a norm of an fp32 input returns fp32 (on CUDA
+            # autocast runs every layer_norm in fp32; on CPU it keeps the input's dtype)
+            assert (set(seen) == {torch.bfloat16}) is flag
+    for fast, slow, r in zip(outs[True], outs[False], ref, strict=True):
+        torch.testing.assert_close(fast, slow, rtol=0.05, atol=0.05)
+        torch.testing.assert_close(fast, r, rtol=0.1, atol=0.1)
+
+
+def test_the_module_applies_the_fast_norm_switch():
+    from geomamba.engine.config import config_to_dict
+    from geomamba.engine.module import ChangeDetectionModule
+
+    for flag in (True, False):
+        cfg = load_config(None, ["model.name=subtask_mamba_tiny", f"trainer.fast_norm={str(flag).lower()}"])
+        module = ChangeDetectionModule(config_to_dict(cfg))
+        flags = {m._fast_norm for m in module.model.modules() if hasattr(m, "_fast_norm")}
+        assert flags == {flag}

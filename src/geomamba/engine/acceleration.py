@@ -6,6 +6,10 @@
 - ``apply_channels_last``: channels-last (NHWC) memory format of the 4-D weights (``trainer.channels_last``);
   convolutions then run and return NHWC, which cuDNN prefers for conv-heavy networks. A bitemporal input
   ``(B, 2, C, H, W)`` is 5-D and stays as it is: the first convolution takes the weights' format.
+- ``apply_fast_norm``: LayerNorms in the autocast dtype (``trainer.fast_norm``, timm's ``fast_layer_norm``):
+  under ``torch.autocast`` PyTorch runs ``layer_norm`` in fp32, which costs a cast of its input to fp32 and of
+  its output back to bf16/fp16 for the next matmul or conv, each a full copy of the activation. The kernel
+  still accumulates its statistics in fp32; fp32 runs are unchanged.
 - ``build_optimizer``: AdamW / SGD from ``optim``, with the fused CUDA kernels when the parameters live on a
   GPU (``optim.fused``; one kernel launch for all parameters instead of several per tensor).
 """
@@ -20,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-__all__ = ["CompiledModel", "apply_channels_last", "build_optimizer", "clips_under_amp"]
+__all__ = ["CompiledModel", "apply_channels_last", "apply_fast_norm", "build_optimizer", "clips_under_amp"]
 
 log = logging.getLogger("geomamba.engine")
 
@@ -85,9 +89,29 @@ def apply_channels_last(model: nn.Module) -> nn.Module:
     return model.to(memory_format=torch.channels_last)
 
 
+def apply_fast_norm(model: nn.Module, enabled: bool = True) -> int:
+    """Switch timm's fast norm path on (or off) in every timm norm layer of ``model`` (``LayerNorm``,
+    ``LayerNorm2d``, ...: the modules with a ``_fast_norm`` flag); returns how many were switched.
+
+    With it, a LayerNorm under ``torch.autocast`` normalises in the autocast dtype (statistics accumulated in
+    fp32 by the kernel) instead of casting its input and output through fp32; without autocast it is
+    ``F.layer_norm`` as before."""
+    count = 0
+    for m in model.modules():
+        if hasattr(m, "_fast_norm"):
+            m._fast_norm = bool(enabled)
+            count += 1
+    return count
+
+
 def clips_under_amp(trainer: Any) -> bool:
-    """Whether a ``TrainerConfig`` clips gradients under Lightning's mixed precision (``*-mixed``)."""
-    return bool(trainer.gradient_clip_val) and str(trainer.precision).endswith("-mixed")
+    """Whether a ``TrainerConfig`` clips gradients under fp16 mixed precision (``16-mixed``: a GradScaler).
+
+    A fused optimiser unscales the gradients inside its own step, so they cannot be clipped before it:
+    the engine then builds the default (``foreach``) optimiser. Under ``bf16-mixed`` (no scaler) the
+    gradients are final when they are clipped: ``ChangeDetectionModule.configure_gradient_clipping``
+    clips them itself and the optimiser stays fused."""
+    return bool(trainer.gradient_clip_val) and str(trainer.precision).startswith("16")
 
 
 def build_optimizer(
@@ -102,9 +126,9 @@ def build_optimizer(
     With ``optim.fused`` and a CUDA ``device`` the fused implementation is used (``fused=True``); otherwise
     PyTorch's default (multi-tensor ``foreach`` on CUDA, a loop on CPU). Weight decay is given per group
     by the caller (``timm.optim.param_groups_weight_decay``) or as ``optim.weight_decay``.
-    ``amp_clipping``: the run clips gradients under Lightning's mixed precision (``16-mixed`` or
-    ``bf16-mixed``); a fused optimiser unscales gradients inside its own step, so Lightning refuses to clip
-    for it: the default multi-tensor (``foreach``) implementation is used then.
+    ``amp_clipping``: the run clips gradients under fp16 mixed precision (``clips_under_amp``); a fused
+    optimiser unscales gradients inside its own step, so they cannot be clipped before it: the default
+    multi-tensor (``foreach``) implementation is used then.
     """
     device = torch.device(device) if device is not None else torch.device("cpu")
     want = getattr(optim, "fused", False) and device.type == "cuda"

@@ -192,7 +192,8 @@ _PRECISIONS = Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "1
 class TrainerConfig:
     """Lightning Trainer settings, plus checkpoint/early-stopping options and speed switches: ``compile``
     (``torch.compile`` of the model with ``compile_mode``/``compile_backend``, eager fallback with a
-    warning) and ``channels_last`` (NHWC weights and activations); reliability: ``save_every_n_steps``
+    warning), ``channels_last`` (NHWC weights and activations) and ``fast_norm`` (LayerNorms in the
+    autocast dtype instead of fp32, see ``engine.acceleration.apply_fast_norm``); reliability: ``save_every_n_steps``
     (also write ``last.ckpt`` every N optimizer steps), ``skip_nonfinite`` (skip and count steps with a
     NaN/inf loss or gradient; one host read per step unless the optimizer is fused), ``max_bad_steps``
     (stop after that many such steps in a row; None: never) and ``collapse_patience`` (validations in a row
@@ -225,6 +226,7 @@ class TrainerConfig:
     compile_mode: str | None = None
     compile_backend: str = "inductor"
     channels_last: bool = False
+    fast_norm: bool = True
     skip_nonfinite: bool = True
     max_bad_steps: int | None = 10
     collapse_patience: int = 3

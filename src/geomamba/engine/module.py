@@ -27,6 +27,7 @@ from geomamba.data.labels import IGNORE_INDEX
 from geomamba.engine.acceleration import (
     CompiledModel,
     apply_channels_last,
+    apply_fast_norm,
     build_optimizer,
     clips_under_amp,
 )
@@ -123,7 +124,8 @@ class ChangeDetectionModule(pl.LightningModule):
     The training step has no host synchronisation: the label check of the loss (``loss.validate``) runs
     on the first training batch of each epoch and on every evaluation batch instead of every step, and
     logged values stay tensors. ``trainer.compile`` compiles the model's forward at its first use
-    (``CompiledModel``), ``trainer.channels_last`` converts its weights (``apply_channels_last``).
+    (``CompiledModel``), ``trainer.channels_last`` converts its weights (``apply_channels_last``), ``trainer.fast_norm``
+    runs its LayerNorms in the autocast dtype (``apply_fast_norm``).
 
     Args:
         config: a resolved run config as a plain dict (``config_to_dict(RunConfig)``).
@@ -138,6 +140,7 @@ class ChangeDetectionModule(pl.LightningModule):
         self.model = build_model(self.cfg)
         if self.cfg.trainer.channels_last:
             apply_channels_last(self.model)
+        apply_fast_norm(self.model, self.cfg.trainer.fast_norm)
         self.loss_fn = self.make_loss()
         # The label check costs a host sync per call: done once per epoch and in evaluation instead.
         self._check_labels = bool(getattr(self.loss_fn, "validate", False))
@@ -295,6 +298,19 @@ class ChangeDetectionModule(pl.LightningModule):
             warn_collapsed_classes(scores, "test")
 
     # ------------------------------------------------------------------ optimisation
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        """Clip here when the optimiser is fused (``bf16-mixed`` or fp32: no GradScaler, the gradients are
+        final); Lightning's mixed-precision plugin refuses to clip for any fused optimiser. Otherwise
+        Lightning clips (``trainer.gradient_clip_val`` / ``gradient_clip_algorithm``)."""
+        if gradient_clip_val and optimizer.defaults.get("fused"):
+            params = [p for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            if str(gradient_clip_algorithm or "norm").lower() == "value":
+                torch.nn.utils.clip_grad_value_(params, gradient_clip_val)
+            else:
+                torch.nn.utils.clip_grad_norm_(params, gradient_clip_val)
+            return
+        super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+
     def configure_optimizers(self):
         o, s = self.cfg.optim, self.cfg.scheduler
         groups = param_groups_weight_decay(self.model, o.weight_decay)

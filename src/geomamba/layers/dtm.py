@@ -21,6 +21,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import LayerNorm
 
 from geomamba.layers.mamba1d import Mamba1d
 
@@ -78,11 +79,11 @@ class DeepTemporalMamba(nn.Module):
         self.prior_tokens = prior_tokens
         self.proj = nn.ModuleList(nn.Conv2d(c, dim, 1) for c in in_channels)
         self.prior = nn.Parameter(torch.zeros(prior_tokens, dim)) if prior_tokens else None
-        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(depth))
+        self.norms = nn.ModuleList(LayerNorm(dim, eps=1e-5) for _ in range(depth))
         self.mixers = nn.ModuleList(
             Mamba1d(dim, d_state=d_state, expand=expand, d_conv=d_conv, backend=backend) for _ in range(depth)
         )
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim, eps=1e-5)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.head = nn.Linear(dim, num_classes) if num_classes else None
 

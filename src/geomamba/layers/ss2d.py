@@ -2,7 +2,7 @@
 
 ``SS2DCore`` is the state-space part alone, on a channels-first map ``(B, D, H, W) -> (B, D, H, W)``:
 per-direction ``x_proj`` (D -> dt_rank + 2N) and ``dt_proj`` (dt_rank -> D) applied pointwise on the
-image layout (einsum), then :func:`geomamba.ops.ss2d_scan`: K directional selective scans (row-major,
+image layout (batched matmuls), then :func:`geomamba.ops.ss2d_scan`: K directional selective scans (row-major,
 column-major, both reversed) with per-direction ``A_log`` and ``D``, mapped back and summed. This is the
 same function as cross-scan -> projections -> selective scan -> cross-merge, without the K copies of
 the map when the backend fuses the reordering.
@@ -17,6 +17,7 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import LayerNorm
 
 from geomamba.ops.ss2d_scan import ss2d_scan
 
@@ -89,19 +90,21 @@ class SS2DCore(nn.Module):
                 f"SS2DCore expects x of shape (B, d_inner={self.d_inner}, H, W), got {tuple(x.shape)}"
             )
         k, r, n = self.directions, self.dt_rank, self.d_state
-        x_dbl = torch.einsum("bdl,kcd->bkcl", x.flatten(2), self.x_proj_weight.to(x.dtype))
-        dts, bs, cs = torch.split(x_dbl, [r, n, n], dim=2)
-        w_dt = self.dt_projs_weight.to(dts.dtype)
+        b, d, h, w = x.shape
         # the state-space parameters stay fp32 (fp64 in a float64 module) whatever x's dtype
         sdt = torch.float64 if self.A_logs.dtype == torch.float64 else torch.float32
         bias = self.dt_projs_bias.to(sdt)
+        w_x = self.x_proj_weight.to(x.dtype).reshape(-1, d)
         if x.device.type == "cpu":
-            # the same (B, K, D, L) values laid out (B, K, L, D) in memory: the reference backend's
-            # image-layout scan reads delta channels-last without a copy; in fp32/fp64 the delta bias is
-            # added by the product itself (one pass fewer in the scan)
-            lhs, rhs = dts.transpose(-1, -2), w_dt.transpose(-1, -2)  # (B, K, L, r), (K, r, D)
-            if dts.dtype == sdt:
-                nb, bias3 = lhs.shape[0], bias.unsqueeze(1)  # (K, 1, D)
+            # The reference backend's image-layout scan reads x and delta channels-last, as they are: x
+            # (channels-last from the convolutions) is not copied, delta is laid out (B, K, L, D) in memory
+            # (the same (B, K, D, L) values) and, in fp32/fp64, takes the delta bias inside its product
+            # (one pass fewer in the scan).
+            x_dbl = torch.matmul(w_x, x.flatten(2))  # (B, K*(R+2N), L)
+            dts, bs, cs = torch.split(x_dbl.view(b, k, r + 2 * n, h * w), [r, n, n], dim=2)
+            lhs, rhs = dts.transpose(-1, -2), self.dt_projs_weight.to(dts.dtype).transpose(-1, -2)
+            if dts.dtype == sdt:  # (B, K, L, R) @ (K, R, D) + bias (K, 1, D)
+                nb, bias3 = b, bias.unsqueeze(1)
                 if nb == 1:
                     out = torch.baddbmm(bias3, lhs[0], rhs).unsqueeze(0)
                 else:
@@ -112,7 +115,13 @@ class SS2DCore(nn.Module):
             else:
                 dts = torch.matmul(lhs, rhs).transpose(-1, -2)
         else:
-            dts = torch.einsum("bkrl,kdr->bkdl", dts, w_dt)
+            # One copy at most (x arrives channels-last from a conv on a permuted map), then every tensor
+            # the scan reads is made contiguous by its matmul: einsum would copy x for its bmm and return
+            # delta (K times the size of x) as a strided view that the scan kernels copy again.
+            x = x.contiguous()
+            x_dbl = torch.matmul(w_x, x.view(b, d, h * w))
+            dts, bs, cs = torch.split(x_dbl.view(b, k, r + 2 * n, h * w), [r, n, n], dim=2)
+            dts = torch.matmul(self.dt_projs_weight.to(dts.dtype), dts)  # (K, D, R) @ (B, K, R, L)
         return ss2d_scan(
             x,
             dts,
@@ -175,7 +184,7 @@ class SS2D(nn.Module):
         )
         rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
         self.core = SS2DCore(d_inner, d_state=d_state, dt_rank=rank, directions=directions, backend=backend)
-        self.out_norm = nn.LayerNorm(d_inner)
+        self.out_norm = LayerNorm(d_inner, eps=1e-5)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 

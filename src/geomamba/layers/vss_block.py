@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, Mlp
+from timm.layers import DropPath, LayerNorm, Mlp
 
 from geomamba.layers.ss2d import SS2D
 
@@ -43,7 +43,7 @@ class VSSBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.dim, self.channels_last = dim, channels_last
-        self.norm = nn.LayerNorm(dim)
+        self.norm = LayerNorm(dim, eps=1e-5)
         self.op = SS2D(
             dim,
             d_state=d_state,
@@ -57,7 +57,7 @@ class VSSBlock(nn.Module):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.mlp = None
         if mlp_ratio > 0:
-            self.norm2 = nn.LayerNorm(dim)
+            self.norm2 = LayerNorm(dim, eps=1e-5)
             self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
