@@ -7,9 +7,9 @@
 * delta ``(batch, K, D, H*W)`` and B, C ``(batch, K, N, H*W)``: per direction, in IMAGE (row-major
   pixel) order: x_proj / dt_proj are pointwise, so they are computed on the image layout;
 * A ``(K*D, N)``; D and delta_bias ``(K*D,)`` (direction k owns rows ``k*D .. k*D + D - 1``);
-* y ``(batch, D, H, W)`` in x's dtype (and memory format: channels-last for a channels-last x) = sum over k of the selective scan (softplus on delta + bias)
-  run in direction k's order (0 row-major, 1 column-major, 2 row-major reversed, 3 column-major
-  reversed) and mapped back to image positions.
+* y ``(batch, D, H, W)`` in x's dtype and memory format (channels-last for a channels-last x) = sum
+  over k of the selective scan (softplus on delta + bias) run in direction k's order (0 row-major,
+  1 column-major, 2 row-major reversed, 3 column-major reversed) and mapped back to image positions.
 
 The composed path (the fallback of any backend without ``ss2d_fwd``/``ss2d_bwd``): reorder to scan
 order + that backend's selective scan (G = K groups) + ``cross_merge``; the backward is the adjoint of
