@@ -25,6 +25,7 @@ import torch
 
 import geomamba
 from geomamba.ops import selective_scan
+from geomamba.ops.selective_scan import resolve_backend
 
 # The author's ablation table (seed 000): the default, 2 encoder, 3 decoder, 4 difference variants,
 # plus the two alternative SS2D cores.
@@ -56,6 +57,15 @@ def _variant_flops(model, batch: int, bands: int, size: int, *, exact: bool) -> 
     if rem:
         return geomamba.summary(model, (batch, 2, bands, size, size), print_table=False).flops
     return a * size * size + (f32 - a * 32 * 32)
+
+
+def _ss2d_forward_name() -> str:
+    """The function that runs the SS2D scan forward on CPU tensors (backend ``"auto"``)."""
+    be = resolve_backend("auto", "cpu", torch.float32)
+    fn = be.ss2d_fwd
+    return f"{be.name}: " + (
+        f"{fn.__module__}.{fn.__name__}" if fn is not None else "composed (reorder + scan + merge)"
+    )
 
 
 def main() -> None:
@@ -132,6 +142,7 @@ def main() -> None:
             "geomamba": geomamba.__version__,
         },
         "scan_implementation": f"{selective_scan.__module__}.{selective_scan.__name__}",
+        "ss2d_forward": _ss2d_forward_name(),
         "model": args.model,
         "input_size": list(size),
         "latency_s": {"runs": [round(t, 4) for t in times], "median": median},

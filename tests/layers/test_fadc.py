@@ -1,7 +1,9 @@
+import pytest
 import torch
 import torch.nn.functional as F
+from torchvision.ops import deform_conv2d
 
-from geomamba.layers.fadc import FrequencyAdaptiveDilatedConv, FrequencySelection
+from geomamba.layers.fadc import FrequencyAdaptiveDilatedConv, FrequencySelection, dilated_tap_conv
 
 
 def test_dilation_one_equals_plain_conv():
@@ -58,3 +60,29 @@ def test_frequency_selection_bands_sum_to_input_and_identity_at_init():
     torch.testing.assert_close(fs.bands(const)[0], const, atol=1e-5, rtol=1e-5)
     conv = FrequencyAdaptiveDilatedConv(3, 3, freq_select=True)
     assert conv(x).shape == (2, 3, 16, 12)
+
+
+@pytest.mark.parametrize("adakern", [False, True])
+@pytest.mark.parametrize(("h", "w"), [(9, 7), (1, 5)])
+def test_cpu_inference_sampler_matches_deform_conv(adakern, h, w):
+    """Inference on CPU (grid_sample + matmul) gives deform_conv2d's output, fractional and integer
+    dilations, taps falling outside the map included."""
+    torch.manual_seed(0)
+    m = FrequencyAdaptiveDilatedConv(6, 5, max_dilation=4.0, adakern=adakern, bias=True).eval()
+    with torch.no_grad():
+        m.dilation_predictor.weight.normal_(0, 0.5)
+        if adakern:
+            m.adakern.weight.normal_(0, 0.5)
+    x = torch.randn(2, 6, h, w)
+    for dilation in (None, 2.0, torch.rand(2, 1, h, w) * 3 + 1):
+        expected = m(x, dilation=dilation)  # grad enabled: torchvision's deform_conv2d
+        with torch.inference_mode():
+            got = m(x, dilation=dilation)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    weight, d = torch.randn(3, 4, 3, 3), torch.rand(1, 1, 5, 6) * 3 + 1
+    taps = torch.tensor([(i - 1, j - 1) for i in range(3) for j in range(3)]).float().reshape(1, -1, 1, 1)
+    x = torch.randn(1, 4, 5, 6)
+    torch.testing.assert_close(
+        dilated_tap_conv(x, d, weight),
+        deform_conv2d(x, ((d - 1) * taps).contiguous(), weight, padding=(1, 1)),
+    )

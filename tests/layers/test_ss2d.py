@@ -33,9 +33,10 @@ def composed_core(core: SS2DCore, x: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("directions", "d_state"), [(4, 1), (2, 4), (1, 16)])
-def test_core_matches_composed_path(directions, d_state):
+@pytest.mark.parametrize("shape", [(2, 6, 5, 3), (1, 6, 4, 4)])
+def test_core_matches_composed_path(directions, d_state, shape):
     core = SS2DCore(6, d_state=d_state, directions=directions).double()
-    x = torch.randn(2, 6, 5, 3, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     y, y_ref = core(x), composed_core(core, x)
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
     params = [x, *core.parameters()]

@@ -4,6 +4,8 @@
 per-pixel dilation ``D(p) = 1 + (max_dilation - 1) * sigmoid(f(X)(p))`` in ``[1, max_dilation]``
 predicted by a 3x3 conv ``f`` (AdaDR). It runs as a deformable convolution
 (``torchvision.ops.deform_conv2d``) with offsets ``(D(p) - 1) * dp_k``; with ``D = 1`` it is a plain conv.
+Inference on CPU (no grad) samples the taps with one ``grid_sample`` and a matrix product instead
+(:func:`dilated_tap_conv`, several times faster than torchvision's CPU kernel, equal to fp32 rounding).
 
 Optional parts (switches):
 - ``adakern`` (AdaKern): the kernel is split into its low-frequency part (the spatial mean of each
@@ -20,9 +22,40 @@ import math
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torchvision.ops import deform_conv2d
 
-__all__ = ["FrequencyAdaptiveDilatedConv", "FrequencySelection"]
+__all__ = ["FrequencyAdaptiveDilatedConv", "FrequencySelection", "dilated_tap_conv"]
+
+
+def dilated_tap_conv(
+    x: torch.Tensor, dilation: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``deform_conv2d`` with offsets ``(D(p) - 1) * dp_k`` (stride 1, 'same' padding), computed as one
+    bilinear ``grid_sample`` of the k*k taps ``p + D(p) * dp_k`` (zero outside the map, as
+    ``deform_conv2d``) and one matrix product.
+
+    Several times faster than torchvision's CPU ``deform_conv2d``; equal up to fp32 rounding of the
+    sampling positions. Used for inference only: at integer positions (D = 2 at initialisation) the
+    one-sided derivatives of the two bilinear samplers may differ.
+
+    Shapes: x ``(B, C_in, H, W)``, dilation ``(B, 1, H, W)`` (or broadcastable to it), weight ``(C_out, C_in, k, k)``, bias
+    ``(C_out,)`` -> ``(B, C_out, H, W)``.
+    """
+    b, c, h, w = x.shape
+    k = weight.shape[-1]
+    r = torch.arange(k, dtype=x.dtype, device=x.device) - k // 2
+    ti, tj = r.repeat_interleave(k).view(1, -1, 1, 1), r.repeat(k).view(1, -1, 1, 1)  # taps, row-major
+    d = dilation.to(x.dtype).expand(b, 1, h, w)
+    py = torch.arange(h, dtype=x.dtype, device=x.device).view(1, 1, h, 1) + d * ti  # (B, k*k, H, W)
+    px = torch.arange(w, dtype=x.dtype, device=x.device).view(1, 1, 1, w) + d * tj
+    # pixel -> normalised coordinates of align_corners=False (defined for any size, 1 included)
+    grid = torch.stack(((2 * px + 1) / w - 1, (2 * py + 1) / h - 1), dim=-1).view(b, k * k * h, w, 2)
+    cols = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = torch.matmul(weight.reshape(weight.shape[0], -1).to(x.dtype), cols.view(b, c * k * k, h * w))
+    if bias is not None:
+        out = out + bias.to(x.dtype).view(1, -1, 1)
+    return out.view(b, -1, h, w)
 
 
 class FrequencySelection(nn.Module):
@@ -129,13 +162,20 @@ class FrequencyAdaptiveDilatedConv(nn.Module):
             )
         b, _, h, w = x.shape
         d = self.predict_dilation(x) if dilation is None else torch.as_tensor(dilation, dtype=x.dtype)
-        offset = ((d.to(x.dtype) - 1.0) * self.taps.to(x.dtype)).expand(b, -1, h, w).contiguous()
         feats = self.freq_select(x) if self.freq_select is not None else x
         pad = self.kernel_size // 2
+        sampled = not torch.is_grad_enabled() and x.device.type == "cpu"
+
+        def conv(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+            if sampled:  # inference on CPU: grid_sample + matmul (see dilated_tap_conv)
+                return dilated_tap_conv(feats, d, weight, bias)
+            offset = ((d.to(x.dtype) - 1.0) * self.taps.to(x.dtype)).expand(b, -1, h, w).contiguous()
+            return deform_conv2d(feats, offset, weight, bias, padding=(pad, pad))
+
         if self.adakern is None:
-            return deform_conv2d(feats, offset, self.weight, self.bias, padding=(pad, pad))
+            return conv(self.weight, self.bias)
         low = self.weight.mean(dim=(2, 3), keepdim=True).expand_as(self.weight)
-        both = deform_conv2d(feats, offset, torch.cat([low, self.weight - low]), padding=(pad, pad))
+        both = conv(torch.cat([low, self.weight - low]), None)
         scale = 2.0 * torch.sigmoid(self.adakern(x.mean(dim=(2, 3), keepdim=True)))  # (B, 2*C_out, 1, 1)
         y_low, y_high = (both * scale).chunk(2, dim=1)
         y = y_low + y_high

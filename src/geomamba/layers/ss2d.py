@@ -91,17 +91,37 @@ class SS2DCore(nn.Module):
             )
         k, r, n = self.directions, self.dt_rank, self.d_state
         b, d, h, w = x.shape
-        # One copy at most (x arrives channels-last from a conv on a permuted map), then every tensor the
-        # scan reads is made contiguous by its matmul: einsum would copy x for its bmm and return delta
-        # (K times the size of x) as a strided view that the scan kernels copy again.
-        x = x.contiguous()
-        x_dbl = torch.matmul(self.x_proj_weight.to(x.dtype).reshape(-1, d), x.view(b, d, h * w))
-        dts, bs, cs = torch.split(x_dbl.view(b, k, r + 2 * n, h * w), [r, n, n], dim=2)
-        dts = torch.matmul(
-            self.dt_projs_weight.to(dts.dtype), dts
-        )  # (K, D, R) @ (B, K, R, L) -> (B, K, D, L)
         # the state-space parameters stay fp32 (fp64 in a float64 module) whatever x's dtype
         sdt = torch.float64 if self.A_logs.dtype == torch.float64 else torch.float32
+        bias = self.dt_projs_bias.to(sdt)
+        w_x = self.x_proj_weight.to(x.dtype).reshape(-1, d)
+        if x.device.type == "cpu":
+            # The reference backend's image-layout scan reads x and delta channels-last, as they are: x
+            # (channels-last from the convolutions) is not copied, delta is laid out (B, K, L, D) in memory
+            # (the same (B, K, D, L) values) and, in fp32/fp64, takes the delta bias inside its product
+            # (one pass fewer in the scan).
+            x_dbl = torch.matmul(w_x, x.flatten(2))  # (B, K*(R+2N), L)
+            dts, bs, cs = torch.split(x_dbl.view(b, k, r + 2 * n, h * w), [r, n, n], dim=2)
+            lhs, rhs = dts.transpose(-1, -2), self.dt_projs_weight.to(dts.dtype).transpose(-1, -2)
+            if dts.dtype == sdt:  # (B, K, L, R) @ (K, R, D) + bias (K, 1, D)
+                nb, bias3 = b, bias.unsqueeze(1)
+                if nb == 1:
+                    out = torch.baddbmm(bias3, lhs[0], rhs).unsqueeze(0)
+                else:
+                    out = torch.baddbmm(
+                        bias3.repeat(nb, 1, 1), lhs.reshape(nb * k, *lhs.shape[2:]), rhs.repeat(nb, 1, 1)
+                    ).unflatten(0, (nb, k))
+                dts, bias = out.transpose(-1, -2), None
+            else:
+                dts = torch.matmul(lhs, rhs).transpose(-1, -2)
+        else:
+            # One copy at most (x arrives channels-last from a conv on a permuted map), then every tensor
+            # the scan reads is made contiguous by its matmul: einsum would copy x for its bmm and return
+            # delta (K times the size of x) as a strided view that the scan kernels copy again.
+            x = x.contiguous()
+            x_dbl = torch.matmul(w_x, x.view(b, d, h * w))
+            dts, bs, cs = torch.split(x_dbl.view(b, k, r + 2 * n, h * w), [r, n, n], dim=2)
+            dts = torch.matmul(self.dt_projs_weight.to(dts.dtype), dts)  # (K, D, R) @ (B, K, R, L)
         return ss2d_scan(
             x,
             dts,
@@ -109,7 +129,7 @@ class SS2DCore(nn.Module):
             bs,
             cs,
             self.Ds.to(sdt),
-            self.dt_projs_bias.reshape(-1).to(sdt),
+            None if bias is None else bias.reshape(-1),
             k,
             self.backend,
         )

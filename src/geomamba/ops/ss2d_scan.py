@@ -7,14 +7,15 @@
 * delta ``(batch, K, D, H*W)`` and B, C ``(batch, K, N, H*W)``: per direction, in IMAGE (row-major
   pixel) order: x_proj / dt_proj are pointwise, so they are computed on the image layout;
 * A ``(K*D, N)``; D and delta_bias ``(K*D,)`` (direction k owns rows ``k*D .. k*D + D - 1``);
-* y ``(batch, D, H, W)`` in x's dtype = sum over k of the selective scan (softplus on delta + bias)
-  run in direction k's order (0 row-major, 1 column-major, 2 row-major reversed, 3 column-major
-  reversed) and mapped back to image positions.
+* y ``(batch, D, H, W)`` in x's dtype and memory format (channels-last for a channels-last x) = sum
+  over k of the selective scan (softplus on delta + bias) run in direction k's order (0 row-major,
+  1 column-major, 2 row-major reversed, 3 column-major reversed) and mapped back to image positions.
 
-The reference (and the fallback of any backend without ``ss2d_fwd``/``ss2d_bwd``) is the composed
-path: reorder to scan order + that backend's selective scan (G = K groups) + ``cross_merge``; the
-backward is the adjoint of each step (``cross_scan`` of dy, the scan backward, ``cross_merge`` /
-``from_scan_order`` of the gradients).
+The composed path (the fallback of any backend without ``ss2d_fwd``/``ss2d_bwd``): reorder to scan
+order + that backend's selective scan (G = K groups) + ``cross_merge``; the backward is the adjoint of
+each step (``cross_scan`` of dy, the scan backward, ``cross_merge`` / ``from_scan_order`` of the
+gradients). The reference backend's forward computes the same on the image layout without reordering
+(``selective_scan/ss2d_reference.py``); its backward is the composed one.
 
 (No ``from __future__ import annotations`` here: ``custom_op`` reads the annotations, and ``Optional``
 rather than ``X | None`` because older torch versions infer op schemas from ``typing.Optional`` only.)
@@ -69,6 +70,13 @@ def _c(t: Optional[Tensor]) -> Optional[Tensor]:
     return None if t is None else t.contiguous()
 
 
+def _out_format(x: Tensor) -> torch.memory_format:
+    """The output's memory format: channels-last for a channels-last x, else contiguous."""
+    if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 @torch.library.custom_op("geomamba::ss2d_scan", mutates_args=())
 def _ss2d_fwd(
     x: Tensor,
@@ -82,14 +90,17 @@ def _ss2d_fwd(
     backend: str,
 ) -> Tensor:
     be = resolve_backend(backend, x.device, x.dtype)
-    args = (_c(x), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
-    y = be.ss2d_fwd(*args) if be.ss2d_fwd is not None else composed_ss2d_fwd(be, *args)
-    return y.contiguous()
+    if be.ss2d_fwd is not None and be.ss2d_strided:
+        y = be.ss2d_fwd(x, delta, _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
+    else:
+        args = (_c(x), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
+        y = be.ss2d_fwd(*args) if be.ss2d_fwd is not None else composed_ss2d_fwd(be, *args)
+    return y.contiguous(memory_format=_out_format(x))
 
 
 @_ss2d_fwd.register_fake
 def _ss2d_fwd_fake(x, delta, A, B, C, D, delta_bias, directions, backend):
-    return x.new_empty(x.shape)
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_out_format(x))
 
 
 @torch.library.custom_op("geomamba::ss2d_scan_bwd", mutates_args=())
@@ -186,7 +197,7 @@ def ss2d_scan(
     # the same checks as the flat scan (A, D, delta_bias, N, dtypes, devices) on the scan-order shapes
     check_scan_args(
         x.new_empty(()).expand(b, k * d, length),
-        delta.reshape(b, k * d, length),
+        delta.new_empty(()).expand(b, k * d, length),  # (shape checked above; no copy of a strided delta)
         A,
         B,
         C,

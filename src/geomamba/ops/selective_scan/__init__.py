@@ -28,11 +28,13 @@ from geomamba.ops.selective_scan._backends import (
     ENV_VAR,
     BackendUnavailableError,
     available_backends,
+    get_backend,
     register_backend,
     resolve_backend,
 )
 from geomamba.ops.selective_scan.naive import selective_scan_naive
 from geomamba.ops.selective_scan.reference import ref_bwd, ref_fwd
+from geomamba.ops.selective_scan.ss2d_reference import ref_ss2d_fwd
 
 __all__ = [
     "ENV_VAR",
@@ -45,12 +47,23 @@ __all__ = [
     "selective_scan_naive",
 ]
 
+
+def _ref_ss2d_bwd(*args):
+    """The reference SS2D backward: the composed path (adjoint reorderings + :func:`ref_bwd`)."""
+    from geomamba.ops.ss2d_scan import composed_ss2d_bwd
+
+    return composed_ss2d_bwd(get_backend("ref"), *args)
+
+
 register_backend(
     "ref",
     fwd=ref_fwd,
     bwd=ref_bwd,
     is_available=lambda: (True, "pure PyTorch"),
     supports_device=lambda device: True,
+    ss2d_fwd=ref_ss2d_fwd,
+    ss2d_bwd=_ref_ss2d_bwd,
+    ss2d_strided=True,
 )
 
 

@@ -11,7 +11,8 @@ A backend is registered with :func:`register_backend` and provides
 * optionally the SS2D image-layout pair ``ss2d_fwd(x, delta, A, B, C, D, delta_bias, directions) -> y``
   and ``ss2d_bwd(dy, x, delta, A, B, C, D, delta_bias, directions)
   -> (dx, ddelta, dA, dB, dC, dD, ddelta_bias)`` (see :func:`geomamba.ops.ss2d_scan`); a backend
-  without them runs SS2D as reorder + its ``fwd``/``bwd`` + merge.
+  without them runs SS2D as reorder + its ``fwd``/``bwd`` + merge. With ``ss2d_strided=True`` the
+  backend's ``ss2d_fwd`` takes x and delta with any strides (no ``contiguous`` copy before the call).
 
 Choice (:func:`resolve_backend`): ``"auto"`` (or the ``GEOMAMBA_SCAN_BACKEND`` environment variable,
 which overrides ``"auto"`` only) takes the first of ``_PREFERENCE`` that is registered, available and
@@ -77,6 +78,7 @@ class Backend:
     supports_device: Callable[[torch.device], bool]
     ss2d_fwd: Callable | None = None
     ss2d_bwd: Callable | None = None
+    ss2d_strided: bool = False
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -95,13 +97,14 @@ def register_backend(
     supports_device: Callable[[torch.device], bool],
     ss2d_fwd: Callable | None = None,
     ss2d_bwd: Callable | None = None,
+    ss2d_strided: bool = False,
 ) -> Backend:
     """Add (or replace) backend ``name`` in the table and return its entry."""
     if not name or not isinstance(name, str) or name == "auto":
         raise ValueError(f"register_backend: invalid backend name {name!r}")
     if (ss2d_fwd is None) != (ss2d_bwd is None):
         raise ValueError(f"register_backend({name!r}): give both ss2d_fwd and ss2d_bwd or neither")
-    entry = Backend(name, fwd, bwd, is_available, supports_device, ss2d_fwd, ss2d_bwd)
+    entry = Backend(name, fwd, bwd, is_available, supports_device, ss2d_fwd, ss2d_bwd, ss2d_strided)
     _BACKENDS[name] = entry
     return entry
 
