@@ -28,6 +28,8 @@ __all__ = [
     "selective_scan_fwd",
     "ss2d_bwd",
     "ss2d_fwd",
+    "states_chunk",
+    "states_shape",
 ]
 
 
@@ -156,6 +158,30 @@ def _from_col_order(dst, src, cols, h, w):
         dst[:, j].view(b, c, h, w).copy_(src[:, j].view(b, c, w, h).transpose(-1, -2))
 
 
+# The forward stores the chunk-entry states for the backward when they take at most this fraction of u's
+# bytes (N = 1 with 64-position chunks: 1/16 of u for fp32, 1/8 for bf16; N = 16 with 32-position
+# chunks would be 4x u's bytes in bf16: recomputed instead).
+STATES_MAX_FRACTION = 0.25
+
+
+def states_chunk(n: int, per_group: int, length: int, itemsize: int) -> int:
+    """Positions per state the plain forward stores for the backward (the backward tile's chunk), or 0
+    when it stores none (too large: see ``STATES_MAX_FRACTION``)."""
+    stride = max(length, _MIN_LENGTH)
+    _, cfg = pick_config(n, per_group, stride, backward=True)
+    return cfg.chunk if 4 * n <= STATES_MAX_FRACTION * cfg.chunk * itemsize else 0
+
+
+def states_shape(batch: int, dim: int, length: int, n: int, groups: int, dtype: torch.dtype):
+    """Shape of the states ``selective_scan_fwd(..., return_states=True)`` returns: ``(batch, dim,
+    cdiv(L, chunk) - 1, n)`` fp32 (the state entering every chunk after the first), or ``(0,)`` (none)."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    sc = states_chunk(n, dim // max(groups, 1), length, itemsize) if length > 0 and batch > 0 else 0
+    if sc == 0:
+        return (0,)
+    return (batch, dim, triton.cdiv(max(length, _MIN_LENGTH), sc) - 1, n)
+
+
 def _use_partial(partial: bool | None, nbytes: int) -> bool:
     return nbytes <= PARTIAL_DBC_MAX_BYTES if partial is None else bool(partial)
 
@@ -195,10 +221,26 @@ def _check_scan_args(u, delta, A, B, C, D, z, delta_bias):
 
 
 def selective_scan_fwd(
-    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, *, config=None
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=True,
+    *,
+    config=None,
+    return_states=False,
 ):
-    """Forward of the plain scan: returns ``(y (batch, D, L) in u.dtype, last_state (batch, D, N) fp32)``."""
+    """Forward of the plain scan: returns ``(y (batch, D, L) in u.dtype, last_state (batch, D, N) fp32)``.
+
+    ``return_states``: also return the chunk-entry states for ``selective_scan_bwd(states=...)``
+    (shape ``states_shape(...)``; ``(0,)`` when the forward stores none for this shape)."""
     batch, dim, length, groups, n = _check_scan_args(u, delta, A, B, C, D, z, delta_bias)
+    st_shape = states_shape(batch, dim, length, n, groups, u.dtype) if return_states else (0,)
+    states = torch.empty(st_shape, device=u.device, dtype=torch.float32)
     u, delta, B, C = u.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
     A32 = A.detach().float().contiguous()
     z = z.contiguous() if z is not None else None
@@ -206,7 +248,7 @@ def selective_scan_fwd(
     last = torch.empty(batch, dim, n, device=u.device, dtype=torch.float32)
     if length == 0 or batch == 0:
         last.zero_()
-        return y, last
+        return (y, last, states) if return_states else (y, last)
     tiny = length < _MIN_LENGTH
     stride = _MIN_LENGTH if tiny else length
     if tiny:
@@ -214,19 +256,21 @@ def selective_scan_fwd(
         y = torch.empty_like(u)
     npad, cfg = pick_config(n, dim // groups, stride, backward=False, override=config)
     n_db = dim // cfg.bd
+    sc = states_chunk(n, dim // groups, length, u.element_size()) if states.dim() == 4 else 0
     with _device_ctx(u):
         scan_fwd_kernel[(batch * n_db,)](
             u, delta, A32, B, C,
             D if D is not None else A32, delta_bias if delta_bias is not None else A32,
-            z if z is not None else u, y, y, last,
-            dim, 1, groups, n, stride, length, 1, stride, n_db, TINY=tiny,
+            z if z is not None else u, y, y, last, states if sc else last,
+            dim, 1, groups, n, stride, length, 1, stride, n_db, states.shape[2] if sc else 0, TINY=tiny,
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
             SOFTPLUS=bool(delta_softplus), STORE_LAST=True, SS2D=False, SEQ_K=False, KC=1, COL_T3=False,
-            BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
+            BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, STAGES=cfg.num_stages, SC=sc,
+            num_warps=cfg.num_warps,
         )  # fmt: skip
     if tiny:
         y = y[..., :length].contiguous()
-    return y, last
+    return (y, last, states) if return_states else (y, last)
 
 
 def selective_scan_bwd(
@@ -244,11 +288,15 @@ def selective_scan_bwd(
     *,
     config=None,
     partial_dbc=None,
+    states=None,
 ):
     """Backward of the plain scan: ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``, None for None inputs.
 
     ``partial_dbc``: dB/dC as per-block partial sums summed afterwards (True) or atomics (False);
-    None: partial sums when their scratch is at most ``PARTIAL_DBC_MAX_BYTES``."""
+    None: partial sums when their scratch is at most ``PARTIAL_DBC_MAX_BYTES``. ``states``: what
+    ``selective_scan_fwd(..., return_states=True)`` returned for these inputs; used when its chunk is this
+    backward's chunk (the recompute pass is then skipped), ignored otherwise (e.g. ``(0,)``, or a
+    ``config`` with another chunk)."""
     batch, dim, length, groups, n = _check_scan_args(u, delta, A, B, C, D, z, delta_bias)
     _check(dy.shape == u.shape, f"dy must have u's shape {tuple(u.shape)}, got {tuple(dy.shape)}")
     u, delta, B, C, dy = u.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous(), dy.contiguous()
@@ -280,7 +328,20 @@ def selective_scan_bwd(
         n_db = dim // cfg.bd
         nc = triton.cdiv(stride, cfg.chunk)
         progs = batch * n_db
-        st = torch.empty(progs * nc * cfg.bd * npad, device=dev, dtype=f32)
+        has_st = (
+            states is not None
+            and states.dim() == 4
+            and states_chunk(n, dim // groups, length, u.element_size()) == cfg.chunk
+        )
+        if has_st:
+            _check(
+                tuple(states.shape) == (batch, dim, nc - 1, n) and states.dtype == f32,
+                f"states must be fp32 ({batch}, {dim}, {nc - 1}, {n}) (from selective_scan_fwd on these "
+                f"inputs), got {states.dtype} {tuple(states.shape)}",
+            )
+            st, nc_arg = states.contiguous(), nc - 1
+        else:
+            st, nc_arg = torch.empty(progs * nc * cfg.bd * npad, device=dev, dtype=f32), nc
         n_part = dim // groups // cfg.bd
         if partial_dbc is None and npad == 1:
             partial_dbc = False
@@ -296,11 +357,12 @@ def selective_scan_bwd(
                 du, du, ddelta, dA, dBp if partial else dB, dCp if partial else dC,
                 dD if dD is not None else dA, dbias if dbias is not None else dA, dz if dz is not None else du,
                 *(u,) * 9,
-                dim, 1, groups, n, stride, length, 1, stride, n_db, nc, TINY=tiny,
+                dim, 1, groups, n, stride, length, 1, stride, n_db, nc_arg, TINY=tiny,
                 HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
                 SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast_state is not None, SS2D=False, SEQ_K=False,
                 KC=1, COL_T3=False, DBC_ATOMIC=not partial, COL_COPY=False,
-                BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
+                BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, STAGES=cfg.num_stages, HAS_ST=has_st,
+                num_warps=cfg.num_warps,
             )  # fmt: skip
         if partial:
             dB, dC = dBp.sum(2), dCp.sum(2)
@@ -376,8 +438,8 @@ def ss2d_fwd(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config
         scan_fwd_kernel[(progs,)](
             x, delta, A32, B, C,
             D if D is not None else A32, delta_bias if delta_bias is not None else A32,
-            x, y, acc, A32,
-            dm, k, 1, n, h * w, h * w, h, w, n_db, TINY=False,
+            x, y, acc, A32, A32,
+            dm, k, 1, n, h * w, h * w, h, w, n_db, 0, TINY=False,
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=False,
             SOFTPLUS=True, STORE_LAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
             BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
