@@ -33,7 +33,7 @@ def _probe():
         raise RuntimeError(f"interpreter probe returned {out.tolist()}")
 
 
-def _plain(batch, dim, length, n, groups, *, d, z, bias, dlast, cfg, partial=None, states=False):
+def _plain(batch, dim, length, n, groups, *, d, z, bias, dlast, cfg, partial=None, states=False, loop=None):
     from geomamba.ops.selective_scan.naive import selective_scan_naive
     from geomamba.ops.triton import selective_scan_bwd, selective_scan_fwd
 
@@ -60,7 +60,7 @@ def _plain(batch, dim, length, n, groups, *, d, z, bias, dlast, cfg, partial=Non
         if st.dim() != 4 or st.shape[2] < 1:
             raise AssertionError(f"expected stored states over several chunks, got {tuple(st.shape)}")
     else:
-        (y, last), st = selective_scan_fwd(*f32, True, config=cfg), None
+        (y, last), st = selective_scan_fwd(*f32, True, config=cfg, state_loop=loop), None
     grads = selective_scan_bwd(
         dy.float(), *f32, True, dl.float() if dlast else None, config=cfg, partial_dbc=partial, states=st
     )

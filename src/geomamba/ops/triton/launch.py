@@ -17,10 +17,12 @@ import triton
 
 from geomamba.ops.triton.scan_bwd import scan_bwd_kernel
 from geomamba.ops.triton.scan_fwd import scan_fwd_kernel
+from geomamba.ops.triton.scan_fwd_n import scan_fwd_n_kernel, scan_fwd_seq_kernel
 
 __all__ = [
     "COL_COPY_MIN_PIXELS",
     "SS2D_DEFAULTS",
+    "STATE_LOOP_MIN_N",
     "SS2DOptions",
     "ScanConfig",
     "pick_config",
@@ -55,6 +57,12 @@ _TABLE = {
     8: (ScanConfig(1, 128, 4), ScanConfig(1, 64, 2), ScanConfig(1, 128, 4), ScanConfig(1, 64, 2)),
     16: (ScanConfig(1, 32, 2), ScanConfig(1, 32, 2), ScanConfig(1, 32, 2), ScanConfig(1, 32, 2)),
 }
+
+
+# Plain forward with the state loop (scan_fwd_n.py: one (channels, positions) tile, the states unrolled)
+# from this padded state size up; its tile: (bd channels, chunk positions, warps, stages).
+STATE_LOOP_MIN_N = 16
+_STATE_LOOP_FWD = ScanConfig(16, 64, 4, 1)
 
 
 def _pow2_divisor(n: int) -> int:
@@ -168,7 +176,9 @@ def states_chunk(n: int, per_group: int, length: int, itemsize: int) -> int:
     """Positions per state the plain forward stores for the backward (the backward tile's chunk), or 0
     when it stores none (too large: see ``STATES_MAX_FRACTION``)."""
     stride = max(length, _MIN_LENGTH)
-    _, cfg = pick_config(n, per_group, stride, backward=True)
+    npad, cfg = pick_config(n, per_group, stride, backward=True)
+    if npad >= STATE_LOOP_MIN_N:  # the state-loop forward stores no states
+        return 0
     return cfg.chunk if 4 * n <= STATES_MAX_FRACTION * cfg.chunk * itemsize else 0
 
 
@@ -233,13 +243,21 @@ def selective_scan_fwd(
     *,
     config=None,
     return_states=False,
+    state_loop=None,
+    states_every=None,
 ):
     """Forward of the plain scan: returns ``(y (batch, D, L) in u.dtype, last_state (batch, D, N) fp32)``.
 
     ``return_states``: also return the chunk-entry states for ``selective_scan_bwd(states=...)``
-    (shape ``states_shape(...)``; ``(0,)`` when the forward stores none for this shape)."""
+    (shape ``states_shape(...)``; ``(0,)`` when the forward stores none for this shape).
+    ``state_loop``: run the state-loop kernel (``scan_fwd_n.py``; True/False), None: from
+    ``STATE_LOOP_MIN_N`` states up (it stores no states). ``config`` is that kernel's tile when it runs.
+    ``states_every`` (benchmarks): store the states every this many positions instead of the default
+    backward chunk (for a backward run with that chunk)."""
     batch, dim, length, groups, n = _check_scan_args(u, delta, A, B, C, D, z, delta_bias)
     st_shape = states_shape(batch, dim, length, n, groups, u.dtype) if return_states else (0,)
+    if return_states and states_every:
+        st_shape = (batch, dim, triton.cdiv(max(length, _MIN_LENGTH), states_every) - 1, n)
     states = torch.empty(st_shape, device=u.device, dtype=torch.float32)
     u, delta, B, C = u.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
     A32 = A.detach().float().contiguous()
@@ -254,9 +272,19 @@ def selective_scan_fwd(
     if tiny:
         u, delta, B, C, z = (_pad_length(t, stride) for t in (u, delta, B, C, z))
         y = torch.empty_like(u)
+    npad = triton.next_power_of_2(max(n, 1))
+    if state_loop or (state_loop is None and npad >= STATE_LOOP_MIN_N):
+        states = states.new_empty(0)  # it stores none
+        _state_loop_fwd(
+            u, delta, A32, B, C, D, z, delta_bias, delta_softplus, y, last, stride, length, config
+        )
+        if tiny:
+            y = y[..., :length].contiguous()
+        return (y, last, states) if return_states else (y, last)
     npad, cfg = pick_config(n, dim // groups, stride, backward=False, override=config)
     n_db = dim // cfg.bd
     sc = states_chunk(n, dim // groups, length, u.element_size()) if states.dim() == 4 else 0
+    sc = states_every or sc if states.dim() == 4 else 0
     with _device_ctx(u):
         scan_fwd_kernel[(batch * n_db,)](
             u, delta, A32, B, C,
@@ -271,6 +299,32 @@ def selective_scan_fwd(
     if tiny:
         y = y[..., :length].contiguous()
     return (y, last, states) if return_states else (y, last)
+
+
+def _state_loop_fwd(u, delta, A32, B, C, D, z, delta_bias, delta_softplus, y, last, stride, length, config):
+    batch, dim, _ = u.shape
+    groups, n = B.shape[1], A32.shape[1]
+    cfg = config or _STATE_LOOP_FWD
+    bd = min(cfg.bd, _pow2_divisor(dim // groups))
+    if cfg.chunk == 0:  # sequential variant: one thread per channel, 16-byte rows
+        kernel, chunk = scan_fwd_seq_kernel, 16 // u.element_size()
+        warps = max(1, min(cfg.num_warps, bd // 32))
+        even = {"EVEN": stride == length and length % chunk == 0 and n == triton.next_power_of_2(n)}
+    else:
+        kernel, even = scan_fwd_n_kernel, {}
+        chunk = min(cfg.chunk, max(16, triton.next_power_of_2(stride)))
+        warps = max(1, min(cfg.num_warps, bd * chunk // 256))
+    n_db = dim // bd
+    with _device_ctx(u):
+        kernel[(batch * n_db,)](
+            u, delta, A32, B, C,
+            D if D is not None else A32, delta_bias if delta_bias is not None else A32,
+            z if z is not None else u, y, last,
+            dim, groups, n, stride, length, n_db, TINY=stride != length,
+            HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
+            SOFTPLUS=bool(delta_softplus), STORE_LAST=True, BD=bd, NP=triton.next_power_of_2(max(n, 1)),
+            CH=chunk, STAGES=cfg.num_stages, num_warps=warps, **even,
+        )  # fmt: skip
 
 
 def selective_scan_bwd(
@@ -328,18 +382,18 @@ def selective_scan_bwd(
         n_db = dim // cfg.bd
         nc = triton.cdiv(stride, cfg.chunk)
         progs = batch * n_db
-        has_st = (
-            states is not None
-            and states.dim() == 4
-            and states_chunk(n, dim // groups, length, u.element_size()) == cfg.chunk
-        )
-        if has_st:
+        # the forward's states serve this backward when they were stored every cfg.chunk positions: then
+        # (chunks being powers of two) they hold nc - 1 entries per channel; one chunk needs none
+        has_st = nc == 1 or (states is not None and states.dim() == 4 and states.shape[2] == nc - 1)
+        if has_st and nc > 1:
             _check(
                 tuple(states.shape) == (batch, dim, nc - 1, n) and states.dtype == f32,
                 f"states must be fp32 ({batch}, {dim}, {nc - 1}, {n}) (from selective_scan_fwd on these "
                 f"inputs), got {states.dtype} {tuple(states.shape)}",
             )
             st, nc_arg = states.contiguous(), nc - 1
+        elif has_st:
+            st, nc_arg = dA, 0  # one chunk: it starts from the zero state, nothing is read
         else:
             st, nc_arg = torch.empty(progs * nc * cfg.bd * npad, device=dev, dtype=f32), nc
         n_part = dim // groups // cfg.bd
