@@ -273,6 +273,7 @@ def selective_scan_fwd(
         u, delta, B, C, z = (_pad_length(t, stride) for t in (u, delta, B, C, z))
         y = torch.empty_like(u)
     npad = triton.next_power_of_2(max(n, 1))
+    _check(npad <= 16, f"the Triton scan supports d_state N <= 16, got N = {n}")
     if state_loop or (state_loop is None and npad >= STATE_LOOP_MIN_N):
         states = states.new_empty(0)  # it stores none
         _state_loop_fwd(
