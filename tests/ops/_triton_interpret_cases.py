@@ -33,7 +33,23 @@ def _probe():
         raise RuntimeError(f"interpreter probe returned {out.tolist()}")
 
 
-def _plain(batch, dim, length, n, groups, *, d, z, bias, dlast, cfg, partial=None, states=False, loop=None):
+def _plain(
+    batch,
+    dim,
+    length,
+    n,
+    groups,
+    *,
+    d,
+    z,
+    bias,
+    dlast,
+    cfg,
+    partial=None,
+    states=False,
+    loop=None,
+    fwd_cfg=None,
+):
     from geomamba.ops.selective_scan.naive import selective_scan_naive
     from geomamba.ops.triton import selective_scan_bwd, selective_scan_fwd
 
@@ -56,7 +72,7 @@ def _plain(batch, dim, length, n, groups, *, d, z, bias, dlast, cfg, partial=Non
     ((y_ref * dy).sum() + ((last_ref * dl).sum() if dlast else 0)).backward()
     f32 = [t.float() if t is not None else None for t in ins]
     if states:  # the forward's chunk-entry states, handed to the backward (the autograd path)
-        y, last, st = selective_scan_fwd(*f32, True, config=cfg, return_states=True)
+        y, last, st = selective_scan_fwd(*f32, True, config=fwd_cfg or cfg, return_states=True)
         if st.dim() != 4 or st.shape[2] < 1:
             raise AssertionError(f"expected stored states over several chunks, got {tuple(st.shape)}")
     else:
@@ -164,6 +180,10 @@ def main() -> None:
         ),
         "plain_N4_G1_states": lambda: _plain(
             1, 2, 300, 4, 1, d=True, z=False, bias=True, dlast=False, cfg=None, states=True
+        ),
+        # forward chunks (16) shorter than the stored states' interval (the backward's 64)
+        "plain_N1_states_short_fwd_chunks": lambda: _plain(
+            1, 4, 150, 1, 1, d=True, z=False, bias=True, dlast=False, cfg=None, states=True, fwd_cfg=small
         ),
     }
     print(json.dumps({name: fn() for name, fn in cases.items()}))

@@ -297,9 +297,8 @@ def test_vss_block_trains_like_reference_on_each_path(monkeypatch, d_state):
             if hasattr(m, "backend"):
                 m.backend = "triton"
         names = _kernel_names(lambda block=block: block(x).sum().backward())
-        assert any("scan_fwd_kernel" in s for s in names) and any("scan_bwd_kernel" in s for s in names), (
-            names
-        )
+        # forward: scan_fwd_kernel, or scan_fwd_n_kernel (the plain N = 16 forward of the composed path)
+        assert any("scan_fwd" in s for s in names) and any("scan_bwd_kernel" in s for s in names), names
         block.zero_grad()
         losses = _train(block, x, target)
         diffs = [abs(a - b) / abs(a) for a, b in zip(losses_ref, losses, strict=True)]

@@ -36,6 +36,17 @@ EXPECTED = {
     "plain_N2_G2_atomic_dbc": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
     "plain_N1_G2_states": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"},
     "plain_N4_G1_states": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
+    "plain_N1_states_short_fwd_chunks": {
+        "y",
+        "last_state",
+        "du",
+        "ddelta",
+        "dA",
+        "dB",
+        "dC",
+        "dD",
+        "ddelta_bias",
+    },
 }
 
 

@@ -59,10 +59,19 @@ _TABLE = {
 }
 
 
+# Plain backward, N = 1, reading the forward's states: tile by sequence length (first row with
+# L >= its bound). H100 sweep (bench/r4_sweep_gpu.py, bench/NOTES_triton.md round 4), bf16, batch 16:
+# L 4096: 4x128 0.333 ms, 4x64 0.362; L 1024: 2x64 0.248, 4x64 0.298; L 256: 4x64 0.116, 4x128 0.129.
+_BWD_N1_BY_LENGTH = (
+    (2048, ScanConfig(4, 128, 1, 3)),
+    (512, ScanConfig(2, 64, 1, 3)),
+    (0, ScanConfig(4, 64, 1, 3)),
+)
+
 # Plain forward with the state loop (scan_fwd_n.py: one (channels, positions) tile, the states unrolled)
 # from this padded state size up; its tile: (bd channels, chunk positions, warps, stages).
 STATE_LOOP_MIN_N = 16
-_STATE_LOOP_FWD = ScanConfig(16, 64, 4, 1)
+_STATE_LOOP_FWD = ScanConfig(32, 32, 4, 2)
 
 
 def _pow2_divisor(n: int) -> int:
@@ -77,13 +86,17 @@ def pick_config(
     backward: bool,
     ss2d: bool = False,
     override: ScanConfig | None = None,
+    by_length: bool = False,
 ):
     """Tile for state size ``n``; ``bd`` is capped so a block never straddles two groups, and the warps
-    so that a tiny tile is not replicated over idle threads."""
+    so that a tiny tile is not replicated over idle threads. ``by_length`` (the plain backward): N = 1
+    takes its tile from ``_BWD_N1_BY_LENGTH``."""
     npad = triton.next_power_of_2(max(n, 1))
     if npad > 16:
         raise ValueError(f"the Triton scan supports d_state N <= 16, got N = {n}")
     cfg = override or _TABLE[npad][(2 if ss2d else 0) + (1 if backward else 0)]
+    if override is None and by_length and backward and not ss2d and npad == 1:
+        cfg = next(c for bound, c in _BWD_N1_BY_LENGTH if length >= bound)
     bd = min(cfg.bd, _pow2_divisor(per_group))
     chunk = min(cfg.chunk, max(16, triton.next_power_of_2(max(length, 1))))
     warps = max(1, min(cfg.num_warps, bd * npad * chunk // 64))
@@ -176,7 +189,7 @@ def states_chunk(n: int, per_group: int, length: int, itemsize: int) -> int:
     """Positions per state the plain forward stores for the backward (the backward tile's chunk), or 0
     when it stores none (too large: see ``STATES_MAX_FRACTION``)."""
     stride = max(length, _MIN_LENGTH)
-    npad, cfg = pick_config(n, per_group, stride, backward=True)
+    npad, cfg = pick_config(n, per_group, stride, backward=True, by_length=True)
     if npad >= STATE_LOOP_MIN_N:  # the state-loop forward stores no states
         return 0
     return cfg.chunk if 4 * n <= STATES_MAX_FRACTION * cfg.chunk * itemsize else 0
@@ -379,7 +392,7 @@ def selective_scan_bwd(
         dz = torch.empty_like(z) if z is not None else None
         dB, dC = torch.zeros(B.shape, device=dev, dtype=f32), torch.zeros(C.shape, device=dev, dtype=f32)
     if length > 0 and batch > 0:
-        npad, cfg = pick_config(n, dim // groups, stride, backward=True, override=config)
+        npad, cfg = pick_config(n, dim // groups, stride, backward=True, override=config, by_length=True)
         n_db = dim // cfg.bd
         nc = triton.cdiv(stride, cfg.chunk)
         progs = batch * n_db

@@ -69,8 +69,13 @@ def _fwd_seq(
         Lm = L
     if SC > 0:
         # chunk-entry states for the backward: (batch, D, NSC, N), entry j = state after position
-        # (j + 1) * SC - 1 (plain scan only: flat, forward order)
+        # (j + 1) * SC - 1 (plain scan only: flat, forward order). With SC dividing CH the positions and
+        # entries inside a chunk are loop-invariant: entry (c * CH / SC + sub) at the positions st_sel.
         st_rows = st_base + (rd.to(tl.int64) * NSC) * N + rn
+        if CH % SC == 0:
+            sub = (seq + 1) // SC - 1
+            st_sel = ((seq + 1) % SC) == 0
+            st_p = st_ptr + st_rows[:, None] + (sub * N)[None, :]
     h = tl.zeros((R,), dtype=tl.float32)
     for it in tl.range(0, nc, num_stages=STAGES):
         if REVERSE:
@@ -96,13 +101,18 @@ def _fwd_seq(
         hh = hh + aa * h[:, None]
         h = tl.sum(tl.where(last_sel[None, :], hh, 0.0), 1)
         if SC > 0:
-            t1 = c * CH + seq + 1
-            sel = ((t1 % SC) == 0) & (t1 < Lm)
-            tl.store(
-                st_ptr + st_rows[:, None] + ((t1 // SC - 1) * N)[None, :],
-                hh,
-                mask=sel[None, :] & nmask[:, None],
-            )
+            if CH % SC == 0:
+                e0 = c * (CH // SC)
+                sel = st_sel & (e0 + sub < NSC)
+                tl.store(st_p + e0 * N, hh, mask=sel[None, :] & nmask[:, None])
+            else:
+                t1 = c * CH + seq + 1
+                sel = ((t1 % SC) == 0) & (t1 < Lm)
+                tl.store(
+                    st_ptr + st_rows[:, None] + ((t1 // SC - 1) * N)[None, :],
+                    hh,
+                    mask=sel[None, :] & nmask[:, None],
+                )
         y = channel_sum(hh * Ct, BD, NP, CH)
         if HAS_D:
             y = y + Dv[:, None] * channel_pick(u, BD, NP, CH)
