@@ -65,6 +65,59 @@ FWD16_VARIANTS = [
     S(128, 0, 4, 2),
 ]
 FWD16_SHAPES = [("stage1_n16", 16, 1024, 4096), ("stage3_n16", 16, 4096, 256)]
+# --quick (second call): defaults of the first call's winners against a few neighbours
+QUICK_FWD16 = [
+    S(32, 32, 4, 2),
+    S(32, 32, 4, 3),
+    S(64, 32, 8, 2),
+    S(16, 32, 2, 2),
+    S(32, 16, 2, 2),
+    S(64, 16, 4, 2),
+    S(16, 64, 4, 3),
+    S(64, 0, 2, 1),
+]
+QUICK_BWD = [(None, None)]
+# SS2D backward at 32x32 (batch 16, d_inner 512, K 4, N 1): col_copy with these plain tiles, and gather
+SS2D_32_TILES = [S(4, 64, 1, 3), S(2, 64, 1, 3), S(4, 128, 1, 3), S(8, 64, 1, 3), S(2, 128, 1, 3)]
+
+
+def ss2d32_rows():
+    from geomamba.ops.ss2d_scan import composed_ss2d_bwd, composed_ss2d_fwd
+    from geomamba.ops.triton import SS2DOptions, ss2d_bwd, ss2d_fwd
+    from geomamba.ops.triton.route import _triton_backend
+
+    be, rows = _triton_backend(), []
+    for name, batch, dm, h, w in [("32x32", 16, 512, 32, 32), ("64x64", 16, 256, 64, 64)]:
+        g = torch.Generator(device=DEV).manual_seed(1)
+
+        def r(*s, g=g):
+            return torch.randn(*s, device=DEV, generator=g)
+
+        k, length, bf = 4, h * w, torch.bfloat16
+        ins = [
+            r(batch, dm, h, w).to(bf),
+            (r(batch, k, dm, length) * 0.5 - 1.0).to(bf),
+            -torch.exp(r(k * dm, 1) * 0.5),
+            r(batch, k, 1, length).to(bf),
+            r(batch, k, 1, length).to(bf),
+            torch.ones(k * dm, device=DEV),
+            r(k * dm) * 0.1,
+        ]
+        dy = r(batch, dm, h, w).to(bf)
+        ref = composed_ss2d_bwd(be, dy, *ins, k)
+        row = dict(shape=name)
+        row["composed_fwd_ms"] = bench(lambda: composed_ss2d_fwd(be, *ins, k))  # noqa: B023
+        row["composed_bwd_ms"] = bench(lambda: composed_ss2d_bwd(be, dy, *ins, k))  # noqa: B023
+        row["fused_fwd_ms"] = bench(lambda: ss2d_fwd(*ins, k))  # noqa: B023
+        for cfg in SS2D_32_TILES:
+            tag = "x".join(map(str, cfg.__dict__.values()))
+            opts = SS2DOptions(col_copy=True)
+            got = ss2d_bwd(dy, *ins, k, config=cfg, options=opts)
+            row[f"colcopy_{tag}_err"] = max(_rel(a, b) for a, b in zip(got, ref, strict=True))
+            row[f"colcopy_{tag}_ms"] = bench(lambda c=cfg, o=opts: ss2d_bwd(dy, *ins, k, config=c, options=o))  # noqa: B023
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 def inputs(batch, dim, length, n=1, seed=0):
@@ -88,8 +141,8 @@ def inputs(batch, dim, length, n=1, seed=0):
 
 
 def bwd_with_states(args, dy, cfg, partial):
-    chunk = (cfg or S(4, 64, 1, 3)).chunk
-    _, _, st = selective_scan_fwd(*args, True, return_states=True, states_every=chunk)
+    every = cfg.chunk if cfg is not None else None  # None: the default backward's chunk
+    _, _, st = selective_scan_fwd(*args, True, return_states=True, states_every=every)
     return st, lambda: selective_scan_bwd(dy, *args, True, None, config=cfg, partial_dbc=partial, states=st)
 
 
@@ -190,8 +243,11 @@ def main(argv=None):
     p.add_argument("--out", default=None)
     p.add_argument("--jobs", type=int, default=12)
     p.add_argument("--tiny", action="store_true", help="CPU interpreter smoke run")
+    p.add_argument("--quick", action="store_true", help="the second call: defaults vs a few neighbours")
     args = p.parse_args(argv)
     bshapes, fshapes, bvars, fvars = BWD_SHAPES, FWD16_SHAPES, BWD_VARIANTS, FWD16_VARIANTS
+    if args.quick:
+        bvars, fvars = QUICK_BWD, QUICK_FWD16
     if args.tiny:
         bshapes, fshapes = [("tiny", 1, 8, 64)], [("tiny16", 1, 8, 32)]
         bvars, fvars = [(None, None), (S(4, 16, 1, 1), None)], [S(4, 16, 1, 1), S(4, 0, 1, 1)]
@@ -220,6 +276,7 @@ def main(argv=None):
         res["copy_gbs"] = 1.0
     res["fwd16"] = fwd16_rows(fshapes, fvars, res["copy_gbs"])
     res["bwd"] = bwd_rows(bshapes, bvars, res["copy_gbs"])
+    res["ss2d"] = ss2d32_rows() if args.quick and DEV == "cuda" else []
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)
