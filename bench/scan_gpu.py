@@ -8,7 +8,9 @@ large shape, N = 1 and N = 16, with the minimal bytes each kernel must move:
     forward:  read u, delta, B, C; write y
     backward: read u, delta, B, C, dout; write du, ddelta, dB, dC
 
-so that effective bandwidth = bytes / time; the fused SS2D core and the routed pair (route.py: what the
+so that effective bandwidth = bytes / time (forward and backward as autograd runs them: the forward
+returns its chunk-entry states, the backward reads them; the forward without states and the recomputing
+backward are recorded too); the fused SS2D core and the routed pair (route.py: what the
 backend runs) against the backend's composed path (reorders + Triton plain scan + cross_merge), forward
 and backward; and the SS2D layer forward + backward through the dispatcher: reference backend, Triton
 with every SS2D composed, Triton routed. Prints a table and writes ``bench/results/scan_gpu_<gpu>.json``.
@@ -81,13 +83,19 @@ def scan_bytes(batch, dim, length, n, groups, es):
 
 
 def _plain_row(name, shape, args, dy, cfg, copy_gbs):
+    """As autograd runs them: the forward returns its chunk-entry states (where it stores any) and the
+    backward reads them; also the forward without states and the backward that recomputes them."""
     batch, dim, length, n, groups = shape
-    t_f = bench(lambda: selective_scan_fwd(*args, config=cfg))
-    t_b = bench(lambda: selective_scan_bwd(dy, *args, None, config=cfg))
+    t_f = bench(lambda: selective_scan_fwd(*args, config=cfg, return_states=True))
+    _, _, st = selective_scan_fwd(*args, config=cfg, return_states=True)
+    t_b = bench(lambda: selective_scan_bwd(dy, *args, None, config=cfg, states=st))
+    t_f0 = bench(lambda: selective_scan_fwd(*args, config=cfg))
+    t_b0 = bench(lambda: selective_scan_bwd(dy, *args, None, config=cfg))
     fwd_b, bwd_b = scan_bytes(batch, dim, length, n, groups, 2)
     return dict(
         shape=name, batch=batch, D=dim, L=length, N=n, G=groups, dtype="bf16",
         config=None if cfg is None else [cfg.bd, cfg.chunk, cfg.num_warps],
+        states_shape=list(st.shape), fwd_nostates_ms=t_f0, bwd_recompute_ms=t_b0,
         fwd_ms=t_f, bwd_ms=t_b, fwd_bytes=fwd_b, bwd_bytes=bwd_b,
         fwd_gbs=fwd_b / t_f / 1e6, bwd_gbs=bwd_b / t_b / 1e6,
         fwd_pct_copy=100 * fwd_b / t_f / 1e6 / copy_gbs, bwd_pct_copy=100 * bwd_b / t_b / 1e6 / copy_gbs,

@@ -33,7 +33,23 @@ def _probe():
         raise RuntimeError(f"interpreter probe returned {out.tolist()}")
 
 
-def _plain(batch, dim, length, n, groups, *, d, z, bias, dlast, cfg, partial=None):
+def _plain(
+    batch,
+    dim,
+    length,
+    n,
+    groups,
+    *,
+    d,
+    z,
+    bias,
+    dlast,
+    cfg,
+    partial=None,
+    states=False,
+    loop=None,
+    fwd_cfg=None,
+):
     from geomamba.ops.selective_scan.naive import selective_scan_naive
     from geomamba.ops.triton import selective_scan_bwd, selective_scan_fwd
 
@@ -55,9 +71,14 @@ def _plain(batch, dim, length, n, groups, *, d, z, bias, dlast, cfg, partial=Non
     dl = torch.randn_like(last_ref) if dlast else None
     ((y_ref * dy).sum() + ((last_ref * dl).sum() if dlast else 0)).backward()
     f32 = [t.float() if t is not None else None for t in ins]
-    y, last = selective_scan_fwd(*f32, True, config=cfg)
+    if states:  # the forward's chunk-entry states, handed to the backward (the autograd path)
+        y, last, st = selective_scan_fwd(*f32, True, config=fwd_cfg or cfg, return_states=True)
+        if st.dim() != 4 or st.shape[2] < 1:
+            raise AssertionError(f"expected stored states over several chunks, got {tuple(st.shape)}")
+    else:
+        (y, last), st = selective_scan_fwd(*f32, True, config=cfg, state_loop=loop), None
     grads = selective_scan_bwd(
-        dy.float(), *f32, True, dl.float() if dlast else None, config=cfg, partial_dbc=partial
+        dy.float(), *f32, True, dl.float() if dlast else None, config=cfg, partial_dbc=partial, states=st
     )
     errs = {"y": _rel(y, y_ref), "last_state": _rel(last, last_ref)}
     for name, g, r in zip(["u", "delta", "A", "B", "C", "D", "z", "delta_bias"], grads, req, strict=True):
@@ -151,6 +172,18 @@ def main() -> None:
         "ss2d_K2_5x7_colcopy_atomic": lambda: _ss2d(1, 2, 5, 7, 1, 2, cfg=small, opts=colcopy_atomic),
         "plain_N2_G2_atomic_dbc": lambda: _plain(
             2, 4, 37, 2, 2, d=True, z=False, bias=True, dlast=False, cfg=small, partial=False
+        ),
+        # the forward stores the chunk-entry states (every 64 positions, inside its 256-position chunks)
+        # and the backward reads them instead of recomputing (the autograd path), L not a chunk multiple
+        "plain_N1_G2_states": lambda: _plain(
+            2, 8, 200, 1, 2, d=True, z=True, bias=True, dlast=True, cfg=None, states=True
+        ),
+        "plain_N4_G1_states": lambda: _plain(
+            1, 2, 300, 4, 1, d=True, z=False, bias=True, dlast=False, cfg=None, states=True
+        ),
+        # forward chunks (16) shorter than the stored states' interval (the backward's 64)
+        "plain_N1_states_short_fwd_chunks": lambda: _plain(
+            1, 4, 150, 1, 1, d=True, z=False, bias=True, dlast=False, cfg=None, states=True, fwd_cfg=small
         ),
     }
     print(json.dumps({name: fn() for name, fn in cases.items()}))

@@ -173,3 +173,49 @@ def test_ss2d_uses_backend_pair_when_present_else_composed_path(clean_table):
     y.sum().backward()
     assert calls == ["ss2d_fwd", "ss2d_bwd"] and torch.equal(y, torch.zeros_like(y))
     assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_saved_forward_states_reach_the_backward_eager_and_compiled(clean_table):
+    """A backend with ``fwd_states``: the op's third output is saved by autograd and handed to
+    ``bwd(..., states=...)`` (eager, and under torch.compile whose fake kernel takes its shape from
+    ``states_shape``); ``selective_scan`` itself still returns y only."""
+    seen = []
+
+    def fwd_states(*args):
+        y, last = ref_fwd(*args)
+        return y, last, torch.full((3, 5), 7.0)
+
+    def bwd(*args, states=None):
+        seen.append(None if states is None else states.clone())
+        return ref_bwd(*args)
+
+    register_backend(
+        "stateful",
+        fwd=ref_fwd,
+        bwd=bwd,
+        is_available=lambda: (True, ""),
+        supports_device=lambda device: True,
+        fwd_states=fwd_states,
+        states_shape=lambda batch, dim, length, n, groups, dtype: (3, 5),
+    )
+    u, delta, A, B, C = tiny()
+    ref_grads = []
+    for fn in (
+        lambda *a: selective_scan(*a, backend="ref"),
+        lambda *a: selective_scan(*a, backend="stateful"),
+        torch.compile(lambda *a: selective_scan(*a, backend="stateful"), backend="aot_eager"),
+    ):
+        leaves = [t.clone().requires_grad_() for t in (u, delta, A, B, C)]
+        y = fn(*leaves)
+        assert isinstance(y, torch.Tensor) and y.shape == u.shape
+        y.square().sum().backward()
+        ref_grads.append([t.grad for t in leaves])
+    assert len(seen) == 2 and all(s is not None and s.shape == (3, 5) and (s == 7).all() for s in seen)
+    for grads in ref_grads[1:]:
+        for g, r in zip(grads, ref_grads[0], strict=True):
+            torch.testing.assert_close(g, r)
+    with pytest.raises(ValueError, match="fwd_states and states_shape"):
+        register_backend(
+            "half", fwd=ref_fwd, bwd=ref_bwd, is_available=lambda: (True, ""),
+            supports_device=lambda d: True, fwd_states=fwd_states,
+        )  # fmt: skip

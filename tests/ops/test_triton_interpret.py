@@ -34,6 +34,19 @@ EXPECTED = {
     "ss2d_K4_13x9_colcopy": {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
     "ss2d_K2_5x7_colcopy_atomic": {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
     "plain_N2_G2_atomic_dbc": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
+    "plain_N1_G2_states": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"},
+    "plain_N4_G1_states": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
+    "plain_N1_states_short_fwd_chunks": {
+        "y",
+        "last_state",
+        "du",
+        "ddelta",
+        "dA",
+        "dB",
+        "dC",
+        "dD",
+        "ddelta_bias",
+    },
 }
 
 

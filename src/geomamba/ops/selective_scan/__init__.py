@@ -136,7 +136,7 @@ def selective_scan(
     """Selective scan, see the module docstring. Returns y ``(batch, D, L)`` (and the last state
     ``(batch, D, N)`` when ``return_last_state``); differentiable in every tensor argument."""
     B, C = check_scan_args(u, delta, A, B, C, D, z, delta_bias)
-    y, last = torch.ops.geomamba.selective_scan(
+    y, last, _ = torch.ops.geomamba.selective_scan(
         u, delta, A, B, C, D, z, delta_bias, bool(delta_softplus), str(backend)
     )
     return (y, last) if return_last_state else y

@@ -8,6 +8,11 @@ A backend is registered with :func:`register_backend` and provides
   -> (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``: each gradient has its input's shape and dtype,
   None where the input is None; the backward recomputes what it needs;
 * ``is_available() -> (bool, reason)`` and ``supports_device(device) -> bool``;
+* optionally ``fwd_states(u, delta, A, B, C, D, z, delta_bias, delta_softplus) -> (y, last_state,
+  states)`` with ``states_shape(batch, D, L, N, G, dtype) -> shape`` (the fake kernel's): a forward that
+  also returns an fp32 tensor of saved states (shape ``(0,)`` when it saves none), which the autograd
+  formula keeps and hands back as ``bwd(..., states=states)`` (only when its shape is not ``(0,)``), so
+  the backward need not recompute them;
 * optionally the SS2D image-layout pair ``ss2d_fwd(x, delta, A, B, C, D, delta_bias, directions) -> y``
   and ``ss2d_bwd(dy, x, delta, A, B, C, D, delta_bias, directions)
   -> (dx, ddelta, dA, dB, dC, dD, ddelta_bias)`` (see :func:`geomamba.ops.ss2d_scan`); a backend
@@ -79,6 +84,8 @@ class Backend:
     ss2d_fwd: Callable | None = None
     ss2d_bwd: Callable | None = None
     ss2d_strided: bool = False
+    fwd_states: Callable | None = None
+    states_shape: Callable | None = None
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -98,13 +105,28 @@ def register_backend(
     ss2d_fwd: Callable | None = None,
     ss2d_bwd: Callable | None = None,
     ss2d_strided: bool = False,
+    fwd_states: Callable | None = None,
+    states_shape: Callable | None = None,
 ) -> Backend:
     """Add (or replace) backend ``name`` in the table and return its entry."""
     if not name or not isinstance(name, str) or name == "auto":
         raise ValueError(f"register_backend: invalid backend name {name!r}")
     if (ss2d_fwd is None) != (ss2d_bwd is None):
         raise ValueError(f"register_backend({name!r}): give both ss2d_fwd and ss2d_bwd or neither")
-    entry = Backend(name, fwd, bwd, is_available, supports_device, ss2d_fwd, ss2d_bwd, ss2d_strided)
+    if (fwd_states is None) != (states_shape is None):
+        raise ValueError(f"register_backend({name!r}): give both fwd_states and states_shape or neither")
+    entry = Backend(
+        name,
+        fwd,
+        bwd,
+        is_available,
+        supports_device,
+        ss2d_fwd,
+        ss2d_bwd,
+        ss2d_strided=ss2d_strided,
+        fwd_states=fwd_states,
+        states_shape=states_shape,
+    )
     _BACKENDS[name] = entry
     return entry
 

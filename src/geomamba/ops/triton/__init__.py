@@ -12,6 +12,8 @@ Kernels: ``scan_fwd.py`` (forward), ``scan_bwd.py`` (backward, recomputing the f
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton  # an ImportError here is the reason the backend is unavailable
 
@@ -23,6 +25,7 @@ from geomamba.ops.triton.launch import (
     selective_scan_fwd,
     ss2d_bwd,
     ss2d_fwd,
+    states_shape,
 )
 from geomamba.ops.triton.route import fused_ss2d, ss2d_bwd_routed, ss2d_fwd_routed
 
@@ -75,6 +78,8 @@ def _register() -> bool:
         supports_device=supports_device,
         ss2d_fwd=ss2d_fwd_routed,
         ss2d_bwd=ss2d_bwd_routed,
+        fwd_states=functools.partial(selective_scan_fwd, return_states=True),
+        states_shape=states_shape,
     )
     return True
 

@@ -22,17 +22,21 @@ __all__ = ["triton_selective_scan", "triton_ss2d_scan"]
 class _ScanFn(torch.autograd.Function):
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus):
-        y, last = selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias)
+        y, last, states = selective_scan_fwd(
+            u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_states=True
+        )
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, states)
         ctx.delta_softplus = delta_softplus
         return y, last
 
     @staticmethod
     def backward(ctx, dy, dlast):
-        u, delta, A, B, C, D, z, delta_bias = ctx.saved_tensors
+        u, delta, A, B, C, D, z, delta_bias, states = ctx.saved_tensors
         if dy is None:
             dy = torch.zeros_like(u)
-        grads = selective_scan_bwd(dy, u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, dlast)
+        grads = selective_scan_bwd(
+            dy, u, delta, A, B, C, D, z, delta_bias, ctx.delta_softplus, dlast, states=states
+        )
         return (*grads, None)
 
 

@@ -17,10 +17,12 @@ import triton
 
 from geomamba.ops.triton.scan_bwd import scan_bwd_kernel
 from geomamba.ops.triton.scan_fwd import scan_fwd_kernel
+from geomamba.ops.triton.scan_fwd_n import scan_fwd_n_kernel, scan_fwd_seq_kernel
 
 __all__ = [
     "COL_COPY_MIN_PIXELS",
     "SS2D_DEFAULTS",
+    "STATE_LOOP_MIN_N",
     "SS2DOptions",
     "ScanConfig",
     "pick_config",
@@ -28,6 +30,8 @@ __all__ = [
     "selective_scan_fwd",
     "ss2d_bwd",
     "ss2d_fwd",
+    "states_chunk",
+    "states_shape",
 ]
 
 
@@ -55,6 +59,21 @@ _TABLE = {
 }
 
 
+# Plain backward, N = 1, reading the forward's states: tile by sequence length (first row with
+# L >= its bound). H100 sweep (bench/r4_sweep_gpu.py, bench/NOTES_triton.md round 4), bf16, batch 16:
+# L 4096: 4x128 0.333 ms, 4x64 0.362; L 1024: 2x64 0.248, 4x64 0.298; L 256: 4x64 0.116, 4x128 0.129.
+_BWD_N1_BY_LENGTH = (
+    (2048, ScanConfig(4, 128, 1, 3)),
+    (512, ScanConfig(2, 64, 1, 3)),
+    (0, ScanConfig(4, 64, 1, 3)),
+)
+
+# Plain forward with the state loop (scan_fwd_n.py: one (channels, positions) tile, the states unrolled)
+# from this padded state size up; its tile: (bd channels, chunk positions, warps, stages).
+STATE_LOOP_MIN_N = 16
+_STATE_LOOP_FWD = ScanConfig(32, 32, 4, 2)
+
+
 def _pow2_divisor(n: int) -> int:
     return n & (-n)
 
@@ -67,13 +86,17 @@ def pick_config(
     backward: bool,
     ss2d: bool = False,
     override: ScanConfig | None = None,
+    by_length: bool = False,
 ):
     """Tile for state size ``n``; ``bd`` is capped so a block never straddles two groups, and the warps
-    so that a tiny tile is not replicated over idle threads."""
+    so that a tiny tile is not replicated over idle threads. ``by_length`` (the plain backward): N = 1
+    takes its tile from ``_BWD_N1_BY_LENGTH``."""
     npad = triton.next_power_of_2(max(n, 1))
     if npad > 16:
         raise ValueError(f"the Triton scan supports d_state N <= 16, got N = {n}")
     cfg = override or _TABLE[npad][(2 if ss2d else 0) + (1 if backward else 0)]
+    if override is None and by_length and backward and not ss2d and npad == 1:
+        cfg = next(c for bound, c in _BWD_N1_BY_LENGTH if length >= bound)
     bd = min(cfg.bd, _pow2_divisor(per_group))
     chunk = min(cfg.chunk, max(16, triton.next_power_of_2(max(length, 1))))
     warps = max(1, min(cfg.num_warps, bd * npad * chunk // 64))
@@ -156,6 +179,32 @@ def _from_col_order(dst, src, cols, h, w):
         dst[:, j].view(b, c, h, w).copy_(src[:, j].view(b, c, w, h).transpose(-1, -2))
 
 
+# The forward stores the chunk-entry states for the backward when they take at most this fraction of u's
+# bytes (N = 1 with 64-position chunks: 1/16 of u for fp32, 1/8 for bf16; N = 16 with 32-position
+# chunks would be 4x u's bytes in bf16: recomputed instead).
+STATES_MAX_FRACTION = 0.25
+
+
+def states_chunk(n: int, per_group: int, length: int, itemsize: int) -> int:
+    """Positions per state the plain forward stores for the backward (the backward tile's chunk), or 0
+    when it stores none (too large: see ``STATES_MAX_FRACTION``)."""
+    stride = max(length, _MIN_LENGTH)
+    npad, cfg = pick_config(n, per_group, stride, backward=True, by_length=True)
+    if npad >= STATE_LOOP_MIN_N:  # the state-loop forward stores no states
+        return 0
+    return cfg.chunk if 4 * n <= STATES_MAX_FRACTION * cfg.chunk * itemsize else 0
+
+
+def states_shape(batch: int, dim: int, length: int, n: int, groups: int, dtype: torch.dtype):
+    """Shape of the states ``selective_scan_fwd(..., return_states=True)`` returns: ``(batch, dim,
+    cdiv(L, chunk) - 1, n)`` fp32 (the state entering every chunk after the first), or ``(0,)`` (none)."""
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    sc = states_chunk(n, dim // max(groups, 1), length, itemsize) if length > 0 and batch > 0 else 0
+    if sc == 0:
+        return (0,)
+    return (batch, dim, triton.cdiv(max(length, _MIN_LENGTH), sc) - 1, n)
+
+
 def _use_partial(partial: bool | None, nbytes: int) -> bool:
     return nbytes <= PARTIAL_DBC_MAX_BYTES if partial is None else bool(partial)
 
@@ -195,10 +244,34 @@ def _check_scan_args(u, delta, A, B, C, D, z, delta_bias):
 
 
 def selective_scan_fwd(
-    u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, *, config=None
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus=True,
+    *,
+    config=None,
+    return_states=False,
+    state_loop=None,
+    states_every=None,
 ):
-    """Forward of the plain scan: returns ``(y (batch, D, L) in u.dtype, last_state (batch, D, N) fp32)``."""
+    """Forward of the plain scan: returns ``(y (batch, D, L) in u.dtype, last_state (batch, D, N) fp32)``.
+
+    ``return_states``: also return the chunk-entry states for ``selective_scan_bwd(states=...)``
+    (shape ``states_shape(...)``; ``(0,)`` when the forward stores none for this shape).
+    ``state_loop``: run the state-loop kernel (``scan_fwd_n.py``; True/False), None: from
+    ``STATE_LOOP_MIN_N`` states up (it stores no states). ``config`` is that kernel's tile when it runs.
+    ``states_every`` (benchmarks): store the states every this many positions instead of the default
+    backward chunk (for a backward run with that chunk)."""
     batch, dim, length, groups, n = _check_scan_args(u, delta, A, B, C, D, z, delta_bias)
+    st_shape = states_shape(batch, dim, length, n, groups, u.dtype) if return_states else (0,)
+    if return_states and states_every:
+        st_shape = (batch, dim, triton.cdiv(max(length, _MIN_LENGTH), states_every) - 1, n)
+    states = torch.empty(st_shape, device=u.device, dtype=torch.float32)
     u, delta, B, C = u.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
     A32 = A.detach().float().contiguous()
     z = z.contiguous() if z is not None else None
@@ -206,27 +279,66 @@ def selective_scan_fwd(
     last = torch.empty(batch, dim, n, device=u.device, dtype=torch.float32)
     if length == 0 or batch == 0:
         last.zero_()
-        return y, last
+        return (y, last, states) if return_states else (y, last)
     tiny = length < _MIN_LENGTH
     stride = _MIN_LENGTH if tiny else length
     if tiny:
         u, delta, B, C, z = (_pad_length(t, stride) for t in (u, delta, B, C, z))
         y = torch.empty_like(u)
+    npad = triton.next_power_of_2(max(n, 1))
+    _check(npad <= 16, f"the Triton scan supports d_state N <= 16, got N = {n}")
+    if state_loop or (state_loop is None and npad >= STATE_LOOP_MIN_N):
+        states = states.new_empty(0)  # it stores none
+        _state_loop_fwd(
+            u, delta, A32, B, C, D, z, delta_bias, delta_softplus, y, last, stride, length, config
+        )
+        if tiny:
+            y = y[..., :length].contiguous()
+        return (y, last, states) if return_states else (y, last)
     npad, cfg = pick_config(n, dim // groups, stride, backward=False, override=config)
     n_db = dim // cfg.bd
+    sc = states_chunk(n, dim // groups, length, u.element_size()) if states.dim() == 4 else 0
+    sc = states_every or sc if states.dim() == 4 else 0
     with _device_ctx(u):
         scan_fwd_kernel[(batch * n_db,)](
             u, delta, A32, B, C,
             D if D is not None else A32, delta_bias if delta_bias is not None else A32,
-            z if z is not None else u, y, y, last,
-            dim, 1, groups, n, stride, length, 1, stride, n_db, TINY=tiny,
+            z if z is not None else u, y, y, last, states if sc else last,
+            dim, 1, groups, n, stride, length, 1, stride, n_db, states.shape[2] if sc else 0, TINY=tiny,
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
             SOFTPLUS=bool(delta_softplus), STORE_LAST=True, SS2D=False, SEQ_K=False, KC=1, COL_T3=False,
-            BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
+            BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, STAGES=cfg.num_stages, SC=sc,
+            num_warps=cfg.num_warps,
         )  # fmt: skip
     if tiny:
         y = y[..., :length].contiguous()
-    return y, last
+    return (y, last, states) if return_states else (y, last)
+
+
+def _state_loop_fwd(u, delta, A32, B, C, D, z, delta_bias, delta_softplus, y, last, stride, length, config):
+    batch, dim, _ = u.shape
+    groups, n = B.shape[1], A32.shape[1]
+    cfg = config or _STATE_LOOP_FWD
+    bd = min(cfg.bd, _pow2_divisor(dim // groups))
+    if cfg.chunk == 0:  # sequential variant: one thread per channel, 16-byte rows
+        kernel, chunk = scan_fwd_seq_kernel, 16 // u.element_size()
+        warps = max(1, min(cfg.num_warps, bd // 32))
+        even = {"EVEN": stride == length and length % chunk == 0 and n == triton.next_power_of_2(n)}
+    else:
+        kernel, even = scan_fwd_n_kernel, {}
+        chunk = min(cfg.chunk, max(16, triton.next_power_of_2(stride)))
+        warps = max(1, min(cfg.num_warps, bd * chunk // 256))
+    n_db = dim // bd
+    with _device_ctx(u):
+        kernel[(batch * n_db,)](
+            u, delta, A32, B, C,
+            D if D is not None else A32, delta_bias if delta_bias is not None else A32,
+            z if z is not None else u, y, last,
+            dim, groups, n, stride, length, n_db, TINY=stride != length,
+            HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
+            SOFTPLUS=bool(delta_softplus), STORE_LAST=True, BD=bd, NP=triton.next_power_of_2(max(n, 1)),
+            CH=chunk, STAGES=cfg.num_stages, num_warps=warps, **even,
+        )  # fmt: skip
 
 
 def selective_scan_bwd(
@@ -244,11 +356,15 @@ def selective_scan_bwd(
     *,
     config=None,
     partial_dbc=None,
+    states=None,
 ):
     """Backward of the plain scan: ``(du, ddelta, dA, dB, dC, dD, dz, ddelta_bias)``, None for None inputs.
 
     ``partial_dbc``: dB/dC as per-block partial sums summed afterwards (True) or atomics (False);
-    None: partial sums when their scratch is at most ``PARTIAL_DBC_MAX_BYTES``."""
+    None: partial sums when their scratch is at most ``PARTIAL_DBC_MAX_BYTES``. ``states``: what
+    ``selective_scan_fwd(..., return_states=True)`` returned for these inputs; used when its chunk is this
+    backward's chunk (the recompute pass is then skipped), ignored otherwise (e.g. ``(0,)``, or a
+    ``config`` with another chunk)."""
     batch, dim, length, groups, n = _check_scan_args(u, delta, A, B, C, D, z, delta_bias)
     _check(dy.shape == u.shape, f"dy must have u's shape {tuple(u.shape)}, got {tuple(dy.shape)}")
     u, delta, B, C, dy = u.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous(), dy.contiguous()
@@ -276,11 +392,24 @@ def selective_scan_bwd(
         dz = torch.empty_like(z) if z is not None else None
         dB, dC = torch.zeros(B.shape, device=dev, dtype=f32), torch.zeros(C.shape, device=dev, dtype=f32)
     if length > 0 and batch > 0:
-        npad, cfg = pick_config(n, dim // groups, stride, backward=True, override=config)
+        npad, cfg = pick_config(n, dim // groups, stride, backward=True, override=config, by_length=True)
         n_db = dim // cfg.bd
         nc = triton.cdiv(stride, cfg.chunk)
         progs = batch * n_db
-        st = torch.empty(progs * nc * cfg.bd * npad, device=dev, dtype=f32)
+        # the forward's states serve this backward when they were stored every cfg.chunk positions: then
+        # (chunks being powers of two) they hold nc - 1 entries per channel; one chunk needs none
+        has_st = nc == 1 or (states is not None and states.dim() == 4 and states.shape[2] == nc - 1)
+        if has_st and nc > 1:
+            _check(
+                tuple(states.shape) == (batch, dim, nc - 1, n) and states.dtype == f32,
+                f"states must be fp32 ({batch}, {dim}, {nc - 1}, {n}) (from selective_scan_fwd on these "
+                f"inputs), got {states.dtype} {tuple(states.shape)}",
+            )
+            st, nc_arg = states.contiguous(), nc - 1
+        elif has_st:
+            st, nc_arg = dA, 0  # one chunk: it starts from the zero state, nothing is read
+        else:
+            st, nc_arg = torch.empty(progs * nc * cfg.bd * npad, device=dev, dtype=f32), nc
         n_part = dim // groups // cfg.bd
         if partial_dbc is None and npad == 1:
             partial_dbc = False
@@ -296,11 +425,12 @@ def selective_scan_bwd(
                 du, du, ddelta, dA, dBp if partial else dB, dCp if partial else dC,
                 dD if dD is not None else dA, dbias if dbias is not None else dA, dz if dz is not None else du,
                 *(u,) * 9,
-                dim, 1, groups, n, stride, length, 1, stride, n_db, nc, TINY=tiny,
+                dim, 1, groups, n, stride, length, 1, stride, n_db, nc_arg, TINY=tiny,
                 HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
                 SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast_state is not None, SS2D=False, SEQ_K=False,
                 KC=1, COL_T3=False, DBC_ATOMIC=not partial, COL_COPY=False,
-                BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
+                BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, STAGES=cfg.num_stages, HAS_ST=has_st,
+                num_warps=cfg.num_warps,
             )  # fmt: skip
         if partial:
             dB, dC = dBp.sum(2), dCp.sum(2)
@@ -376,8 +506,8 @@ def ss2d_fwd(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config
         scan_fwd_kernel[(progs,)](
             x, delta, A32, B, C,
             D if D is not None else A32, delta_bias if delta_bias is not None else A32,
-            x, y, acc, A32,
-            dm, k, 1, n, h * w, h * w, h, w, n_db, TINY=False,
+            x, y, acc, A32, A32,
+            dm, k, 1, n, h * w, h * w, h, w, n_db, 0, TINY=False,
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=False,
             SOFTPLUS=True, STORE_LAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
             BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages, num_warps=cfg.num_warps,

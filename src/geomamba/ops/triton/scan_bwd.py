@@ -1,8 +1,10 @@
 """Triton backward kernel of the selective scan (plain and fused SS2D layouts).
 
-It recomputes the forward instead of storing states. Pass 1 walks the sequence forward and writes only
-the state entering each chunk (``R`` fp32 values per chunk: a scratch of ``N * 4 / CH`` bytes per
-element). Pass 2 walks the chunks backwards: it rescans the chunk from its stored state, runs the adjoint
+It recomputes the forward's states chunk by chunk. The state entering each chunk comes either from the
+forward (``HAS_ST``: the plain scan's forward wrote it, ``(batch, D, n_chunks - 1, N)`` fp32, see
+``scan_fwd_kernel``) or from pass 1, which walks the sequence forward and writes only those states
+(``R`` fp32 values per chunk: a scratch of ``N * 4 / CH`` bytes per element). Pass 2 walks the chunks
+backwards: it rescans the chunk from its stored state, runs the adjoint
 scan ``g_t = C_t dy_t + a_{t+1} g_{t+1}`` (see ``combine_adj``) and forms every gradient. Tiles are the
 forward's ``(R = BD * NP, CH)`` state rows. dB/dC are summed over the program's BD channels, then either
 added with one atomic per block and state (``DBC_ATOMIC``) or stored as this block's partial sum (the
@@ -35,49 +37,20 @@ from geomamba.ops.triton._common import (
 
 
 @triton.jit
-def _bwd_seq(
-    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
-    dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
-    x_base, dl_base, bc_base, dbc_base, prm0, last_base, st_base, L, Lv, H, W, N,
-    TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
-    HAS_DLAST: tl.constexpr, DX_MODE: tl.constexpr, DBC_ATOMIC: tl.constexpr, COLMAJOR: tl.constexpr,
-    T3: tl.constexpr, REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr,
-    TI: tl.constexpr, STAGES: tl.constexpr,
+def _entry_states(
+    x_ptr, delta_ptr, B_ptr, st_ptr, x_rows_r, dl_rows, bc_rows, st_base, a2, bias, nmask, true_r,
+    nc, Lm, H, W, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, COLMAJOR: tl.constexpr, T3: tl.constexpr,
+    REVERSE: tl.constexpr, R: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr, STAGES: tl.constexpr,
 ):  # fmt: skip
+    """Pass 1 of the backward (when the forward stored no states): walk the sequence and write the state
+    entering every chunk into the scratch ``st_ptr + st_base + it * R``."""
     CH: tl.constexpr = TO * TI
-    R: tl.constexpr = BD * NP
     rr = tl.arange(0, R)
-    rd = rr // NP
-    rn = rr % NP
-    nmask = rn < N
-    true_r = rr >= 0
-    dd = tl.arange(0, BD)
-    true_d = dd >= 0
-    x_rows_r = x_base + rd.to(tl.int64) * L
-    x_rows_d = x_base + dd.to(tl.int64) * L
-    dl_rows = dl_base + rd.to(tl.int64) * L
-    dl_rows_d = dl_base + dd.to(tl.int64) * L
-    bc_rows = bc_base + rn.to(tl.int64) * L
-    a2 = tl.load(A_ptr + (prm0 + rd) * N + rn, mask=nmask, other=0.0) * 1.4426950408889634
-    A = a2 * 0.6931471805599453
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + prm0 + rd).to(tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + prm0 + dd).to(tl.float32)
     seq = tl.arange(0, CH)
     if REVERSE:
         last_sel = seq == 0
-        first_sel = seq == CH - 1
     else:
         last_sel = seq == CH - 1
-        first_sel = seq == 0
-    nc = chunk_count(L, H, W, COLMAJOR, TO, TI)
-    if TINY:
-        Lm = Lv  # padded short sequence: L is the row stride, Lv the valid length
-    else:
-        Lm = L
-
-    # pass 1: the state entering every chunk
     h = tl.zeros((R,), dtype=tl.float32)
     for it in tl.range(0, nc, num_stages=STAGES):
         if REVERSE:
@@ -102,7 +75,61 @@ def _bwd_seq(
         )
         hh = hh + aa * h[:, None]
         h = tl.sum(tl.where(last_sel[None, :], hh, 0.0), 1)
-    tl.debug_barrier()
+
+
+@triton.jit
+def _bwd_seq(
+    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
+    dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
+    x_base, dl_base, bc_base, dbc_base, prm0, last_base, st_base, L, Lv, H, W, N,
+    TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
+    HAS_DLAST: tl.constexpr, DX_MODE: tl.constexpr, DBC_ATOMIC: tl.constexpr, COLMAJOR: tl.constexpr,
+    T3: tl.constexpr, REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr,
+    TI: tl.constexpr, STAGES: tl.constexpr, NSC, HAS_ST: tl.constexpr,
+):  # fmt: skip
+    CH: tl.constexpr = TO * TI
+    R: tl.constexpr = BD * NP
+    rr = tl.arange(0, R)
+    rd = rr // NP
+    rn = rr % NP
+    nmask = rn < N
+    true_r = rr >= 0
+    dd = tl.arange(0, BD)
+    true_d = dd >= 0
+    x_rows_r = x_base + rd.to(tl.int64) * L
+    x_rows_d = x_base + dd.to(tl.int64) * L
+    dl_rows = dl_base + rd.to(tl.int64) * L
+    dl_rows_d = dl_base + dd.to(tl.int64) * L
+    bc_rows = bc_base + rn.to(tl.int64) * L
+    a2 = tl.load(A_ptr + (prm0 + rd) * N + rn, mask=nmask, other=0.0) * 1.4426950408889634
+    A = a2 * 0.6931471805599453
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + prm0 + rd).to(tl.float32)
+    else:
+        bias = tl.zeros((R,), dtype=tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + prm0 + dd).to(tl.float32)
+    seq = tl.arange(0, CH)
+    if REVERSE:
+        first_sel = seq == CH - 1
+    else:
+        first_sel = seq == 0
+    nc = chunk_count(L, H, W, COLMAJOR, TO, TI)
+    if TINY:
+        Lm = Lv  # padded short sequence: L is the row stride, Lv the valid length
+    else:
+        Lm = L
+
+    if HAS_ST:
+        # chunk-entry states written by the forward: (batch, D, NSC, N), entry j enters chunk j + 1
+        st_rows = st_base + (rd.to(tl.int64) * NSC) * N + rn
+    else:
+        # pass 1: the state entering every chunk
+        _entry_states(
+            x_ptr, delta_ptr, B_ptr, st_ptr, x_rows_r, dl_rows, bc_rows, st_base, a2, bias, nmask, true_r,
+            nc, Lm, H, W, HAS_BIAS, SOFTPLUS, COLMAJOR, T3, REVERSE, R, TO, TI, STAGES,
+        )  # fmt: skip
+        tl.debug_barrier()
 
     # pass 2: chunks in reverse sequence order
     if HAS_DLAST:
@@ -118,7 +145,10 @@ def _bwd_seq(
             c = nc - 1 - it
         else:
             c = it
-        h0 = tl.load(st_ptr + st_base + it * R + rr)
+        if HAS_ST:
+            h0 = tl.load(st_ptr + st_rows + (it - 1) * N, mask=nmask & (it > 0), other=0.0)
+        else:
+            h0 = tl.load(st_ptr + st_base + it * R + rr)
         off, msk = chunk_tile(c, Lm, H, W, COLMAJOR, T3, TO, TI)
         valid = flat_mask(msk, T3, CH)
         u = load_tile(x_ptr, x_rows_r, true_r, off, msk, T3, R, CH)
@@ -188,7 +218,7 @@ def _bwd_dir(
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, DX_MODE: tl.constexpr, DBC_ATOMIC: tl.constexpr,
     COLMAJOR: tl.constexpr, T3: tl.constexpr, REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
-    TO: tl.constexpr, TI: tl.constexpr, STAGES: tl.constexpr,
+    TO: tl.constexpr, TI: tl.constexpr, STAGES: tl.constexpr, NSC=0, HAS_ST: tl.constexpr = False,
 ):  # fmt: skip
     """Direction ``k`` (run-time index of the tensors) of batch ``b``, channels ``d0 .. d0 + BD - 1``.
     Partial dB/dC rows (``DBC_ATOMIC = False``): ``(batch, K*G, n_part, N, L)`` with
@@ -209,7 +239,7 @@ def _bwd_dir(
         dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
         x_base, dl_base, bc_base, dbc_base, k * Dm + d0, last_base, st_base, L, Lv, H, W, N,
         TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, DX_MODE, DBC_ATOMIC, COLMAJOR, T3, REVERSE,
-        BD, NP, TO, TI, STAGES,
+        BD, NP, TO, TI, STAGES, NSC, HAS_ST,
     )  # fmt: skip
 
 
@@ -223,7 +253,7 @@ def scan_bwd_kernel(
     SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, SS2D: tl.constexpr, SEQ_K: tl.constexpr,
     KC: tl.constexpr, COL_T3: tl.constexpr, DBC_ATOMIC: tl.constexpr, COL_COPY: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr, TO_C: tl.constexpr, TI_C: tl.constexpr,
-    STAGES: tl.constexpr,
+    STAGES: tl.constexpr, HAS_ST: tl.constexpr = False,
 ):  # fmt: skip
     """Same grids and layouts as ``scan_fwd_kernel``; dy has y's layout, gradients their input's layout.
 
@@ -249,14 +279,18 @@ def scan_bwd_kernel(
     b = rest // n_dblocks
     d0 = db * BD
     g = d0 // (Dm // G)
-    st_base = pid.to(tl.int64) * nc_max * (BD * NP)
+    if HAS_ST:
+        # the forward's states (batch, Dm, nc_max, N): nc_max = NSC entries per channel
+        st_base = ((b * Dm + d0).to(tl.int64) * nc_max) * N
+    else:
+        st_base = pid.to(tl.int64) * nc_max * (BD * NP)
     if not SS2D:
         _bwd_dir(
             x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
             dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
             b, 0, d0, g, st_base, Dm, 1, G, N, L, Lv, H, W,
             TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, 0, DBC_ATOMIC, False, False, False,
-            BD, NP, 1, CH, STAGES,
+            BD, NP, 1, CH, STAGES, nc_max, HAS_ST,
         )  # fmt: skip
     elif SEQ_K and COL_COPY:
         _bwd_dir(

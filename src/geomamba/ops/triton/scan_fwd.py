@@ -32,12 +32,12 @@ from geomamba.ops.triton._common import (
 
 @triton.jit
 def _fwd_seq(
-    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
-    x_base, dl_base, bc_base, prm0, last_base, L, Lv, H, W, N,
+    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr, st_ptr,
+    x_base, dl_base, bc_base, prm0, last_base, st_base, L, Lv, H, W, N, NSC,
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
     STORE_LAST: tl.constexpr, MODE: tl.constexpr, COLMAJOR: tl.constexpr, T3: tl.constexpr,
     REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
-    STAGES: tl.constexpr,
+    STAGES: tl.constexpr, SC: tl.constexpr,
 ):  # fmt: skip
     CH: tl.constexpr = TO * TI
     R: tl.constexpr = BD * NP
@@ -67,6 +67,15 @@ def _fwd_seq(
         Lm = Lv  # padded short sequence: L is the row stride, Lv the valid length
     else:
         Lm = L
+    if SC > 0:
+        # chunk-entry states for the backward: (batch, D, NSC, N), entry j = state after position
+        # (j + 1) * SC - 1 (plain scan only: flat, forward order). With SC dividing CH the positions and
+        # entries inside a chunk are loop-invariant: entry (c * CH / SC + sub) at the positions st_sel.
+        st_rows = st_base + (rd.to(tl.int64) * NSC) * N + rn
+        if CH % SC == 0:
+            sub = (seq + 1) // SC - 1
+            st_sel = ((seq + 1) % SC) == 0
+            st_p = st_ptr + st_rows[:, None] + (sub * N)[None, :]
     h = tl.zeros((R,), dtype=tl.float32)
     for it in tl.range(0, nc, num_stages=STAGES):
         if REVERSE:
@@ -91,6 +100,19 @@ def _fwd_seq(
         )
         hh = hh + aa * h[:, None]
         h = tl.sum(tl.where(last_sel[None, :], hh, 0.0), 1)
+        if SC > 0:
+            if CH % SC == 0:
+                e0 = c * (CH // SC)
+                sel = st_sel & (e0 + sub < NSC)
+                tl.store(st_p + e0 * N, hh, mask=sel[None, :] & nmask[:, None])
+            else:
+                t1 = c * CH + seq + 1
+                sel = ((t1 % SC) == 0) & (t1 < Lm)
+                tl.store(
+                    st_ptr + st_rows[:, None] + ((t1 // SC - 1) * N)[None, :],
+                    hh,
+                    mask=sel[None, :] & nmask[:, None],
+                )
         y = channel_sum(hh * Ct, BD, NP, CH)
         if HAS_D:
             y = y + Dv[:, None] * channel_pick(u, BD, NP, CH)
@@ -109,29 +131,31 @@ def _fwd_dir(
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
     SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, MODE: tl.constexpr, COLMAJOR: tl.constexpr,
     T3: tl.constexpr, REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr,
-    TI: tl.constexpr, STAGES: tl.constexpr,
+    TI: tl.constexpr, STAGES: tl.constexpr, st_ptr=None, NSC=0, SC: tl.constexpr = 0,
 ):  # fmt: skip
     """Direction ``k`` (run-time index of the tensors) of batch ``b``, channels ``d0 .. d0 + BD - 1``."""
     x_base = (b * Dm + d0).to(tl.int64) * L
     dl_base = ((b * K + k) * Dm + d0).to(tl.int64) * L
     bc_base = ((b * K + k) * G + g).to(tl.int64) * N * L
     last_base = ((b * K + k) * Dm + d0).to(tl.int64) * N
+    st_base = ((b * Dm + d0).to(tl.int64) * NSC) * N
     _fwd_seq(
-        x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
-        x_base, dl_base, bc_base, k * Dm + d0, last_base, L, Lv, H, W, N,
+        x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr, st_ptr,
+        x_base, dl_base, bc_base, k * Dm + d0, last_base, st_base, L, Lv, H, W, N, NSC,
         TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, MODE, COLMAJOR, T3, REVERSE, BD, NP, TO, TI, STAGES,
+        SC,
     )  # fmt: skip
 
 
 @triton.jit(do_not_specialize=["Lv"])
 def scan_fwd_kernel(
-    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
-    Dm, K, G, N, L, Lv, H, W, n_dblocks,
+    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr, st_ptr,
+    Dm, K, G, N, L, Lv, H, W, n_dblocks, NSC,
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
     SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, SS2D: tl.constexpr, SEQ_K: tl.constexpr,
     KC: tl.constexpr, COL_T3: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr, TO_C: tl.constexpr, TI_C: tl.constexpr,
-    STAGES: tl.constexpr,
+    STAGES: tl.constexpr, SC: tl.constexpr = 0,
 ):  # fmt: skip
     """Plain scan: ``K = 1``, grid ``batch * n_dblocks``; x/z/y ``(batch, Dm, L)``; delta
     ``(batch, Dm, L)``; B/C ``(batch, G, N, L)``.
@@ -141,6 +165,10 @@ def scan_fwd_kernel(
     ``SEQ_K = False``: grid ``batch * n_dblocks * K`` (k fastest), y merged by atomic adds into the fp32
     ``acc`` when K > 1 (else stored into y). ``SEQ_K = True``: grid ``batch * n_dblocks``, the program
     runs the ``KC`` (= K, constexpr) directions in turn through ``acc`` and the last one writes y.
+
+    ``SC > 0`` (plain scan only): also write the state after every ``SC``-th position into ``st_ptr``
+    ``(batch, Dm, NSC, N)`` fp32 (entry j: after position ``(j + 1) * SC - 1``; ``NSC = cdiv(L, SC) - 1``):
+    the chunk-entry states of a backward with ``SC``-position chunks, which then skips its recompute pass.
     """
     pid = tl.program_id(0)
     if SEQ_K:
@@ -158,6 +186,7 @@ def scan_fwd_kernel(
             x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
             b, 0, d0, g, Dm, 1, G, N, L, Lv, H, W,
             TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, 0, False, False, False, BD, NP, 1, CH, STAGES,
+            st_ptr, NSC, SC,
         )  # fmt: skip
     elif SEQ_K:
         if KC == 1:

@@ -1,0 +1,224 @@
+"""Triton forward kernel of the plain selective scan for larger state sizes (the N = 16 path).
+
+The general kernel (``scan_fwd.py``) makes every (channel, state) pair a tile row, so it recomputes
+softplus(delta) and reloads u and delta once per state, and sums y over a channel's state rows through
+a layout conversion. Here a program owns ``BD`` channels of one sequence and tiles are ``(BD, CH)``
+(channels x positions): per chunk, u and delta are loaded and ``dt = softplus(delta + bias)``,
+``dt * u`` formed once; then a loop unrolled over the ``NP`` states (``tl.static_range``) scans each
+state along the chunk (``tl.associative_scan`` on ``(exp2(dt * A_n log2 e), dt * u * B_n)``, B_n and
+C_n broadcast rows of the group), adds the carried state ``h_n`` and accumulates ``y += C_n * h``.
+The ``NP`` carried states are a tuple of ``(BD,)`` tensors (one per state), so no state is ever
+selected out of a tensor. Per element and state this is about one exp2 and ten other instructions.
+
+Shapes: u, delta, z, y ``(batch, Dm, L)``; A ``(Dm, N)`` fp32; B, C ``(batch, G, N, L)``; D, bias
+``(Dm,)``; last ``(batch, Dm, N)`` fp32. Grid ``batch * Dm / BD`` (a block never straddles two groups).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from geomamba.ops.triton._common import combine_fwd, softplus
+
+
+@triton.jit(do_not_specialize=["Lv"])
+def scan_fwd_n_kernel(
+    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+    Dm, G, N, L, Lv, n_dblocks,
+    TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
+    SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
+    CH: tl.constexpr, STAGES: tl.constexpr,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    db = pid % n_dblocks
+    b = pid // n_dblocks
+    d0 = db * BD
+    g = d0 // (Dm // G)
+    dd = tl.arange(0, BD)
+    seq = tl.arange(0, CH)
+    rows = (b * Dm + d0 + dd).to(tl.int64) * L
+    bc_base = (b * G + g).to(tl.int64) * N * L
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d0 + dd).to(tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + d0 + dd).to(tl.float32)
+    if TINY:
+        Lm = Lv  # padded short sequence: L is the row stride, Lv the valid length
+    else:
+        Lm = L
+    last_sel = seq == CH - 1
+    a2 = ()
+    hs = ()
+    for n in tl.static_range(NP):
+        an = tl.load(A_ptr + (d0 + dd) * N + n, mask=(dd >= 0) & (n < N), other=0.0)
+        a2 = a2 + (an * 1.4426950408889634,)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
+        hs = hs + (tl.zeros((BD,), dtype=tl.float32),)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
+    nc = tl.cdiv(Lm, CH)
+    for c in tl.range(0, nc, num_stages=STAGES):
+        t = c * CH + seq
+        valid = t < Lm
+        off = rows[:, None] + t[None, :]
+        u = tl.load(x_ptr + off, mask=valid[None, :], other=0.0).to(tl.float32)
+        dr = tl.load(delta_ptr + off, mask=valid[None, :], other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dr = dr + bias[:, None]
+        if SOFTPLUS:
+            dt = softplus(dr)
+        else:
+            dt = dr
+        dt = tl.where(valid[None, :], dt, 0.0)
+        dtu = dt * u
+        if HAS_D:
+            y = Dv[:, None] * u
+        else:
+            y = tl.zeros((BD, CH), dtype=tl.float32)
+        new_hs = ()
+        for n in tl.static_range(NP):
+            bcm = valid & (n < N)
+            Bn = tl.load(B_ptr + bc_base + n * L + t, mask=bcm, other=0.0).to(tl.float32)
+            Cn = tl.load(C_ptr + bc_base + n * L + t, mask=bcm, other=0.0).to(tl.float32)
+            aa, hh = tl.associative_scan((tl.exp2(dt * a2[n][:, None]), dtu * Bn[None, :]), 1, combine_fwd)
+            hh = hh + aa * hs[n][:, None]
+            y += Cn[None, :] * hh
+            new_hs = new_hs + (tl.sum(tl.where(last_sel[None, :], hh, 0.0), 1),)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
+        hs = new_hs
+        if HAS_Z:
+            zz = tl.load(z_ptr + off, mask=valid[None, :], other=0.0).to(tl.float32)
+            y = y * zz * tl.sigmoid(zz)
+        tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=valid[None, :])
+    if STORE_LAST:
+        for n in tl.static_range(NP):
+            tl.store(last_ptr + (b * Dm + d0 + dd) * N + n, hs[n], mask=(dd >= 0) & (n < N))
+
+
+@triton.jit
+def _cols(x, BD: tl.constexpr, CH: tl.constexpr):
+    """``(BD, CH)`` -> tuple of its CH columns ``(BD,)`` in order (CH = 4 or 8; free when a thread holds
+    a whole row, as the loads of a 16-byte row do)."""
+    if CH == 8:
+        e, o = tl.split(tl.reshape(x, (BD, 4, 2)))
+        ee, eo = tl.split(tl.reshape(e, (BD, 2, 2)))
+        oe, oo = tl.split(tl.reshape(o, (BD, 2, 2)))
+        c0, c4 = tl.split(ee)
+        c2, c6 = tl.split(eo)
+        c1, c5 = tl.split(oe)
+        c3, c7 = tl.split(oo)
+        r = (c0, c1, c2, c3, c4, c5, c6, c7)
+    else:
+        e, o = tl.split(tl.reshape(x, (BD, 2, 2)))
+        c0, c2 = tl.split(e)
+        c1, c3 = tl.split(o)
+        r = (c0, c1, c2, c3)
+    return r
+
+
+@triton.jit
+def _rows(c, BD: tl.constexpr, CH: tl.constexpr):
+    """Inverse of ``_cols``: tuple of CH ``(BD,)`` columns -> ``(BD, CH)``."""
+    if CH == 8:
+        e = tl.reshape(tl.join(tl.join(c[0], c[4]), tl.join(c[2], c[6])), (BD, 4))
+        o = tl.reshape(tl.join(tl.join(c[1], c[5]), tl.join(c[3], c[7])), (BD, 4))
+    else:
+        e = tl.join(c[0], c[2])
+        o = tl.join(c[1], c[3])
+    return tl.reshape(tl.join(e, o), (BD, CH))
+
+
+@triton.jit(do_not_specialize=["Lv"])
+def scan_fwd_seq_kernel(
+    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
+    Dm, G, N, L, Lv, n_dblocks,
+    TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
+    SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
+    CH: tl.constexpr, STAGES: tl.constexpr, EVEN: tl.constexpr = False,
+):  # fmt: skip
+    """Sequential variant: one thread per channel; per chunk of ``CH`` positions (one 16-byte load per
+    row: 8 bf16/fp16 or 4 fp32) the recurrence runs position by position in registers for each state,
+    ``h_n = exp2(dt * A_n log2 e) * h_n + dt * u * B_n``, ``y += C_n * h_n`` (5 instructions per element
+    and state, one of them exp2). Same arguments and grid as ``scan_fwd_n_kernel``; ``EVEN``: L is a
+    multiple of CH and N a power of two (no masks)."""
+    pid = tl.program_id(0)
+    db = pid % n_dblocks
+    b = pid // n_dblocks
+    d0 = db * BD
+    g = d0 // (Dm // G)
+    dd = tl.arange(0, BD)
+    seq = tl.arange(0, CH)
+    rows = (b * Dm + d0 + dd).to(tl.int64) * L
+    bc_base = (b * G + g).to(tl.int64) * N * L
+    zero_rows = dd * 0
+    if HAS_BIAS:
+        bias = tl.load(bias_ptr + d0 + dd).to(tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + d0 + dd).to(tl.float32)
+    if TINY:
+        Lm = Lv  # padded short sequence: L is the row stride, Lv the valid length
+    else:
+        Lm = L
+    a2 = ()
+    hs = ()
+    for n in tl.static_range(NP):
+        an = tl.load(A_ptr + (d0 + dd) * N + n, mask=(dd >= 0) & (n < N), other=0.0)
+        a2 = a2 + (an * 1.4426950408889634,)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
+        hs = hs + (tl.zeros((BD,), dtype=tl.float32),)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
+    nc = tl.cdiv(Lm, CH)
+    for c in tl.range(0, nc, num_stages=STAGES):
+        t = c * CH + seq
+        valid = (t < Lm)[None, :] & (dd >= 0)[:, None]
+        off = rows[:, None] + t[None, :]
+        if EVEN:
+            u = tl.load(x_ptr + off).to(tl.float32)
+            dr = tl.load(delta_ptr + off).to(tl.float32)
+        else:
+            u = tl.load(x_ptr + off, mask=valid, other=0.0).to(tl.float32)
+            dr = tl.load(delta_ptr + off, mask=valid, other=0.0).to(tl.float32)
+        if HAS_BIAS:
+            dr = dr + bias[:, None]
+        if SOFTPLUS:
+            dt = softplus(dr)
+        else:
+            dt = dr
+        if not EVEN:
+            dt = tl.where(valid, dt, 0.0)
+        if HAS_D:
+            y = Dv[:, None] * u
+        else:
+            y = tl.zeros((BD, CH), dtype=tl.float32)
+        dts = _cols(dt, BD, CH)
+        dtus = _cols(dt * u, BD, CH)
+        ys = _cols(y, BD, CH)
+        bc_off = bc_base + zero_rows[:, None] + t[None, :]
+        new_hs = ()
+        for n in tl.static_range(NP):
+            if EVEN:
+                bt = tl.load(B_ptr + bc_off + n * L)
+                ct = tl.load(C_ptr + bc_off + n * L)
+            else:
+                bcm = valid & (n < N)
+                bt = tl.load(B_ptr + bc_off + n * L, mask=bcm, other=0.0)
+                ct = tl.load(C_ptr + bc_off + n * L, mask=bcm, other=0.0)
+            bs = _cols(bt.to(tl.float32), BD, CH)
+            cs = _cols(ct.to(tl.float32), BD, CH)
+            h = hs[n]
+            acc = ()
+            for j in tl.static_range(CH):
+                h = tl.exp2(dts[j] * a2[n]) * h + dtus[j] * bs[j]
+                acc = acc + (ys[j] + cs[j] * h,)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
+            ys = acc
+            new_hs = new_hs + (h,)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
+        hs = new_hs
+        y = _rows(ys, BD, CH)
+        if HAS_Z:
+            if EVEN:
+                zz = tl.load(z_ptr + off).to(tl.float32)
+            else:
+                zz = tl.load(z_ptr + off, mask=valid, other=0.0).to(tl.float32)
+            y = y * zz * tl.sigmoid(zz)
+        if EVEN:
+            tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty))
+        else:
+            tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=valid)
+    if STORE_LAST:
+        for n in tl.static_range(NP):
+            tl.store(last_ptr + (b * Dm + d0 + dd) * N + n, hs[n], mask=(dd >= 0) & (n < N))
