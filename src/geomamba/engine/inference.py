@@ -134,14 +134,16 @@ def sliding_window_probs(
     per_call, n = max(1, window_batch // x.shape[0]), x.shape[0]
     out = None
     norm = torch.zeros(hp, wp, device=x.device)
+    # the blending ramps of each window row and column, moved to the device once per call (a host-to-device
+    # copy per window made the GPU wait for the host at every window)
+    wys = [_axis_weight(window, overlap, i > 0, i < len(rows) - 1).to(x.device) for i in range(len(rows))]
+    wxs = [_axis_weight(window, overlap, j > 0, j < len(cols) - 1).to(x.device) for j in range(len(cols))]
     for start in range(0, len(places), per_call):
         chunk = places[start : start + per_call]
         crops = [xp[..., r : r + window, c : c + window] for _, r, _, c in chunk]
         probs = predict_fn(crops[0] if len(crops) == 1 else torch.cat(crops, dim=0))
         for k, (i, r, j, c) in enumerate(chunk):
-            wy = _axis_weight(window, overlap, i > 0, i < len(rows) - 1)
-            wx = _axis_weight(window, overlap, j > 0, j < len(cols) - 1)
-            weight = (wy[:, None] * wx[None, :]).to(x.device)
+            weight = wys[i][:, None] * wxs[j][None, :]
             p = probs[k * n : (k + 1) * n]
             if out is None:
                 out = torch.zeros(p.shape[0], p.shape[1], hp, wp, device=x.device)
