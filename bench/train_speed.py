@@ -187,6 +187,19 @@ def plan(args, cfg: RunConfig) -> list[dict[str, Any]]:
     out.append(
         {**train, "name": f"engine/{f}/b{big}", "kind": "engine", "model": f, "batch": big, "cap_s": cap}
     )
+    if args.compile:  # the engine compiling its model (trainer.compile_mode): the compile is in the warm-up
+        out.append(
+            {
+                **train,
+                "name": f"engine/{f}/b{big}/compiled",
+                "kind": "engine",
+                "model": f,
+                "batch": big,
+                "compile": True,
+                "warmup": max(3, train["warmup"]),
+                "cap_s": cap,
+            }
+        )
     for tile_size, crops, cache, n in args.loader_setups:
         name = f"loader/{tile_size}px" + (
             "" if tile_size <= size else f"-crops{crops}-{'cache' if cache else 'disk'}"

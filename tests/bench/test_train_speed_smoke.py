@@ -46,3 +46,33 @@ def test_train_speed_runs_on_cpu(tmp_path):
     train = result["jobs"][0]
     assert train["steps"] >= 1 and train["per_s"] > 0 and result["versions"]["torch"]
     assert "top operators" in (tmp_path / "train_profile_cpu.txt").read_text()
+
+
+@pytest.mark.slow
+def test_engine_job_compiles_the_model(tmp_path):
+    """``engine/<model>/b<B>/compiled``: the Lightning engine with ``trainer.compile`` (aot_eager here: no
+    code generation), timed after a warm-up that holds the compile."""
+    cmd = [
+        sys.executable,
+        str(BENCH),
+        "--device",
+        "cpu",
+        "--tiny",
+        "--compile",
+        "--only",
+        "engine/*",
+        "--set",
+        "trainer.compile_backend=aot_eager",
+        "--out-dir",
+        str(tmp_path),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(geomamba.__file__).parents[1]), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = json.loads((tmp_path / "train_speed_cpu.json").read_text())["jobs"]
+    status = {j["name"]: j["status"] for j in jobs}
+    assert status == {"engine/subtask_mamba_tiny/b4": "ok", "engine/subtask_mamba_tiny/b4/compiled": "ok"}, [
+        j.get("error") for j in jobs
+    ]
+    assert all(j["per_s"] > 0 and j["steps"] >= 1 for j in jobs)
