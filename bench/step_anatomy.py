@@ -120,14 +120,8 @@ def profile_step(step, device, label: str, rows: int = 30) -> tuple[dict, str]:
 
 
 def time_it(fn, device, steps: int = 10) -> float:
-    for _ in range(3):
-        fn()
-    torch.cuda.synchronize(device)
-    t = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    torch.cuda.synchronize(device)
-    return (time.perf_counter() - t) / steps
+    """Wall seconds per call over ``steps`` calls after 3 warm-up calls (the train_speed timer, no cap)."""
+    return jobs.time_steps(fn, device, warmup=3, steps=steps, cap_s=float("inf"))["wall_per_step_s"]
 
 
 def graphed_inference(cfg, p, device) -> dict:
