@@ -74,6 +74,16 @@ def profile_step(step, device, label: str, rows: int = 30) -> tuple[dict, str]:
         {"op": e.key[:80], "gpu_ms": round(e.self_device_time_total / 1e3, 3), "calls": e.count}
         for e in op_rows[:rows]
     ]
+    # GPU kernels by name (what a compiled step is made of: inductor's fused triton kernels, cuBLAS/cuDNN)
+    by_kernel: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
+    for e in kernels:
+        k = by_kernel[e.name[:110]]
+        k[0] += e.device_time_total / 1e3
+        k[1] += 1
+    kernel_rows = [
+        {"kernel": k, "gpu_ms": round(v[0], 3), "calls": int(v[1])}
+        for k, v in sorted(by_kernel.items(), key=lambda kv: -kv[1][0])[:rows]
+    ]
     sites: dict[str, list[float]] = collections.defaultdict(lambda: [0.0, 0])
     for e in prof.events():
         if e.name not in COPY_OPS or e.device_type != torch.autograd.DeviceType.CPU:
@@ -107,6 +117,7 @@ def profile_step(step, device, label: str, rows: int = 30) -> tuple[dict, str]:
         "launches": int(launches),
         "copy_ms": round(sum(c["gpu_ms"] for c in copy_sites), 3),
         "ops": ops,
+        "kernels": kernel_rows,
         "copy_sites": copy_sites[:rows],
     }
     lines = [
@@ -114,6 +125,8 @@ def profile_step(step, device, label: str, rows: int = 30) -> tuple[dict, str]:
         f"{launches} launches, copies {rec['copy_ms']} ms"
     ]
     lines += [f"  {o['gpu_ms']:9.3f} ms {o['calls']:6d}x  {o['op']}" for o in ops]
+    lines.append("  -- kernels --")
+    lines += [f"  {k['gpu_ms']:9.3f} ms {k['calls']:6d}x  {k['kernel']}" for k in kernel_rows]
     lines.append("  -- copies by call site --")
     lines += [f"  {c['gpu_ms']:9.3f} ms {c['calls']:6d}x  {c['site']}" for c in copy_sites[:rows]]
     return rec, "\n".join(lines)
@@ -174,6 +187,12 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=3, help="turns of the A/B timing of the switches")
     ap.add_argument("--tiles", type=int, default=0, help="also profile sliding-window tiles of this size")
     ap.add_argument("--no-profile", dest="profile", action="store_false", help="only the A/B timing")
+    ap.add_argument(
+        "--compiled",
+        action="store_true",
+        help="profile the torch.compile'd steps (the config's compile_backend; --compile-mode) instead of eager",
+    )
+    ap.add_argument("--compile-mode", default=None, help="torch.compile mode of --compiled (default: inductor's)")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("step_anatomy needs a CUDA GPU")
@@ -181,6 +200,8 @@ def main(argv=None) -> int:
     device = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
     cfg = load_config(args.config)
+    cfg.trainer.compile_mode = args.compile_mode
+    compiled = args.compiled
     name = torch.cuda.get_device_name(device)
     tag = args.tag or re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_")
     base = {"model": args.model, "size": args.size, "channels_last": args.channels_last}
@@ -194,22 +215,24 @@ def main(argv=None) -> int:
     train = {**base, "kind": "train", "batch": args.batch}
     infer = {**base, "kind": "infer", "batch": args.infer_batch}
     if args.profile:
-        step, _, _ = jobs.build_train_step(cfg, train, device)
-        result["train"], txt = profile_step(step, device, f"train b{args.batch}")
+        kind = " compiled" if compiled else ""
+        step, _, _ = jobs.build_train_step(cfg, train, device, compile_model=compiled)
+        result["train"], txt = profile_step(step, device, f"train b{args.batch}{kind}")
         texts.append(txt)
         del step
         jobs.reset_memory(device)
-        step, _, _ = jobs.build_infer_step(cfg, infer, device)
-        result["infer"], txt = profile_step(step, device, f"infer b{args.infer_batch}")
+        step, _, _ = jobs.build_infer_step(cfg, infer, device, compile_model=compiled)
+        result["infer"], txt = profile_step(step, device, f"infer b{args.infer_batch}{kind}")
         texts.append(txt)
         del step
         jobs.reset_memory(device)
-        result["infer_graph"] = graphed_inference(cfg, infer, device)
-        texts.append(f"== inference eager vs CUDA graph: {json.dumps(result['infer_graph'])}")
+        if not compiled:
+            result["infer_graph"] = graphed_inference(cfg, infer, device)
+            texts.append(f"== inference eager vs CUDA graph: {json.dumps(result['infer_graph'])}")
     if args.tiles:
         tiles = {**infer, "size": args.tiles, "batch": 4, "tiles": True}
         for label, p in (("tiles", tiles), ("tiles/fast_norm=off", {**tiles, "fast_norm": False})):
-            step, _, _ = jobs.build_infer_step(cfg, p, device)
+            step, _, _ = jobs.build_infer_step(cfg, p, device, compile_model=compiled)
             result[label], txt = profile_step(step, device, label)
             result[label]["step_s"] = round(time_it(step, device, steps=3), 4)
             texts.append(txt + f"\n  step {result[label]['step_s']} s")

@@ -13,8 +13,9 @@ not fit in ``--budget-s`` are recorded as skipped; ``--only``/``--skip`` select 
   ``/contiguous``: the memory format the config does not use; ``<flagship>-d15``: depths (2, 2, 15);
 - ``infer/<model>/b64``: inference pairs/s; ``tiles/<model>/1024``: whole 1024x1024 tiles per second by the
   engine's sliding window (the config's window, overlap and ``eval.window_batch``);
-- ``compile/...``: the flagship's training and inference with ``torch.compile`` (a subprocess that compiles
-  while the eager jobs run, on other CPU cores, and measures when they are done);
+- ``compile/...``: the flagship's training, inference and sliding-window tiles with ``torch.compile`` (the
+  config's ``trainer.compile_mode``; a subprocess that compiles while the eager jobs run, on other CPU
+  cores, and measures when they are done);
 - ``profile/<flagship>``: torch.profiler of one training step -> ``train_profile_<gpu>.txt``, with the
   synchronising calls of a step (CUDA);
 - ``engine/<flagship>``: the same step through ``ChangeDetectionModule`` and a Lightning ``Trainer``;
@@ -235,6 +236,15 @@ def compile_plan(args, cfg: RunConfig) -> list[dict[str, Any]]:
             "kind": "infer",
             "batch": args.infer_batch,
         },
+        {
+            **base,
+            "name": f"compile/tiles/{f}/{args.tile}",
+            "kind": "infer",
+            "size": args.tile,
+            "batch": args.tile_batch,
+            "tiles": True,
+            "steps": max(2, steps // 2),
+        },
     ]
     sel = [j for j in out if not args.only or any(fnmatch.fnmatch(j["name"], g) for g in args.only)]
     return [j for j in sel if not any(fnmatch.fnmatch(j["name"], g) for g in args.skip)]
@@ -418,6 +428,7 @@ def summary(records: list[dict[str, Any]], args) -> dict[str, Any]:
         "infer_pairs_per_s": val(f"infer/{f}/b{args.infer_batch}"),
         "infer_pairs_per_s_compiled": val(f"compile/infer/{f}/b{args.infer_batch}"),
         "tiles_per_s": val(f"tiles/{f}/{args.tile}"),
+        "tiles_per_s_compiled": val(f"compile/tiles/{f}/{args.tile}"),
         "peak_gb_train_b16": val(f"train/{f}/b{small}", "peak_allocated_gb"),
         "deep_variant_trains": f"train/{f}-d{args.deep_depths[-1]}/b{small}" in by,
         "epoch_minutes_7120_crops": round(7120 / best / 60, 2) if best else None,

@@ -177,6 +177,7 @@ def test_config_speed_keys():
     for path in (configs / "levircd.yaml", configs / "whucd.yaml"):
         shipped = load_config(path)
         assert shipped.trainer.compile and shipped.data.cache and shipped.optim.fused, path
+    assert load_config(configs / "levircd.yaml").trainer.compile_mode == "reduce-overhead"  # CUDA graphs
 
 
 class _SyncWatch(pl.Callback):
@@ -281,3 +282,32 @@ def test_the_module_applies_the_fast_norm_switch():
         module = ChangeDetectionModule(config_to_dict(cfg))
         flags = {m._fast_norm for m in module.model.modules() if hasattr(m, "_fast_norm")}
         assert flags == {flag}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_compile_mode_trains_and_evaluates_like_eager(tiny_dataset, overrides, tmp_path):
+    """``trainer.compile_mode=reduce-overhead`` (CUDA graphs, the levircd default) through the whole engine:
+    training, validation and test run compiled (no eager fallback) and give the eager run's figures."""
+    import warnings
+
+    torch._dynamo.reset()
+    runs = {}
+    for flag in ("false", "true"):
+        over = [
+            *overrides(tiny_dataset, tmp_path, name=f"g{flag}"),
+            "trainer.accelerator=gpu",
+            "trainer.precision=32",
+            f"trainer.compile={flag}",
+            "trainer.compile_mode=reduce-overhead",
+        ]
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            runs[flag] = train(load_config(None, over), resume=False)
+        fallbacks = [str(w.message) for w in seen if "running the model eagerly" in str(w.message)]
+        assert not fallbacks, fallbacks
+    eager, graphed = runs["false"], runs["true"]
+    assert graphed.best["train_loss"] == pytest.approx(eager.best["train_loss"], rel=1e-3)
+    cm_g, cm_e = (torch.tensor(r.test_scores["confusion"]) for r in (graphed, eager))
+    # kernels of another summation order may flip a pixel on the decision boundary: not more than 0.5%
+    assert cm_g.sum() == cm_e.sum() and (cm_g - cm_e).abs().max() <= 0.005 * cm_e.sum()

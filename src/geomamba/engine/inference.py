@@ -11,6 +11,7 @@ output cropped back.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -110,9 +111,10 @@ def sliding_window_probs(
         window: window side (None: the whole image at once).
         overlap: pixels shared by neighbouring windows (< window / 2).
         pad_multiple: inputs are padded to a multiple of this (the model's total stride).
-        window_batch: windows (times B images) per call of ``predict_fn``: ``max(1, window_batch // B)``
+        window_batch: windows (times B images) per call of ``predict_fn``: up to ``max(1, window_batch // B)``
             windows of every image are stacked into one batch (the same probabilities, fewer and larger
-            forward passes).
+            forward passes). The windows are split into equal chunks (the last one padded with a repeated
+            window), so every call has the same shape: a compiled model is compiled once.
     """
     if not (x.dim() == 4 or (x.dim() == 5 and x.shape[1] == 2)):
         raise ValueError(
@@ -129,27 +131,45 @@ def sliding_window_probs(
         raise ValueError(f"window_batch must be >= 1, got {window_batch}")
     hp, wp = max(h, window), max(w, window)
     xp = _pad_to(x, hp, wp)
-    rows, cols = window_starts(hp, window, overlap), window_starts(wp, window, overlap)
-    places = [(i, r, j, c) for i, r in enumerate(rows) for j, c in enumerate(cols)]
-    per_call, n = max(1, window_batch // x.shape[0]), x.shape[0]
+    places, weights, norm = _window_plan(hp, wp, window, overlap, x.device)
+    n = x.shape[0]
+    # Balanced chunks of equal size: ceil(windows / per_call) forward passes, the last one topped up with
+    # repeats of its final window (outputs dropped), so that every pass has the same batch shape (one
+    # compiled graph / CUDA graph serves them all) and at most calls - 1 windows are computed twice.
+    calls = math.ceil(len(places) / max(1, window_batch // n))
+    per_call = math.ceil(len(places) / calls)
     out = None
-    norm = torch.zeros(hp, wp, device=x.device)
-    # the blending ramps of each window row and column, moved to the device once per call (a host-to-device
-    # copy per window made the GPU wait for the host at every window)
-    wys = [_axis_weight(window, overlap, i > 0, i < len(rows) - 1).to(x.device) for i in range(len(rows))]
-    wxs = [_axis_weight(window, overlap, j > 0, j < len(cols) - 1).to(x.device) for j in range(len(cols))]
     for start in range(0, len(places), per_call):
-        chunk = places[start : start + per_call]
-        crops = [xp[..., r : r + window, c : c + window] for _, r, _, c in chunk]
+        idx = list(range(start, min(start + per_call, len(places))))
+        real = len(idx)
+        idx += [idx[-1]] * (per_call - real)
+        crops = [xp[..., places[i][0] : places[i][0] + window, places[i][1] : places[i][1] + window] for i in idx]
         probs = predict_fn(crops[0] if len(crops) == 1 else torch.cat(crops, dim=0))
-        for k, (i, r, j, c) in enumerate(chunk):
-            weight = wys[i][:, None] * wxs[j][None, :]
-            p = probs[k * n : (k + 1) * n]
-            if out is None:
-                out = torch.zeros(p.shape[0], p.shape[1], hp, wp, device=x.device)
-            out[..., r : r + window, c : c + window] += p * weight
-            norm[r : r + window, c : c + window] += weight
+        # (windows, B, K, window, window) weighted in one kernel
+        probs = probs.view(len(idx), n, *probs.shape[1:])[:real] * weights[start : start + real, None, None]
+        if out is None:
+            out = torch.zeros(n, probs.shape[2], hp, wp, device=x.device, dtype=probs.dtype)
+        for k in range(real):
+            r, c = places[start + k]
+            out[..., r : r + window, c : c + window] += probs[k]
     return (out / norm)[..., :h, :w]
+
+
+@functools.lru_cache(maxsize=16)
+def _window_plan(
+    height: int, width: int, window: int, overlap: int, device: torch.device
+) -> tuple[list[tuple[int, int]], torch.Tensor, torch.Tensor]:
+    """Window corners ``[(row, col), ...]``, their blending weights ``(windows, window, window)`` and the
+    per-pixel sum of the weights ``(height, width)`` (on ``device``), for a padded image of that size."""
+    rows, cols = window_starts(height, window, overlap), window_starts(width, window, overlap)
+    places = [(r, c) for r in rows for c in cols]
+    wys = [_axis_weight(window, overlap, i > 0, i < len(rows) - 1) for i in range(len(rows))]
+    wxs = [_axis_weight(window, overlap, j > 0, j < len(cols) - 1) for j in range(len(cols))]
+    weights = torch.stack([wy[:, None] * wx[None, :] for wy in wys for wx in wxs])
+    norm = torch.zeros(height, width)
+    for (r, c), wgt in zip(places, weights):
+        norm[r : r + window, c : c + window] += wgt
+    return places, weights.to(device), norm.to(device)
 
 
 @dataclass

@@ -1,0 +1,104 @@
+"""FADC's deformable convolution on a GPU: torchvision's ``deform_conv2d`` vs ``dilated_tap_conv``
+(one ``grid_sample`` of the taps and one matrix product), forward and forward+backward, at the flagship's
+three difference-module shapes (issue 9 diagnosis).
+
+    PYTHONPATH=src python bench/fadc_gpu.py --batch 32     # on a GPU, under a minute
+
+Writes ``bench/results/fadc_gpu_<gpu>.json`` and prints a table (ms per call, median of CUDA-event timings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+from torchvision.ops import deform_conv2d
+
+from geomamba.layers.fadc import dilated_tap_conv
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def timed(fn, reps: int = 20) -> float:
+    for _ in range(3):
+        fn()
+    times = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--out-dir", default=str(ROOT / "bench" / "results"))
+    args = ap.parse_args(argv)
+    if not torch.cuda.is_available():
+        print("fadc_gpu needs a CUDA GPU")
+        return 2
+    dev = torch.device("cuda")
+    taps = torch.tensor([(i - 1, j - 1) for i in range(3) for j in range(3)], dtype=torch.float32)
+    taps = taps.reshape(1, -1, 1, 1).to(dev)
+    rows = []
+    for c, s in ((128, 64), (256, 32), (512, 16)):
+        torch.manual_seed(0)
+        x = torch.randn(args.batch, c, s, s, device=dev, requires_grad=True)
+        d = (1 + 3 * torch.rand(args.batch, 1, s, s, device=dev)).requires_grad_()
+        w = (torch.randn(c, c, 3, 3, device=dev) / (3 * c**0.5)).requires_grad_()
+
+        def tv():
+            off = ((d - 1.0) * taps).expand(args.batch, -1, s, s).contiguous()
+            return deform_conv2d(x, off, w, None, padding=(1, 1))
+
+        def tap():
+            return dilated_tap_conv(x, d, w)
+
+        rec = {"channels": c, "size": s, "batch": args.batch}
+        for name, fn in (("deform_conv2d", tv), ("dilated_tap_conv", tap)):
+            for amp in (False, True):
+                tag = f"{name}/{'bf16' if amp else 'fp32'}"
+
+                def fwd(fn=fn, amp=amp):
+                    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
+                        fn()
+
+                def fwd_bwd(fn=fn, amp=amp):
+                    with torch.autocast("cuda", torch.bfloat16, enabled=amp):
+                        y = fn()
+                    y.float().square().mean().backward()
+                    x.grad = d.grad = w.grad = None
+
+                rec[f"{tag}/fwd_ms"] = round(timed(fwd), 3)
+                rec[f"{tag}/fwd_bwd_ms"] = round(timed(fwd_bwd), 3)
+        with torch.autocast("cuda", torch.bfloat16):
+            a, b = tv().float(), tap().float()
+        rec["bf16_max_rel_diff"] = float((a - b).abs().max() / a.abs().max())
+        rows.append(rec)
+        print(json.dumps(rec), flush=True)
+    name = torch.cuda.get_device_name(dev)
+    out = {
+        "benchmark": "fadc_gpu",
+        "command": "python " + " ".join(sys.argv),
+        "device": name,
+        "versions": {"torch": torch.__version__},
+        "rows": rows,
+    }
+    path = Path(args.out_dir) / f"fadc_gpu_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
