@@ -38,6 +38,43 @@ def timed(fn, reps: int = 20) -> float:
     return statistics.median(times)
 
 
+def measure(c: int, s: int, batch: int, taps: torch.Tensor, dev: torch.device) -> dict:
+    """Both implementations at ``(batch, c, s, s)``, fp32 and bf16 autocast, with random dilations in [1, 4]."""
+    torch.manual_seed(0)
+    x = torch.randn(batch, c, s, s, device=dev, requires_grad=True)
+    d = (1 + 3 * torch.rand(batch, 1, s, s, device=dev)).requires_grad_()
+    w = (torch.randn(c, c, 3, 3, device=dev) / (3 * c**0.5)).requires_grad_()
+
+    def tv():
+        off = ((d - 1.0) * taps).expand(batch, -1, s, s).contiguous()
+        return deform_conv2d(x, off, w, None, padding=(1, 1))
+
+    def tap():
+        return dilated_tap_conv(x, d, w)
+
+    rec: dict = {"channels": c, "size": s, "batch": batch}
+    for name, fn in (("deform_conv2d", tv), ("dilated_tap_conv", tap)):
+        for amp in (False, True):
+            tag = f"{name}/{'bf16' if amp else 'fp32'}"
+
+            def fwd(fn=fn, amp=amp):
+                with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
+                    fn()
+
+            def fwd_bwd(fn=fn, amp=amp):
+                with torch.autocast("cuda", torch.bfloat16, enabled=amp):
+                    y = fn()
+                y.float().square().mean().backward()
+                x.grad = d.grad = w.grad = None
+
+            rec[f"{tag}/fwd_ms"] = round(timed(fwd), 3)
+            rec[f"{tag}/fwd_bwd_ms"] = round(timed(fwd_bwd), 3)
+    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16):
+        a, b = tv().float(), tap().float()
+    rec["bf16_max_rel_diff"] = float((a - b).abs().max() / a.abs().max())
+    return rec
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--batch", type=int, default=32)
@@ -51,38 +88,7 @@ def main(argv=None) -> int:
     taps = taps.reshape(1, -1, 1, 1).to(dev)
     rows = []
     for c, s in ((128, 64), (256, 32), (512, 16)):
-        torch.manual_seed(0)
-        x = torch.randn(args.batch, c, s, s, device=dev, requires_grad=True)
-        d = (1 + 3 * torch.rand(args.batch, 1, s, s, device=dev)).requires_grad_()
-        w = (torch.randn(c, c, 3, 3, device=dev) / (3 * c**0.5)).requires_grad_()
-
-        def tv():
-            off = ((d - 1.0) * taps).expand(args.batch, -1, s, s).contiguous()
-            return deform_conv2d(x, off, w, None, padding=(1, 1))
-
-        def tap():
-            return dilated_tap_conv(x, d, w)
-
-        rec = {"channels": c, "size": s, "batch": args.batch}
-        for name, fn in (("deform_conv2d", tv), ("dilated_tap_conv", tap)):
-            for amp in (False, True):
-                tag = f"{name}/{'bf16' if amp else 'fp32'}"
-
-                def fwd(fn=fn, amp=amp):
-                    with torch.no_grad(), torch.autocast("cuda", torch.bfloat16, enabled=amp):
-                        fn()
-
-                def fwd_bwd(fn=fn, amp=amp):
-                    with torch.autocast("cuda", torch.bfloat16, enabled=amp):
-                        y = fn()
-                    y.float().square().mean().backward()
-                    x.grad = d.grad = w.grad = None
-
-                rec[f"{tag}/fwd_ms"] = round(timed(fwd), 3)
-                rec[f"{tag}/fwd_bwd_ms"] = round(timed(fwd_bwd), 3)
-        with torch.autocast("cuda", torch.bfloat16):
-            a, b = tv().float(), tap().float()
-        rec["bf16_max_rel_diff"] = float((a - b).abs().max() / a.abs().max())
+        rec = measure(c, s, args.batch, taps, dev)
         rows.append(rec)
         print(json.dumps(rec), flush=True)
     name = torch.cuda.get_device_name(dev)

@@ -192,7 +192,9 @@ def main(argv=None) -> int:
         action="store_true",
         help="profile the torch.compile'd steps (the config's compile_backend; --compile-mode) instead of eager",
     )
-    ap.add_argument("--compile-mode", default=None, help="torch.compile mode of --compiled (default: inductor's)")
+    ap.add_argument(
+        "--compile-mode", default=None, help="torch.compile mode of --compiled (default: inductor's)"
+    )
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("step_anatomy needs a CUDA GPU")

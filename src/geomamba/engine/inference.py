@@ -143,7 +143,9 @@ def sliding_window_probs(
         idx = list(range(start, min(start + per_call, len(places))))
         real = len(idx)
         idx += [idx[-1]] * (per_call - real)
-        crops = [xp[..., places[i][0] : places[i][0] + window, places[i][1] : places[i][1] + window] for i in idx]
+        crops = [
+            xp[..., places[i][0] : places[i][0] + window, places[i][1] : places[i][1] + window] for i in idx
+        ]
         probs = predict_fn(crops[0] if len(crops) == 1 else torch.cat(crops, dim=0))
         # (windows, B, K, window, window) weighted in one kernel
         probs = probs.view(len(idx), n, *probs.shape[1:])[:real] * weights[start : start + real, None, None]
