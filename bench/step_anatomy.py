@@ -221,11 +221,13 @@ def main(argv=None) -> int:
         step, _, _ = jobs.build_train_step(cfg, train, device, compile_model=compiled)
         result["train"], txt = profile_step(step, device, f"train b{args.batch}{kind}")
         texts.append(txt)
+        print(txt, flush=True)
         del step
         jobs.reset_memory(device)
         step, _, _ = jobs.build_infer_step(cfg, infer, device, compile_model=compiled)
         result["infer"], txt = profile_step(step, device, f"infer b{args.infer_batch}{kind}")
         texts.append(txt)
+        print(txt, flush=True)
         del step
         jobs.reset_memory(device)
         if not compiled:
