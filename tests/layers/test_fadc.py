@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -86,3 +88,62 @@ def test_cpu_inference_sampler_matches_deform_conv(adakern, h, w):
         dilated_tap_conv(x, d, weight),
         deform_conv2d(x, ((d - 1) * taps).contiguous(), weight, padding=(1, 1)),
     )
+
+
+def test_tap_sampler_gradients_match_deform_conv():
+    """The sampler path (used on CUDA for training) has deform_conv2d's gradients for x, the weight and the
+    dilation, at fractional dilations (no tap exactly on a pixel, where the slope is one-sided)."""
+    torch.manual_seed(1)
+    x = torch.randn(2, 4, 7, 9, dtype=torch.float64, requires_grad=True)
+    d = (torch.rand(2, 1, 7, 9, dtype=torch.float64) * 3 + 1.05).requires_grad_()
+    weight = torch.randn(3, 4, 3, 3, dtype=torch.float64, requires_grad=True)
+    taps = torch.tensor([(i - 1, j - 1) for i in range(3) for j in range(3)]).double().reshape(1, -1, 1, 1)
+    grads = []
+    for fn in (
+        lambda: dilated_tap_conv(x, d, weight),
+        lambda: deform_conv2d(x, ((d - 1) * taps).contiguous(), weight, padding=(1, 1)),
+    ):
+        out = fn()
+        grads.append(torch.autograd.grad(out.square().sum(), (x, d, weight)))
+    for got, want in zip(*grads):
+        torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9)
+
+
+def test_tap_sampler_keeps_fp32_coordinates_for_half_inputs():
+    """bf16 inputs: taps sampled at fp32 positions (bf16 ones would be up to 1/4 pixel off on a 64-pixel
+    map), product and output in bf16."""
+    torch.manual_seed(2)
+    x = torch.randn(1, 8, 64, 64)
+    d = torch.rand(1, 1, 64, 64) * 3 + 1
+    weight = torch.randn(8, 8, 3, 3) / 8
+    ref = dilated_tap_conv(x, d, weight)
+    got = dilated_tap_conv(x.bfloat16(), d, weight)
+    assert got.dtype == torch.bfloat16
+    err = (got.float() - ref).abs().max() / ref.abs().max()
+    assert err < 0.02, err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fadc_matches_the_cpu_deform_conv_path():
+    """On CUDA the layer runs the sampler (training too): the CPU training path's outputs and gradients
+    (torchvision's deform_conv2d), fractional dilations predicted per pixel, AdaKern on."""
+    torch.manual_seed(3)
+    m = FrequencyAdaptiveDilatedConv(16, 16, adakern=True, bias=True)
+    with torch.no_grad():
+        m.dilation_predictor.weight.normal_(0, 0.3)
+        m.adakern.weight.normal_(0, 0.3)
+    x = torch.randn(2, 16, 24, 20)
+    outs, grads = [], []
+    for dev in ("cpu", "cuda"):
+        mm = copy.deepcopy(m).to(dev)
+        xx = x.to(dev).requires_grad_()
+        out = mm(xx)
+        out.square().mean().backward()
+        outs.append(out.cpu())
+        grads.append([xx.grad.cpu()] + [p.grad.cpu() for p in mm.parameters()])
+    # (TF32 products where the process allows them: tolerances relative to the scale)
+    torch.testing.assert_close(outs[1], outs[0], rtol=2e-3, atol=2e-3 * float(outs[0].abs().max()))
+    assert len(grads[0]) == 1 + len(list(m.parameters()))
+    for g_cuda, g_cpu in zip(grads[1], grads[0]):
+        torch.testing.assert_close(g_cuda, g_cpu, rtol=2e-3, atol=2e-3 * float(g_cpu.abs().max()) + 1e-6)
