@@ -59,7 +59,15 @@ def profile_step(step, device, label: str, rows: int = 30) -> tuple[dict, str]:
         step()
         torch.cuda.synchronize(device)
     wall = time.perf_counter() - t
-    kernels = [e for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    # (the GPU-side ranges of annotations, "## Call CompiledFxGraph ..##" and "Optimizer.step#...", are
+    # not kernels: they would count their kernels twice)
+    kernels = [
+        e
+        for e in prof.events()
+        if e.device_type == torch.autograd.DeviceType.CUDA
+        and not e.name.startswith("##")
+        and not e.name.startswith("Optimizer.")
+    ]
     kernel_s = sum(e.device_time_total for e in kernels) / 1e6 if kernels else 0.0
     by_op = prof.key_averages()
     op_rows = sorted(
@@ -216,14 +224,16 @@ def main(argv=None) -> int:
     texts = []
     train = {**base, "kind": "train", "batch": args.batch}
     infer = {**base, "kind": "infer", "batch": args.infer_batch}
-    if args.profile:
-        kind = " compiled" if compiled else ""
+    kind = " compiled" if compiled else ""
+    parts = set(args.parts.split(","))
+    if args.profile and "train" in parts:
         step, _, _ = jobs.build_train_step(cfg, train, device, compile_model=compiled)
         result["train"], txt = profile_step(step, device, f"train b{args.batch}{kind}")
         texts.append(txt)
         print(txt, flush=True)
         del step
         jobs.reset_memory(device)
+    if args.profile and "infer" in parts:
         step, _, _ = jobs.build_infer_step(cfg, infer, device, compile_model=compiled)
         result["infer"], txt = profile_step(step, device, f"infer b{args.infer_batch}{kind}")
         texts.append(txt)
