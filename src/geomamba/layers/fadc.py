@@ -3,11 +3,12 @@
 ``Y(p) = sum_k W_k * X(p + D(p) * dp_k)`` over the K = k*k taps ``dp_k`` of a k x k kernel, with a
 per-pixel dilation ``D(p) = 1 + (max_dilation - 1) * sigmoid(f(X)(p))`` in ``[1, max_dilation]``
 predicted by a 3x3 conv ``f`` (AdaDR). It is a deformable convolution with offsets ``(D(p) - 1) * dp_k``
-(with ``D = 1`` a plain conv), computed two ways with the same values: on CUDA (training and inference) and
-for inference on CPU, one bilinear ``grid_sample`` of the taps and one matrix product
+(with ``D = 1`` a plain conv), computed two ways with the same values: on CUDA (training and inference,
+eager) and for inference on CPU, one bilinear ``grid_sample`` of the taps and one matrix product
 (:func:`dilated_tap_conv`: the product runs in the autocast dtype, where torchvision's kernel computes
 everything in fp32 with SIMT GEMMs: 1.3-2.0x faster forward+backward on an H100, ``bench/fadc_gpu.py``;
-several times faster than torchvision's CPU kernel for inference); for CPU training,
+several times faster than torchvision's CPU kernel for inference); for CPU training and inside
+``torch.compile`` on CUDA (where inductor's decomposition of ``grid_sample`` is slower),
 ``torchvision.ops.deform_conv2d``.
 
 Optional parts (switches):
@@ -171,8 +172,13 @@ class FrequencyAdaptiveDilatedConv(nn.Module):
         d = self.predict_dilation(x) if dilation is None else torch.as_tensor(dilation, dtype=x.dtype)
         feats = self.freq_select(x) if self.freq_select is not None else x
         pad = self.kernel_size // 2
-        # grid_sample + matmul (dilated_tap_conv) on CUDA and for CPU inference; deform_conv2d for CPU training
-        sampled = x.device.type != "cpu" or not torch.is_grad_enabled()
+        # grid_sample + matmul (dilated_tap_conv) on CUDA and for CPU inference; deform_conv2d for CPU
+        # training, and inside torch.compile on CUDA: inductor decomposes grid_sample into gathers that
+        # made compiled inference slower (1162 vs 1470 pairs/s on an H100), where deform_conv2d stays opaque
+        if x.device.type == "cpu":
+            sampled = not torch.is_grad_enabled()
+        else:
+            sampled = not torch.compiler.is_compiling()
 
         def conv(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
             if sampled:
