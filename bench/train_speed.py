@@ -263,13 +263,18 @@ def compile_worker(spec: dict[str, Any]) -> None:
     for p in spec["jobs"]:
         t = time.perf_counter()
         try:
+            skips = _cudagraph_skips()
             build = jobs.build_train_step if p["kind"] == "train" else jobs.build_infer_step
             step, model, forward = build(cfg, p, device, compile_model=True)
             for _ in range(p["warmup"]):
                 step()
             jobs.sync(device)
             built.append((p, step, model, forward))
-            results[p["name"]] = {"compile_and_warmup_s": round(time.perf_counter() - t, 1)}
+            results[p["name"]] = {
+                "compile_and_warmup_s": round(time.perf_counter() - t, 1),
+                # graphs inductor did not capture under reduce-overhead (reasons: TORCH_LOGS=perf_hints)
+                "cudagraph_skips": _cudagraph_skips() - skips,
+            }
         except Exception as exc:
             results[p["name"]] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"[:800]}
         print("PROGRESS " + json.dumps({p["name"]: results[p["name"]]}), flush=True)
@@ -285,7 +290,7 @@ def compile_worker(spec: dict[str, Any]) -> None:
                 **timing,
                 per_s=round(p["batch"] / timing["median_s"], 2),
                 wall_per_s=round(p["batch"] / timing["wall_per_step_s"], 2),
-                unit="pairs/s",
+                unit="tiles/s" if p.get("tiles") else "pairs/s",
                 compiled=forward.active,
                 compile_failure=forward.failure,
                 **jobs.peak_memory(device),
@@ -293,6 +298,16 @@ def compile_worker(spec: dict[str, Any]) -> None:
         except Exception as exc:
             r.update(status="failed", error=f"{type(exc).__name__}: {exc}"[:800])
     print("RESULT " + json.dumps(results), flush=True)
+
+
+def _cudagraph_skips() -> int:
+    """Inductor's count of compiled graphs it ran without CUDA graphs (mode reduce-overhead)."""
+    try:
+        from torch._dynamo.utils import counters
+
+        return int(counters["inductor"]["cudagraph_skips"])
+    except Exception:  # a torch without the counter
+        return -1
 
 
 class CompileJob:
@@ -447,6 +462,8 @@ def print_table(records: list[dict[str, Any]]) -> None:
             note = f"GPU busy {r.get('gpu_busy_fraction')}, {r.get('kernel_launches')} launches, syncs {r.get('sync_calls')}"
         if r.get("compiled") is False:
             note = f"compile fell back to eager: {r.get('compile_failure')}"
+        elif r.get("cudagraph_skips"):
+            note = f"{r['cudagraph_skips']} compiled graph(s) ran without CUDA graphs (TORCH_LOGS=perf_hints)"
         per = r.get("per_s")
         wall = r.get("wall_per_s")
         peak = r.get("peak_allocated_gb")
