@@ -226,23 +226,18 @@ def main(argv=None) -> int:
     infer = {**base, "kind": "infer", "batch": args.infer_batch}
     kind = " compiled" if compiled else ""
     parts = set(args.parts.split(","))
-    if args.profile and "train" in parts:
-        step, _, _ = jobs.build_train_step(cfg, train, device, compile_model=compiled)
-        result["train"], txt = profile_step(step, device, f"train b{args.batch}{kind}")
+    for part, p, build in (("train", train, jobs.build_train_step), ("infer", infer, jobs.build_infer_step)):
+        if not (args.profile and part in parts):
+            continue
+        step, _, _ = build(cfg, p, device, compile_model=compiled)
+        result[part], txt = profile_step(step, device, f"{part} b{p['batch']}{kind}")
         texts.append(txt)
         print(txt, flush=True)
         del step
         jobs.reset_memory(device)
-    if args.profile and "infer" in parts:
-        step, _, _ = jobs.build_infer_step(cfg, infer, device, compile_model=compiled)
-        result["infer"], txt = profile_step(step, device, f"infer b{args.infer_batch}{kind}")
-        texts.append(txt)
-        print(txt, flush=True)
-        del step
-        jobs.reset_memory(device)
-        if not compiled:
-            result["infer_graph"] = graphed_inference(cfg, infer, device)
-            texts.append(f"== inference eager vs CUDA graph: {json.dumps(result['infer_graph'])}")
+    if args.profile and "infer" in parts and not compiled:
+        result["infer_graph"] = graphed_inference(cfg, infer, device)
+        texts.append(f"== inference eager vs CUDA graph: {json.dumps(result['infer_graph'])}")
     if args.tiles:
         tiles = {**infer, "size": args.tiles, "batch": 4, "tiles": True}
         for label, p in (("tiles", tiles), ("tiles/fast_norm=off", {**tiles, "fast_norm": False})):
