@@ -108,7 +108,8 @@ def model_options(cfg: RunConfig, name: str, extra: dict[str, Any]) -> dict[str,
 
 
 def _compiled(cfg: RunConfig, model: torch.nn.Module) -> CompiledModel:
-    return CompiledModel(model, mode=cfg.trainer.compile_mode, backend=cfg.trainer.compile_backend)
+    t = cfg.trainer
+    return CompiledModel(model, mode=t.compile_mode, backend=t.compile_backend, inductor=t.compile_inductor)
 
 
 def _inputs(batch: int, size: int, device: torch.device, channels: int = 3):

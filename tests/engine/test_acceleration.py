@@ -177,7 +177,28 @@ def test_config_speed_keys():
     for path in (configs / "levircd.yaml", configs / "whucd.yaml"):
         shipped = load_config(path)
         assert shipped.trainer.compile and shipped.data.cache and shipped.optim.fused, path
-    assert load_config(configs / "levircd.yaml").trainer.compile_mode == "reduce-overhead"  # CUDA graphs
+    levircd = load_config(configs / "levircd.yaml").trainer
+    assert levircd.compile_mode == "reduce-overhead"  # CUDA graphs
+    assert levircd.compile_inductor == {"layout_optimization": False}  # faster inference on an H100
+    assert load_config(None, ["trainer.compile_inductor.max_autotune=true"]).trainer.compile_inductor == {
+        "max_autotune": True
+    }
+
+
+def test_compiled_model_patches_inductor_config_around_each_call():
+    """``trainer.compile_inductor``: the values are in force while the compiled model runs (Dynamo compiles
+    lazily, at the first call and at recompiles), and restored after; unknown names are refused."""
+    import torch._inductor.config as inductor_config
+
+    before = inductor_config.layout_optimization
+    compiled = CompiledModel(nn.Linear(4, 3), inductor={"layout_optimization": not before})
+    seen = []
+    compiled.compiled = lambda x: seen.append(inductor_config.layout_optimization) or x
+    compiled(torch.randn(2, 4))
+    assert seen == [not before] and inductor_config.layout_optimization == before
+    with pytest.raises(ValueError, match=r"unknown inductor config name\(s\) \['no_such_switch'\]"):
+        CompiledModel(nn.Linear(4, 3), inductor={"no_such_switch": 1})
+    assert CompiledModel(nn.Linear(4, 3), backend="eager", inductor={"no_such_switch": 1}).inductor == {}
 
 
 class _SyncWatch(pl.Callback):

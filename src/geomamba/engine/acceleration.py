@@ -42,6 +42,9 @@ class CompiledModel:
         mode: ``torch.compile`` mode (None = default; ``"max-autotune-no-cudagraphs"``, ...).
         backend: ``torch.compile`` backend (``"inductor"``; ``"aot_eager"`` to debug without code generation).
         dynamic: ``torch.compile``'s ``dynamic`` (None = mark dimensions dynamic after a shape change).
+        inductor: inductor config values in force whenever this model compiles (e.g.
+            ``{"layout_optimization": False}``; see ``torch._inductor.config``); ignored by other backends.
+            An unknown name raises ``ValueError``.
 
     Call with the model's arguments; returns the model's output.
     """
@@ -53,11 +56,31 @@ class CompiledModel:
         mode: str | None = None,
         backend: str = "inductor",
         dynamic: bool | None = None,
+        inductor: dict[str, Any] | None = None,
     ) -> None:
         self.model = model
         self.compiled = torch.compile(model, mode=mode, backend=backend, dynamic=dynamic)
         self.backend, self.mode = backend, mode
+        self.inductor = dict(inductor or {}) if backend == "inductor" else {}
+        if self.inductor:
+            import torch._inductor.config as inductor_config
+
+            unknown = sorted(k for k in self.inductor if not hasattr(inductor_config, k))
+            if unknown:
+                raise ValueError(
+                    f"trainer.compile_inductor: unknown inductor config name(s) {unknown} "
+                    f"(torch {torch.__version__}; see torch._inductor.config)"
+                )
         self.failure: str | None = None
+
+    def _call_compiled(self, *args: Any, **kwargs: Any) -> Any:
+        if not self.inductor:
+            return self.compiled(*args, **kwargs)
+        import torch._inductor.config as inductor_config
+
+        # in force at every call: Dynamo compiles lazily, at the first call and at each recompile
+        with inductor_config.patch(self.inductor):
+            return self.compiled(*args, **kwargs)
 
     @property
     def active(self) -> bool:
@@ -68,7 +91,7 @@ class CompiledModel:
         if self.failure is not None:
             return self.model(*args, **kwargs)
         try:
-            return self.compiled(*args, **kwargs)
+            return self._call_compiled(*args, **kwargs)
         except Exception as exc:
             out = self.model(*args, **kwargs)  # raises when the input itself is bad
             lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]

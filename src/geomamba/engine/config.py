@@ -191,8 +191,8 @@ _PRECISIONS = Literal["32", "32-true", "bf16-mixed", "16-mixed", "bf16-true", "1
 @dataclass
 class TrainerConfig:
     """Lightning Trainer settings, plus checkpoint/early-stopping options and speed switches: ``compile``
-    (``torch.compile`` of the model with ``compile_mode``/``compile_backend``, eager fallback with a
-    warning), ``channels_last`` (NHWC weights and activations) and ``fast_norm`` (LayerNorms in the
+    (``torch.compile`` of the model with ``compile_mode``/``compile_backend`` and the inductor config values
+    of ``compile_inductor``, eager fallback with a warning), ``channels_last`` (NHWC weights and activations) and ``fast_norm`` (LayerNorms in the
     autocast dtype instead of fp32, see ``engine.acceleration.apply_fast_norm``); reliability: ``save_every_n_steps``
     (also write ``last.ckpt`` every N optimizer steps), ``skip_nonfinite`` (skip and count steps with a
     NaN/inf loss or gradient; one host read per step unless the optimizer is fused), ``max_bad_steps``
@@ -225,6 +225,7 @@ class TrainerConfig:
     compile: bool = False
     compile_mode: str | None = None
     compile_backend: str = "inductor"
+    compile_inductor: dict[str, Any] = field(default_factory=dict)
     channels_last: bool = False
     fast_norm: bool = True
     skip_nonfinite: bool = True

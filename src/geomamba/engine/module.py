@@ -177,7 +177,9 @@ class ChangeDetectionModule(pl.LightningModule):
         if not t.compile:
             return self.model(x)
         if self._compiled is None:
-            self._compiled = CompiledModel(self.model, mode=t.compile_mode, backend=t.compile_backend)
+            self._compiled = CompiledModel(
+                self.model, mode=t.compile_mode, backend=t.compile_backend, inductor=t.compile_inductor
+            )
         return self._compiled(x)
 
     def _validate_labels(self, mask: torch.Tensor) -> None:
