@@ -1,5 +1,6 @@
 """FADC's deformable convolution on a GPU: torchvision's ``deform_conv2d`` vs ``dilated_tap_conv``
-(one ``grid_sample`` of the taps and one matrix product), forward and forward+backward, at the flagship's
+(one ``grid_sample`` of the taps and one matrix product, autograd) and ``tap_conv`` (the same as the custom
+op FADC runs on CUDA, columns saved, explicit backward), forward and forward+backward, at the flagship's
 three difference-module shapes (issue 9 diagnosis).
 
     PYTHONPATH=src python bench/fadc_gpu.py --batch 32     # on a GPU, under a minute
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 from torchvision.ops import deform_conv2d
 
-from geomamba.layers.fadc import dilated_tap_conv
+from geomamba.ops.dilated_taps import dilated_tap_conv, tap_conv
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,8 +53,16 @@ def measure(c: int, s: int, batch: int, taps: torch.Tensor, dev: torch.device) -
     def tap():
         return dilated_tap_conv(x, d, w)
 
+    def op():
+        return tap_conv(x, d, w)
+
     rec: dict = {"channels": c, "size": s, "batch": batch}
-    for name, fn in (("deform_conv2d", tv), ("dilated_tap_conv", tap)):
+    variants = (
+        ("deform_conv2d", tv),
+        ("dilated_tap_conv", tap),
+        ("tap_conv_op", op),
+    )
+    for name, fn in variants:
         for amp in (False, True):
             tag = f"{name}/{'bf16' if amp else 'fp32'}"
 

@@ -4,12 +4,11 @@
 per-pixel dilation ``D(p) = 1 + (max_dilation - 1) * sigmoid(f(X)(p))`` in ``[1, max_dilation]``
 predicted by a 3x3 conv ``f`` (AdaDR). It is a deformable convolution with offsets ``(D(p) - 1) * dp_k``
 (with ``D = 1`` a plain conv), computed two ways with the same values: on CUDA (training and inference,
-eager) and for inference on CPU, one bilinear ``grid_sample`` of the taps and one matrix product
-(:func:`dilated_tap_conv`: the product runs in the autocast dtype, where torchvision's kernel computes
-everything in fp32 with SIMT GEMMs: 1.3-2.0x faster forward+backward on an H100, ``bench/fadc_gpu.py``;
-several times faster than torchvision's CPU kernel for inference); for CPU training and inside
-``torch.compile`` on CUDA (where inductor's decomposition of ``grid_sample`` is slower),
-``torchvision.ops.deform_conv2d``.
+eager and compiled) and for inference on CPU, one bilinear ``grid_sample`` of the taps and one matrix
+product in the autocast dtype (``geomamba.ops.dilated_taps``: the custom op ``geomamba::dilated_tap_conv``,
+opaque to ``torch.compile``), where torchvision's kernel computes everything in fp32 with SIMT GEMMs
+(1.3-2.0x faster forward+backward on an H100, ``bench/fadc_gpu.py``; several times faster than
+torchvision's CPU kernel for inference); for CPU training, ``torchvision.ops.deform_conv2d``.
 
 Optional parts (switches):
 - ``adakern`` (AdaKern): the kernel is split into its low-frequency part (the spatial mean of each
@@ -26,44 +25,11 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torchvision.ops import deform_conv2d
 
+from geomamba.ops.dilated_taps import dilated_tap_conv, tap_conv
+
 __all__ = ["FrequencyAdaptiveDilatedConv", "FrequencySelection", "dilated_tap_conv"]
-
-
-def dilated_tap_conv(
-    x: torch.Tensor, dilation: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None
-) -> torch.Tensor:
-    """``deform_conv2d`` with offsets ``(D(p) - 1) * dp_k`` (stride 1, 'same' padding), computed as one
-    bilinear ``grid_sample`` of the k*k taps ``p + D(p) * dp_k`` (zero outside the map, as
-    ``deform_conv2d``) and one matrix product.
-
-    Equal to ``deform_conv2d`` up to fp32 rounding of the sampling positions, gradients included, except
-    the derivative by D at a tap falling exactly on a pixel, where bilinear sampling has a kink: the two
-    samplers may take the slope of different sides there. The sampling positions are computed in fp32
-    whatever x's dtype (bf16 would place taps 1/4 pixel off at 64 pixels); the taps are sampled in fp32
-    for half inputs, and the product is in x's dtype (or the autocast dtype).
-
-    Shapes: x ``(B, C_in, H, W)``, dilation ``(B, 1, H, W)`` (or broadcastable to it), weight ``(C_out, C_in, k, k)``, bias
-    ``(C_out,)`` -> ``(B, C_out, H, W)``.
-    """
-    b, c, h, w = x.shape
-    k = weight.shape[-1]
-    pos = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32  # coordinates' dtype
-    r = torch.arange(k, dtype=pos, device=x.device) - k // 2
-    ti, tj = r.repeat_interleave(k).view(1, -1, 1, 1), r.repeat(k).view(1, -1, 1, 1)  # taps, row-major
-    d = dilation.to(pos).expand(b, 1, h, w)
-    py = torch.arange(h, dtype=pos, device=x.device).view(1, 1, h, 1) + d * ti  # (B, k*k, H, W)
-    px = torch.arange(w, dtype=pos, device=x.device).view(1, 1, 1, w) + d * tj
-    # pixel -> normalised coordinates of align_corners=False (defined for any size, 1 included)
-    grid = torch.stack(((2 * px + 1) / w - 1, (2 * py + 1) / h - 1), dim=-1).view(b, k * k * h, w, 2)
-    cols = F.grid_sample(x.to(pos), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    cols = cols.to(x.dtype)  # half inputs: the product in their dtype (autocast would cast cols anyway)
-    out = torch.matmul(weight.reshape(weight.shape[0], -1).to(x.dtype), cols.view(b, c * k * k, h * w))
-    if bias is not None:
-        out = out + bias.to(out.dtype).view(1, -1, 1)
-    return out.view(b, -1, h, w)
 
 
 class FrequencySelection(nn.Module):
@@ -169,20 +135,19 @@ class FrequencyAdaptiveDilatedConv(nn.Module):
                 f"FrequencyAdaptiveDilatedConv expects (B, {self.in_channels}, H, W), got {tuple(x.shape)}"
             )
         b, _, h, w = x.shape
-        d = self.predict_dilation(x) if dilation is None else torch.as_tensor(dilation, dtype=x.dtype)
+        if dilation is None:
+            d = self.predict_dilation(x)
+        else:
+            d = torch.as_tensor(dilation, dtype=x.dtype, device=x.device)
         feats = self.freq_select(x) if self.freq_select is not None else x
         pad = self.kernel_size // 2
-        # grid_sample + matmul (dilated_tap_conv) on CUDA and for CPU inference; deform_conv2d for CPU
-        # training, and inside torch.compile on CUDA: inductor decomposes grid_sample into gathers that
-        # made compiled inference slower (1162 vs 1470 pairs/s on an H100), where deform_conv2d stays opaque
-        if x.device.type == "cpu":
-            sampled = not torch.is_grad_enabled()
-        else:
-            sampled = not torch.compiler.is_compiling()
+        # the tap sampler (custom op: grid_sample + matmul) on CUDA and for CPU inference; deform_conv2d
+        # for CPU training
+        sampled = x.device.type != "cpu" or not torch.is_grad_enabled()
 
         def conv(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
             if sampled:
-                return dilated_tap_conv(feats, d, weight, bias)
+                return tap_conv(feats, d, weight, bias)
             offset = ((d.to(x.dtype) - 1.0) * self.taps.to(x.dtype)).expand(b, -1, h, w).contiguous()
             return deform_conv2d(feats, offset, weight, bias, padding=(pad, pad))
 

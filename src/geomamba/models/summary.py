@@ -3,7 +3,7 @@
 FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` on one forward pass in eval mode with
 the FLOP formulas registered for each op: matrix products and convolutions from PyTorch, the
 deformable convolution of ``torchvision`` (registered here: ``2 * N * C_out * H_out * W_out * C_in / groups
-* k_h * k_w``), and the selective scan's own formula once the scan is a registered custom op (until then
+* k_h * k_w``; FADC's ``geomamba::dilated_tap_conv`` the same, in ``ops/dilated_taps.py``), and the selective scan's own formula once the scan is a registered custom op (until then
 its matrix products are counted and its element-wise recurrence is not). Element-wise ops, norms and FFTs
 count 0, as in every FLOP counter of this kind. ``flops`` counts a multiply-add as 2 FLOPs; ``macs`` is
 half of it (papers that say "FLOPs" usually report MACs, e.g. thop / fvcore).
