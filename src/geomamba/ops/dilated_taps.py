@@ -11,7 +11,8 @@ product in x's dtype, where torchvision's kernel runs everything in fp32 with SI
   weight gradient from the saved columns, the input and dilation gradients from one
   ``grid_sampler_2d_backward``). Under ``torch.compile`` both stay opaque: inductor would otherwise
   decompose ``grid_sample`` into gathers, slower than the CUDA kernel. Under autocast the input is cast to
-  the autocast dtype first (the product runs in it, as a matmul under autocast would).
+  the autocast dtype first (the product runs in it, as a matmul under autocast would). FADC runs it on
+  CUDA in eager mode; in its compiled graphs on an H100 ``deform_conv2d`` was faster (see ``layers/fadc.py``).
 
 Sampling positions are computed in fp32 whatever x's dtype (bf16 would place taps a quarter pixel off at 64
 pixels) and the taps are sampled in fp32 for half inputs. At a tap falling exactly on a pixel bilinear
