@@ -308,7 +308,8 @@ def test_the_module_applies_the_fast_norm_switch():
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_graph_compile_mode_trains_and_evaluates_like_eager(tiny_dataset, overrides, tmp_path):
-    """``trainer.compile_mode=reduce-overhead`` (CUDA graphs, the levircd default) through the whole engine:
+    """``trainer.compile_mode=reduce-overhead`` (CUDA graphs) and the inductor config of levircd through the
+    whole engine:
     training, validation and test run compiled (no eager fallback) and give the eager run's figures."""
     import warnings
 
@@ -321,6 +322,7 @@ def test_cuda_graph_compile_mode_trains_and_evaluates_like_eager(tiny_dataset, o
             "trainer.precision=32",
             f"trainer.compile={flag}",
             "trainer.compile_mode=reduce-overhead",
+            "trainer.compile_inductor.layout_optimization=false",  # as levircd
         ]
         with warnings.catch_warnings(record=True) as seen:
             warnings.simplefilter("always")
