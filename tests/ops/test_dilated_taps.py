@@ -20,11 +20,17 @@ def _inputs(dtype=torch.float64, bias=True, scalar=False, seed=0):
     return x, d, w, b
 
 
+def _custom_op(x, d, w, b):
+    return torch.ops.geomamba.dilated_tap_conv(x, d, w, b)[0]
+
+
+@pytest.mark.parametrize("fn", [tap_conv, _custom_op], ids=["tap_conv", "custom_op"])
 @pytest.mark.parametrize("bias", [True, False])
 @pytest.mark.parametrize("scalar", [False, True])
-def test_op_matches_reference_values_and_gradients(bias, scalar):
+def test_op_matches_reference_values_and_gradients(fn, bias, scalar):
+    """tap_conv (eager: an autograd.Function) and the custom op called directly (its registered autograd)."""
     x, d, w, b = _inputs(bias=bias, scalar=scalar)
-    ref, got = dilated_tap_conv(x, d, w, b), tap_conv(x, d, w, b)
+    ref, got = dilated_tap_conv(x, d, w, b), fn(x, d, w, b)
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
     leaves = [t for t in (x, d, w, b) if t is not None and t.requires_grad]
     gy = torch.randn_like(ref)

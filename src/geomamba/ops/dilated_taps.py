@@ -24,6 +24,7 @@ rather than ``X | None`` because older torch versions infer op schemas from ``ty
 
 # ruff: noqa: UP045
 
+import functools
 from typing import Optional
 
 import torch
@@ -38,25 +39,44 @@ def _pos_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in (torch.float32, torch.float64) else torch.float32
 
 
-def _tap_grid(d: Tensor, b: int, h: int, w: int, k: int) -> Tensor:
-    """Normalised sampling grid ``(B, k*k*H, W, 2)`` (align_corners=False) of the taps ``p + D(p) dp_k``,
-    in d's dtype (the positions' dtype); d broadcastable to ``(B, 1, H, W)``."""
-    r = torch.arange(k, dtype=d.dtype, device=d.device) - k // 2
-    ti, tj = r.repeat_interleave(k).view(1, -1, 1, 1), r.repeat(k).view(1, -1, 1, 1)  # taps, row-major
-    d = d.expand(b, 1, h, w)
-    py = torch.arange(h, dtype=d.dtype, device=d.device).view(1, 1, h, 1) + d * ti  # (B, k*k, H, W)
-    px = torch.arange(w, dtype=d.dtype, device=d.device).view(1, 1, 1, w) + d * tj
-    # pixel -> normalised coordinates of align_corners=False (defined for any size, 1 included)
-    return torch.stack(((2 * px + 1) / w - 1, (2 * py + 1) / h - 1), dim=-1).view(b, k * k * h, w, 2)
+def _geometry(k: int, h: int, w: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``(base, slope)``: the normalised sampling grid of the taps ``p + D(p) dp_k`` (align_corners=False)
+    is ``base + D(p) * slope``, base ``(1, k*k, H, W, 2)`` (the pixels' own coordinates) and slope
+    ``(1, k*k, 1, 1, 2)`` (the taps' offsets), (x, y) last; taps row-major."""
+    r = torch.arange(k, dtype=dtype, device=device) - k // 2
+    ti, tj = r.repeat_interleave(k), r.repeat(k)
+    ys = (2 * torch.arange(h, dtype=dtype, device=device) + 1) / h - 1
+    xs = (2 * torch.arange(w, dtype=dtype, device=device) + 1) / w - 1
+    base = torch.stack(torch.broadcast_tensors(xs.view(1, w), ys.view(h, 1)), dim=-1)  # (H, W, 2)
+    slope = torch.stack((2 * tj / w, 2 * ti / h), dim=-1)  # (k*k, 2)
+    return base.expand(1, k * k, h, w, 2), slope.view(1, k * k, 1, 1, 2)
 
 
-def _columns(x: Tensor, dilation: Tensor, k: int) -> Tensor:
-    """The sampled taps ``(B, C*k*k, H*W)`` in x's dtype (sampled in fp32 for half inputs)."""
-    b, c, h, w = x.shape
-    pos = _pos_dtype(x.dtype)
-    grid = _tap_grid(dilation.to(device=x.device, dtype=pos), b, h, w, k)
-    cols = F.grid_sample(x.to(pos), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    return cols.to(x.dtype).view(b, c * k * k, h * w)
+_geometry_cache = functools.lru_cache(maxsize=64)(_geometry)
+
+
+def _cached_geometry(
+    k: int, h: int, w: int, device: torch.device, dtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """:func:`_geometry` kept per map size and device (fewer small ops per call); not while a CUDA graph
+    is being captured (tensors made then belong to the graph's memory pool)."""
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return _geometry(k, h, w, device, dtype)
+    return _geometry_cache(k, h, w, device, dtype)
+
+
+def _tap_grid(d: Tensor, b: int, h: int, w: int, k: int, geometry=_geometry) -> Tensor:
+    """Sampling grid ``(B, k*k*H, W, 2)`` in d's dtype (the positions' dtype); d broadcastable to
+    ``(B, 1, H, W)``."""
+    base, slope = geometry(k, h, w, d.device, d.dtype)
+    return torch.addcmul(base, d.expand(b, 1, h, w).unsqueeze(-1), slope).view(b, k * k * h, w, 2)
+
+
+def _sample(x: Tensor, grid: Tensor) -> Tensor:
+    """The taps ``(B, C*k*k, H*W)`` in x's dtype, sampled in the grid's dtype (fp32 for half inputs)."""
+    b, _, h, w = x.shape
+    cols = F.grid_sample(x.to(grid.dtype), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return cols.to(x.dtype).view(b, -1, h * w)
 
 
 def _product(cols: Tensor, weight: Tensor, bias: Optional[Tensor], h: int, w: int) -> Tensor:
@@ -73,38 +93,44 @@ def dilated_tap_conv(x: Tensor, dilation: Tensor, weight: Tensor, bias: Optional
     Shapes: x ``(B, C_in, H, W)``, dilation ``(B, 1, H, W)`` (or broadcastable to it), weight
     ``(C_out, C_in, k, k)``, bias ``(C_out,)`` -> ``(B, C_out, H, W)`` in x's dtype (or the autocast dtype).
     """
-    h, w = x.shape[-2:]
-    return _product(_columns(x, dilation, weight.shape[-1]), weight, bias, h, w)
+    b, _, h, w = x.shape
+    d = dilation.to(device=x.device, dtype=_pos_dtype(x.dtype))
+    return _product(_sample(x, _tap_grid(d, b, h, w, weight.shape[-1])), weight, bias, h, w)
+
+
+def _forward(
+    x: Tensor, dilation: Tensor, weight: Tensor, bias: Optional[Tensor]
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(out, cols, grid)``: the output, and the sampled columns ``(B, C*k*k, H*W)`` and the sampling grid
+    saved for the backward."""
+    with torch.autocast(x.device.type, enabled=False):  # the caller chose the dtype (see tap_conv)
+        b, _, h, w = x.shape
+        d = dilation.to(device=x.device, dtype=_pos_dtype(x.dtype))
+        grid = _tap_grid(d, b, h, w, weight.shape[-1], geometry=_cached_geometry)
+        cols = _sample(x, grid)
+        return _product(cols, weight, bias, h, w), cols, grid
 
 
 @torch.library.custom_op("geomamba::dilated_tap_conv", mutates_args=())
 def _tap_conv_fwd(
     x: Tensor, dilation: Tensor, weight: Tensor, bias: Optional[Tensor]
-) -> tuple[Tensor, Tensor]:
-    with torch.autocast(x.device.type, enabled=False):  # the caller chose the dtype (see tap_conv)
-        cols = _columns(x, dilation, weight.shape[-1])
-        return _product(cols, weight, bias, *x.shape[-2:]), cols
+) -> tuple[Tensor, Tensor, Tensor]:
+    return _forward(x, dilation, weight, bias)
 
 
 @_tap_conv_fwd.register_fake
 def _tap_conv_fwd_fake(x, dilation, weight, bias):
     b, c, h, w = x.shape
     k = weight.shape[-1]
-    return x.new_empty((b, weight.shape[0], h, w)), x.new_empty((b, c * k * k, h * w))
+    pos = _pos_dtype(x.dtype)
+    return (
+        x.new_empty((b, weight.shape[0], h, w)),
+        x.new_empty((b, c * k * k, h * w)),
+        x.new_empty((b, k * k * h, w, 2), dtype=pos),
+    )
 
 
-@torch.library.custom_op("geomamba::dilated_tap_conv_bwd", mutates_args=())
-def _tap_conv_bwd(
-    grad: Tensor,
-    cols: Tensor,
-    x: Tensor,
-    dilation: Tensor,
-    weight: Tensor,
-    need_x: bool,
-    need_dilation: bool,
-    need_weight: bool,
-    need_bias: bool,
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _backward_grads(grad, cols, grid, x, dilation, weight, need_x, need_dilation, need_weight, need_bias):
     """``(dx, ddilation, dweight, dbias)``; an empty tensor where not needed."""
     with torch.autocast(x.device.type, enabled=False):
         b, c, h, w = x.shape
@@ -114,17 +140,15 @@ def _tap_conv_bwd(
         dx, ddil, dweight, dbias = (x.new_empty(0) for _ in range(4))
         if need_weight:
             # per-sample products summed in fp32 (no copy of the transposed columns)
-            dweight = torch.bmm(g, cols.transpose(1, 2)).sum(0, dtype=_pos_dtype(cols.dtype))
+            dweight = torch.bmm(g, cols.transpose(1, 2)).sum(0, dtype=grid.dtype)
             dweight = dweight.reshape(weight.shape).to(weight.dtype)
         if need_bias:
             dbias = grad.sum(dim=(0, 2, 3)).to(weight.dtype)
         if need_x or need_dilation:
-            pos = _pos_dtype(x.dtype)
             dcols = torch.matmul(weight.reshape(weight.shape[0], -1).to(g.dtype).t(), g)
-            grid = _tap_grid(dilation.detach().to(device=x.device, dtype=pos), b, h, w, k)
             dinput, dgrid = torch.ops.aten.grid_sampler_2d_backward(
-                dcols.to(pos).view(b, c, k * k * h, w),
-                x.to(pos),
+                dcols.to(grid.dtype).view(b, c, k * k * h, w),
+                x.to(grid.dtype),
                 grid,
                 0,  # bilinear
                 0,  # zeros padding
@@ -133,18 +157,33 @@ def _tap_conv_bwd(
             )
             if need_x:
                 dx = dinput.to(x.dtype)
-            if need_dilation:
-                # grid = ((2 (j + D tj) + 1) / W - 1, (2 (i + D ti) + 1) / H - 1): d grid / d D = (2 tj / W, 2 ti / H)
-                r = torch.arange(k, dtype=pos, device=x.device) - k // 2
-                ti, tj = r.repeat_interleave(k).view(1, -1, 1, 1), r.repeat(k).view(1, -1, 1, 1)
-                dg = dgrid.view(b, k * k, h, w, 2)
-                dd = (dg[..., 0] * (2 * tj / w) + dg[..., 1] * (2 * ti / h)).sum(1, keepdim=True)
+            if need_dilation:  # grid = base + D * slope
+                _, slope = _cached_geometry(k, h, w, grid.device, grid.dtype)
+                dd = (dgrid.view(b, k * k, h, w, 2) * slope).sum(dim=(1, 4)).unsqueeze(1)
                 ddil = dd.sum_to_size(dilation.shape).to(device=dilation.device, dtype=dilation.dtype)
         return dx, ddil, dweight, dbias
 
 
+@torch.library.custom_op("geomamba::dilated_tap_conv_bwd", mutates_args=())
+def _tap_conv_bwd(
+    grad: Tensor,
+    cols: Tensor,
+    grid: Tensor,
+    x: Tensor,
+    dilation: Tensor,
+    weight: Tensor,
+    need_x: bool,
+    need_dilation: bool,
+    need_weight: bool,
+    need_bias: bool,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return _backward_grads(
+        grad, cols, grid, x, dilation, weight, need_x, need_dilation, need_weight, need_bias
+    )
+
+
 @_tap_conv_bwd.register_fake
-def _tap_conv_bwd_fake(grad, cols, x, dilation, weight, need_x, need_dilation, need_weight, need_bias):
+def _tap_conv_bwd_fake(grad, cols, grid, x, dilation, weight, need_x, need_dilation, need_weight, need_bias):
     return (
         x.new_empty(x.shape) if need_x else x.new_empty(0),
         dilation.new_empty(dilation.shape) if need_dilation else x.new_empty(0),
@@ -155,21 +194,36 @@ def _tap_conv_bwd_fake(grad, cols, x, dilation, weight, need_x, need_dilation, n
 
 def _setup_context(ctx, inputs, output):
     x, dilation, weight, bias = inputs
-    ctx.save_for_backward(output[1], x, dilation, weight)
-    ctx.mark_non_differentiable(output[1])
+    ctx.save_for_backward(output[1], output[2], x, dilation, weight)
+    ctx.mark_non_differentiable(output[1], output[2])
     ctx.has_bias = bias is not None
 
 
-def _backward(ctx, grad, _dcols):
-    cols, x, dilation, weight = ctx.saved_tensors
+def _backward(ctx, grad, _dcols, _dgrid, bwd=torch.ops.geomamba.dilated_tap_conv_bwd):
+    cols, grid, x, dilation, weight = ctx.saved_tensors
     nx, nd, nw, nb = ctx.needs_input_grad[:4]
-    dx, ddil, dweight, dbias = torch.ops.geomamba.dilated_tap_conv_bwd(
-        grad, cols, x, dilation, weight, nx, nd, nw, nb and ctx.has_bias
-    )
+    dx, ddil, dweight, dbias = bwd(grad, cols, grid, x, dilation, weight, nx, nd, nw, nb and ctx.has_bias)
     return (dx if nx else None, ddil if nd else None, dweight if nw else None, dbias if nb else None)
 
 
 _tap_conv_fwd.register_autograd(_backward, setup_context=_setup_context)
+
+
+class _TapConvFunction(torch.autograd.Function):
+    """The custom ops' forward and backward without their dispatch, for eager calls (a custom op defined
+    in Python costs host time at every call, and eager training steps are bound by the host)."""
+
+    @staticmethod
+    def forward(x, dilation, weight, bias):
+        return _forward(x, dilation, weight, bias)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _setup_context(ctx, inputs, output)
+
+    @staticmethod
+    def backward(ctx, grad, dcols, dgrid):
+        return _backward(ctx, grad, dcols, dgrid, bwd=_backward_grads)
 
 
 @register_flop_formula(torch.ops.geomamba.dilated_tap_conv)
@@ -188,11 +242,14 @@ def _tap_conv_bwd_flops(
 
 
 def tap_conv(x: Tensor, dilation: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
-    """:func:`dilated_tap_conv` as the custom op ``geomamba::dilated_tap_conv`` (explicit backward from the
-    saved columns; opaque to ``torch.compile``). Under autocast x is cast to the autocast dtype first.
+    """:func:`dilated_tap_conv` with an explicit backward from the saved columns: under ``torch.compile``
+    the custom op ``geomamba::dilated_tap_conv`` (opaque to the compiler), in eager mode the same code as
+    an ``autograd.Function``. Under autocast x is cast to the autocast dtype first.
 
     Shapes: as :func:`dilated_tap_conv`."""
     dev = x.device.type
     if torch.is_autocast_enabled(dev) and x.dtype in (torch.float32, torch.float16, torch.bfloat16):
         x = x.to(torch.get_autocast_dtype(dev))
-    return torch.ops.geomamba.dilated_tap_conv(x, dilation, weight, bias)[0]
+    if torch.compiler.is_compiling():
+        return torch.ops.geomamba.dilated_tap_conv(x, dilation, weight, bias)[0]
+    return _TapConvFunction.apply(x, dilation, weight, bias)[0]
