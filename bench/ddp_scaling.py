@@ -18,6 +18,7 @@ Scaling efficiency(k) = pairs/s(k) / (k x pairs/s(1)). Prints a table and writes
 
     PYTHONPATH=src python bench/ddp_scaling.py                      # 1 and all GPUs, subtask_mamba, 256x256
     PYTHONPATH=src python bench/ddp_scaling.py --devices 1 2 --steps 50 --batch 16
+    PYTHONPATH=src python bench/ddp_scaling.py --batch 32 --compile-mode reduce-overhead   # CUDA graphs
     PYTHONPATH=src python bench/ddp_scaling.py --device cpu --model subtask_mamba_tiny --size 64 \\
         --batch 2 --warmup 1 --steps 3                             # CPU smoke run (gloo, 1 and 2 processes)
 
@@ -62,6 +63,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--loss", default="ce")
     p.add_argument("--workers", type=int, default=None, help="loader workers (default: 4 on CUDA, 0 on CPU)")
     p.add_argument("--sync-batchnorm", action="store_true", help="trainer.sync_batchnorm=true (CUDA only)")
+    p.add_argument(
+        "--compile-mode",
+        default=None,
+        help="compile the model (trainer.compile=true) with this torch.compile mode, e.g. reduce-overhead "
+        "(CUDA graphs, as levircd); 'default' for torch.compile's default; inductor's layout optimisation "
+        "off as in levircd. Off when not given",
+    )
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend with --compile-mode")
     p.add_argument("--timeout", type=int, default=1800, help="seconds per configuration")
     p.add_argument(
         "--out", type=Path, default=None, help="JSON path (default bench/results/ddp_scaling_<gpu>.json)"
@@ -95,6 +104,14 @@ def _worker(args: argparse.Namespace) -> int:
             "data": {"batch_size": args.batch, "mean": [0.5] * 3, "std": [0.25] * 3},
             "optim": {"name": "adamw", "lr": 1e-4},
             "scheduler": {"name": "none"},
+            "trainer": {
+                "compile": args.compile_mode is not None,
+                "compile_mode": None if args.compile_mode in (None, "default") else args.compile_mode,
+                "compile_backend": args.compile_backend,
+                "compile_inductor": {"layout_optimization": False}
+                if args.compile_backend == "inductor"
+                else {},
+            },
         }
     )
     module = ChangeDetectionModule(config_to_dict(cfg))
@@ -247,6 +264,8 @@ def _run_config(args: argparse.Namespace, k: int, result: Path) -> dict:
         cmd += ["--workers", str(args.workers)]
     if args.sync_batchnorm:
         cmd.append("--sync-batchnorm")
+    if args.compile_mode is not None:
+        cmd += ["--compile-mode", args.compile_mode, "--compile-backend", args.compile_backend]
     env = {k_: v for k_, v in os.environ.items() if k_ not in _LAUNCH_VARS}
     env.update({k_: v for k_, v in _NO_MULTICAST.items() if k_ not in env})
     env["PYTHONPATH"] = os.pathsep.join([str(SRC), *filter(None, [env.get("PYTHONPATH")])])
@@ -341,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
         "warmup_steps": args.warmup,
         "timed_steps": args.steps,
         "sync_batchnorm": args.sync_batchnorm,
+        "compile_mode": args.compile_mode,
+        "compile_backend": args.compile_backend if args.compile_mode is not None else None,
         "nccl_nvls_enable": os.environ.get("NCCL_NVLS_ENABLE"),
         "configs": rows,
         "scaling_efficiency": efficiency,
