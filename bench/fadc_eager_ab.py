@@ -26,13 +26,14 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--config", default="configs/levircd.yaml")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--turns", type=int, default=3)
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--out-dir", default="bench/results")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    p = {"model": cfg.model.name, "size": 256, "batch": args.batch, "kind": "train"}
+    p = {"model": cfg.model.name, "size": args.size, "batch": args.batch, "kind": "train"}
     variants = {"op": tap_conv, "composed": dilated_tap_conv}
     steps = {}
     for name, fn in variants.items():
