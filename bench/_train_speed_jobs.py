@@ -107,9 +107,11 @@ def model_options(cfg: RunConfig, name: str, extra: dict[str, Any]) -> dict[str,
     return opts
 
 
-def _compiled(cfg: RunConfig, model: torch.nn.Module) -> CompiledModel:
+def _compiled(cfg: RunConfig, model: torch.nn.Module, dynamic: bool | None = None) -> CompiledModel:
     t = cfg.trainer
-    return CompiledModel(model, mode=t.compile_mode, backend=t.compile_backend, inductor=t.compile_inductor)
+    return CompiledModel(
+        model, mode=t.compile_mode, backend=t.compile_backend, dynamic=dynamic, inductor=t.compile_inductor
+    )
 
 
 def _inputs(batch: int, size: int, device: torch.device, channels: int = 3):
@@ -127,7 +129,7 @@ def build_train_step(cfg: RunConfig, p: dict[str, Any], device: torch.device, *,
     if p.get("channels_last", False):
         apply_channels_last(model)
     apply_fast_norm(model, p.get("fast_norm", cfg.trainer.fast_norm))
-    forward = _compiled(cfg, model) if compile_model else model
+    forward = _compiled(cfg, model, p.get("dynamic")) if compile_model else model
     spec = {"name": cfg.loss} if isinstance(cfg.loss, str) else dict(cfg.loss)
     loss_fn = build_loss({**spec, "validate": False})
     groups = param_groups_weight_decay(model, cfg.optim.weight_decay)
@@ -158,7 +160,7 @@ def build_infer_step(cfg: RunConfig, p: dict[str, Any], device: torch.device, *,
     if p.get("channels_last", False):
         apply_channels_last(model)
     apply_fast_norm(model, p.get("fast_norm", cfg.trainer.fast_norm))
-    forward = _compiled(cfg, model) if compile_model else model
+    forward = _compiled(cfg, model, p.get("dynamic")) if compile_model else model
     predict = make_predict_fn(forward)  # type: ignore[arg-type]
     x, _ = _inputs(p["batch"], p["size"], device)
     precision = p.get("precision", cfg.trainer.precision)

@@ -33,7 +33,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _train_speed_jobs as jobs
-from geomamba.engine.acceleration import CompiledModel
 from geomamba.engine.config import load_config
 from train_speed import device_info, slug, versions
 
@@ -93,60 +92,59 @@ def main(argv=None) -> int:
 
     cfg = load_config(args.config, args.set)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dynamic = {"auto": None, "static": False, "dynamic": True}[args.dynamic]
-    backend = args.backend or cfg.trainer.compile_backend
-    mode = cfg.trainer.compile_mode if args.mode is None else (None if args.mode == "none" else args.mode)
+    t = cfg.trainer
+    if args.backend is not None:
+        t.compile_backend = args.backend
+    if args.mode is not None:
+        t.compile_mode = None if args.mode == "none" else args.mode
     if device.type != "cuda":
-        mode = None  # CUDA graphs need CUDA
-
-    def compiled(_cfg, model):
-        return CompiledModel(
-            model, mode=mode, backend=backend, dynamic=dynamic, inductor=cfg.trainer.compile_inductor
-        )
-
-    jobs._compiled = compiled  # the builders' compile hook
-    f = cfg.model.name
-    base = {"model": f, "size": args.size, "kind": "infer", "channels_last": cfg.trainer.channels_last}
+        t.compile_mode = None  # CUDA graphs need CUDA
+    dynamic = {"auto": None, "static": False, "dynamic": True}[args.dynamic]
+    base = {
+        "model": cfg.model.name,
+        "size": args.size,
+        "kind": "infer",
+        "channels_last": t.channels_last,
+        "dynamic": dynamic,
+    }
     record: dict = {
         "dynamic": args.dynamic,
-        "mode": mode,
-        "backend": backend,
-        "inductor": cfg.trainer.compile_inductor,
+        "mode": t.compile_mode,
+        "backend": t.compile_backend,
+        "inductor": t.compile_inductor,
         "overrides": args.set,
         "phases": {},
     }
 
-    def phase(name: str, step) -> None:
-        t = time.perf_counter()
+    def phase(name: str, step, batch: int) -> None:
+        t0 = time.perf_counter()
         step()  # compiles (outside the lock: two probes may compile side by side)
         jobs.sync(device)
         with _locked(args.lock):
             timing = jobs.time_steps(step, device, warmup=2, steps=args.steps, cap_s=600)
             timing["host_ms"] = _host_ms(step, device, args.steps)
-        per_s = round(step.batch / timing["median_s"], 1)
+        per_s = round(batch / timing["median_s"], 1)
         record["phases"][name] = {
-            "batch": step.batch,
+            "batch": batch,
             "per_s": per_s,
             **timing,
-            "s": round(time.perf_counter() - t, 1),
+            "s": round(time.perf_counter() - t0, 1),
             **_counters(),
         }
         print(
-            f"{name:12s} batch {step.batch:4d}: {per_s:8.1f} pairs/s, GPU {1e3 * timing['median_s']:.1f} ms, "
+            f"{name:12s} batch {batch:4d}: {per_s:8.1f} pairs/s, GPU {1e3 * timing['median_s']:.1f} ms, "
             f"host {timing['host_ms']} ms per step  {_counters()}",
             flush=True,
         )
 
-    first, _, _ = jobs.build_infer_step(cfg, {**base, "batch": args.batch}, device, compile_model=True)
-    first.batch = args.batch
-    phase("alone", first)
+    def build(batch: int):
+        return jobs.build_infer_step(cfg, {**base, "batch": batch}, device, compile_model=True)[0]
+
+    first = build(args.batch)
+    phase("alone", first, args.batch)
     if args.other_batch:
-        other, _, _ = jobs.build_infer_step(
-            cfg, {**base, "batch": args.other_batch}, device, compile_model=True
-        )
-        other.batch = args.other_batch
-        phase("other", other)
-        phase("after_other", first)
+        phase("other", build(args.other_batch), args.other_batch)
+        phase("after_other", first, args.batch)
 
     out = {
         "benchmark": "compile_shapes",
@@ -156,15 +154,12 @@ def main(argv=None) -> int:
         **record,
     }
     tag = f"_{args.tag}" if args.tag else ""
-    path = Path(args.out_dir) / f"compile_shapes_{slug(jobs_name(device))}_{args.dynamic}{tag}.json"
+    name = slug(out["device"].get("name", "cpu"))
+    path = Path(args.out_dir) / f"compile_shapes_{name}_{args.dynamic}{tag}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
     print(f"wrote {path}")
     return 0
-
-
-def jobs_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 if __name__ == "__main__":

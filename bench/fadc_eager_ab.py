@@ -57,8 +57,7 @@ def main(argv=None) -> int:
         "per_s": per_s,
         "median_per_s": {k: statistics.median(v) for k, v in per_s.items()},
     }
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
-    path = Path(args.out_dir) / f"fadc_eager_ab_{slug(name)}.json"
+    path = Path(args.out_dir) / f"fadc_eager_ab_{slug(out['device'].get('name', 'cpu'))}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=2))
     print(json.dumps(out["median_per_s"]), f"wrote {path}")

@@ -6,13 +6,15 @@ computed as one bilinear ``grid_sample`` of the taps (the "columns", ``(B, C*k*k
 product in x's dtype, where torchvision's kernel runs everything in fp32 with SIMT GEMMs.
 
 - :func:`dilated_tap_conv`: the reference, composed of PyTorch ops (autograd differentiates it).
-- :func:`tap_conv`: the same values as the custom op ``geomamba::dilated_tap_conv`` (forward: output and
-  columns, the columns saved for the backward) with its backward ``geomamba::dilated_tap_conv_bwd`` (the
-  weight gradient from the saved columns, the input and dilation gradients from one
-  ``grid_sampler_2d_backward``). Under ``torch.compile`` both stay opaque: inductor would otherwise
-  decompose ``grid_sample`` into gathers, slower than the CUDA kernel. Under autocast the input is cast to
-  the autocast dtype first (the product runs in it, as a matmul under autocast would). FADC runs it on
-  CUDA in eager mode; in its compiled graphs on an H100 ``deform_conv2d`` was faster (see ``layers/fadc.py``).
+- :func:`tap_conv`: the same values with an explicit backward. The forward returns the output, the sampled
+  columns and the sampling grid (both saved for the backward); the backward takes the weight gradient from
+  the columns and the input and dilation gradients from one ``grid_sampler_2d_backward``. Under
+  ``torch.compile`` it is the custom op ``geomamba::dilated_tap_conv`` with its backward op
+  ``geomamba::dilated_tap_conv_bwd``, both opaque (inductor would otherwise decompose ``grid_sample`` into
+  gathers, slower than the CUDA kernel); in eager mode the same code runs as an ``autograd.Function`` (no
+  Python op dispatch: eager training steps are bound by the host). Under autocast the input is cast to the
+  autocast dtype first (the product runs in it, as a matmul under autocast would). FADC runs it on CUDA in
+  eager mode; in its compiled graphs on an H100 ``deform_conv2d`` was faster (see ``layers/fadc.py``).
 
 Sampling positions are computed in fp32 whatever x's dtype (bf16 would place taps a quarter pixel off at 64
 pixels) and the taps are sampled in fp32 for half inputs. At a tap falling exactly on a pixel bilinear
