@@ -194,6 +194,8 @@ def main(argv=None) -> int:
     ap.add_argument("--tag", default=None)
     ap.add_argument("--reps", type=int, default=3, help="turns of the A/B timing of the switches")
     ap.add_argument("--tiles", type=int, default=0, help="also profile sliding-window tiles of this size")
+    ap.add_argument("--parts", default="train,infer", help="steps to profile: train, infer or both")
+    ap.add_argument("--set", action="append", default=[], help="config override (repeatable)")
     ap.add_argument("--no-profile", dest="profile", action="store_false", help="only the A/B timing")
     ap.add_argument(
         "--compiled",
@@ -209,7 +211,7 @@ def main(argv=None) -> int:
         return 2
     device = torch.device("cuda")
     torch.backends.cudnn.benchmark = True
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.set)
     cfg.trainer.compile_mode = args.compile_mode
     compiled = args.compiled
     name = torch.cuda.get_device_name(device)

@@ -1,5 +1,5 @@
 """The issue-9 probes run end to end on CPU with tiny settings and write their JSON: ``compile_shapes.py``
-(a second compiled shape in the same process) and ``fadc_eager_ab.py`` (the two FADC samplers in turns).
+(a second compiled shape in the same process) and ``fadc_ab.py`` (FADC's samplers in turns, eager and compiled).
 Speeds are not checked (the GPU run is the measurement)."""
 
 from __future__ import annotations
@@ -41,7 +41,16 @@ def test_compile_shapes_compiles_a_second_shape(tmp_path):
 
 
 @pytest.mark.slow
-def test_fadc_eager_ab_times_both_samplers(tmp_path):
-    got = _run("fadc_eager_ab.py", tmp_path, "--batch", "1", "--size", "64", "--turns", "1", "--steps", "1")
-    assert set(got["per_s"]) == {"op", "composed"}
+def test_fadc_ab_times_each_sampler(tmp_path):
+    got = _run("fadc_ab.py", tmp_path, "--batch", "1", "--size", "64", "--turns", "1", "--steps", "1")
+    assert set(got["per_s"]) == {"taps", "composed", "deform"} and got["compiled"] is False
     assert all(len(v) == 1 and v[0] > 0 for v in got["per_s"].values())
+
+
+@pytest.mark.slow
+def test_fadc_ab_compiled_with_overrides(tmp_path):
+    got = _run("fadc_ab.py", tmp_path, "--compiled", "--samplers", "taps,deform", "--batch", "1", "--size", "64",
+               "--turns", "1", "--steps", "1", "--set", "trainer.compile_backend=eager",
+               "--set", "model.options.depths=[1,1,1]")  # fmt: skip
+    assert set(got["per_s"]) == {"taps", "deform"} and got["compiled"] is True
+    assert got["overrides"] == ["trainer.compile_backend=eager", "model.options.depths=[1,1,1]"]

@@ -109,6 +109,32 @@ def test_tap_sampler_gradients_match_deform_conv():
         torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9)
 
 
+def test_every_sampler_gives_the_layer_the_same_values_and_gradients():
+    """``sampler`` picks the implementation only: taps (explicit backward), composed (autograd) and
+    deform_conv2d give the same output and gradients (x, every parameter) in float64, AdaKern on; an
+    unknown name is refused."""
+    torch.manual_seed(4)
+    m = FrequencyAdaptiveDilatedConv(6, 5, adakern=True, bias=True).double()
+    with torch.no_grad():
+        m.dilation_predictor.weight.normal_(0, 0.3)
+        m.adakern.weight.normal_(0, 0.3)
+    x = torch.randn(2, 6, 11, 9, dtype=torch.float64)
+    results = {}
+    for sampler in ("taps", "composed", "deform"):
+        m.sampler = sampler
+        xx = x.clone().requires_grad_()
+        m.zero_grad()
+        out = m(xx)
+        out.square().mean().backward()
+        results[sampler] = [out.detach(), xx.grad] + [p.grad.clone() for p in m.parameters()]
+    for sampler in ("taps", "composed"):
+        for got, want in zip(results[sampler], results["deform"]):
+            torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-9)
+    assert results["taps"][1].abs().sum() > 0 and m.dilation_predictor.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="sampler must be one of"):
+        FrequencyAdaptiveDilatedConv(4, 4, sampler="bilinear")
+
+
 def test_tap_sampler_keeps_fp32_coordinates_for_half_inputs():
     """bf16 inputs: taps sampled at fp32 positions (bf16 ones would be up to 1/4 pixel off on a 64-pixel
     map), product and output in bf16."""

@@ -130,6 +130,7 @@ def test_options_reach_the_modules():
         dog_sigmas=(0.6, 1.2),
         fadc_adakern=True,
         fadc_freq_select=True,
+        fadc_sampler="composed",
         num_classes=3,
     )
     cores = [m for m in model.modules() if isinstance(m, SS2DCore)]
@@ -139,6 +140,7 @@ def test_options_reach_the_modules():
     torch.testing.assert_close(edges.second.weight[0, 0], difference_of_gaussians(0.6, 1.2))
     fadc = model.differences[0].mamba.fadc
     assert fadc.adakern is not None and fadc.freq_select is not None
+    assert {d.mamba.fadc.sampler for d in model.differences} == {"composed"}
     assert model.head.classifier.out_channels == 3
     trainable_edges = geomamba.create_model(
         "subtask_mamba_tiny", num_classes=3, fadc_adakern=True, fadc_freq_select=True

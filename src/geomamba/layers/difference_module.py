@@ -28,7 +28,8 @@ class EdgeAwareDifferenceModule(nn.Module):
         edge_trainable: derivative kernels train after initialisation.
         difference_mode: ``DifferenceBlock`` mode (``"abs_concat"``, ``"abs"``, ``"concat"``).
         **mamba_kwargs: options of ``FrequencyAdaptiveMambaBlock`` (``ssm_ratio``, ``d_state``,
-            ``dt_rank``, ``scan_backend``, ``adakern``, ``freq_select``, ``max_dilation``, ``drop_path``).
+            ``dt_rank``, ``scan_backend``, ``adakern``, ``freq_select``, ``max_dilation``, ``fadc_sampler``,
+            ``drop_path``).
 
     Shapes: ``a, b (B, C, H, W) -> (B, C, H, W)``.
     """

@@ -30,7 +30,9 @@ from torchvision.ops import deform_conv2d
 
 from geomamba.ops.dilated_taps import dilated_tap_conv, tap_conv
 
-__all__ = ["FrequencyAdaptiveDilatedConv", "FrequencySelection", "dilated_tap_conv"]
+__all__ = ["SAMPLERS", "FrequencyAdaptiveDilatedConv", "FrequencySelection", "dilated_tap_conv"]
+
+SAMPLERS = ("auto", "taps", "composed", "deform")
 
 
 class FrequencySelection(nn.Module):
@@ -83,6 +85,11 @@ class FrequencyAdaptiveDilatedConv(nn.Module):
         adakern: enable AdaKern (dynamic low/high-frequency kernel scaling).
         freq_select: enable FreqSelect (frequency-band reweighting of the input).
         bias: add a bias to the output.
+        sampler: how the dilated taps are sampled (same values): ``"taps"`` (the tap sampler with its
+            explicit backward, ``geomamba.ops.dilated_taps.tap_conv``), ``"composed"`` (the same composed of
+            PyTorch ops, differentiated by autograd), ``"deform"`` (``torchvision.ops.deform_conv2d``) or
+            ``"auto"``: ``"taps"`` on CUDA outside ``torch.compile`` and for CPU inference, ``"deform"`` for
+            CPU training and inside ``torch.compile`` on CUDA.
 
     Shapes: ``(B, C_in, H, W) -> (B, C_out, H, W)``. ``forward(x, dilation=...)`` fixes D to a number or
     a ``(B, 1, H, W)`` tensor instead of predicting it.
@@ -99,8 +106,12 @@ class FrequencyAdaptiveDilatedConv(nn.Module):
         adakern: bool = False,
         freq_select: bool = False,
         bias: bool = False,
+        sampler: str = "auto",
     ) -> None:
         super().__init__()
+        if sampler not in SAMPLERS:
+            raise ValueError(f"FADC sampler must be one of {SAMPLERS}, got {sampler!r}")
+        self.sampler = sampler
         if kernel_size < 1 or kernel_size % 2 == 0:
             raise ValueError(f"kernel_size must be a positive odd number, got {kernel_size}")
         if not 1.0 < init_dilation < max_dilation:
@@ -142,17 +153,21 @@ class FrequencyAdaptiveDilatedConv(nn.Module):
             d = torch.as_tensor(dilation, dtype=x.dtype, device=x.device)
         feats = self.freq_select(x) if self.freq_select is not None else x
         pad = self.kernel_size // 2
-        # the tap sampler (custom op: grid_sample + matmul) on CUDA and for CPU inference; deform_conv2d for
-        # CPU training, and inside torch.compile on CUDA, where it gave the faster compiled graphs on an H100
-        # (training 356.5 vs 351.1 pairs/s, inference 1,552 vs 1,431; bench/results/*_run7_compiled_*.json)
-        if x.device.type == "cpu":
-            sampled = not torch.is_grad_enabled()
-        else:
-            sampled = not torch.compiler.is_compiling()
+        sampler = self.sampler
+        if sampler == "auto":
+            # the tap sampler on CUDA and for CPU inference; deform_conv2d for CPU training, and inside
+            # torch.compile on CUDA, where it gave the faster compiled graphs on an H100 (training 356.5 vs
+            # 351.1 pairs/s, inference 1,552 vs 1,431; bench/results/*_run7_compiled_*.json)
+            if x.device.type == "cpu":
+                sampler = "deform" if torch.is_grad_enabled() else "taps"
+            else:
+                sampler = "deform" if torch.compiler.is_compiling() else "taps"
 
         def conv(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-            if sampled:
+            if sampler == "taps":
                 return tap_conv(feats, d, weight, bias)
+            if sampler == "composed":
+                return dilated_tap_conv(feats, d, weight, bias)
             offset = ((d.to(x.dtype) - 1.0) * self.taps.to(x.dtype)).expand(b, -1, h, w).contiguous()
             return deform_conv2d(feats, offset, weight, bias, padding=(pad, pad))
 

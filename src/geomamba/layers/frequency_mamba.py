@@ -25,7 +25,8 @@ class FrequencyAdaptiveMambaBlock(nn.Module):
         dim: channels C.
         ssm_ratio: inner width ``D = int(ssm_ratio * C)`` of both branches.
         d_state, dt_rank, scan_backend: passed to the SS2D branch.
-        adakern, freq_select, max_dilation: FADC options.
+        adakern, freq_select, max_dilation, fadc_sampler: FADC options (``sampler``: see
+            :class:`~geomamba.layers.fadc.FrequencyAdaptiveDilatedConv`).
         drop_path: stochastic-depth rate of the residual.
 
     Shapes: ``(B, C, H, W) -> (B, C, H, W)``.
@@ -42,6 +43,7 @@ class FrequencyAdaptiveMambaBlock(nn.Module):
         adakern: bool = False,
         freq_select: bool = False,
         max_dilation: float = 4.0,
+        fadc_sampler: str = "auto",
         drop_path: float = 0.0,
     ) -> None:
         super().__init__()
@@ -50,7 +52,12 @@ class FrequencyAdaptiveMambaBlock(nn.Module):
         self.in_proj = nn.Conv2d(dim, inner, 1)
         self.ssm = SS2DBranch(inner, d_state=d_state, dt_rank=dt_rank, scan_backend=scan_backend)
         self.fadc = FrequencyAdaptiveDilatedConv(
-            inner, inner, max_dilation=max_dilation, adakern=adakern, freq_select=freq_select
+            inner,
+            inner,
+            max_dilation=max_dilation,
+            adakern=adakern,
+            freq_select=freq_select,
+            sampler=fadc_sampler,
         )
         self.fadc_norm = nn.BatchNorm2d(inner)
         self.out_proj = nn.Conv2d(inner, dim, 1)

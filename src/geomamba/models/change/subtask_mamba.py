@@ -71,6 +71,8 @@ class SubtaskMamba(nn.Module):
         dog_sigmas: ``(sigma1, sigma2)`` of the second-order (DoG) operator.
         difference_mode: difference-block inputs: ``"abs_concat"``, ``"abs"`` or ``"concat"``.
         fadc_adakern, fadc_freq_select, fadc_max_dilation: FADC options of the frequency-adaptive Mamba.
+        fadc_sampler: how FADC samples its dilated taps: ``auto``, ``taps``, ``composed`` or ``deform``
+            (same values; see ``layers/fadc.py``).
         attention_reduction: channel-attention MLP reduction.
         deep_supervision: return auxiliary logits of the deeper levels in training mode.
         pad_input: reflect-pad inputs whose H, W are not multiples of ``total_stride`` and crop the
@@ -109,6 +111,7 @@ class SubtaskMamba(nn.Module):
         fadc_adakern: bool = False,
         fadc_freq_select: bool = False,
         fadc_max_dilation: float = 4.0,
+        fadc_sampler: str = "auto",
         attention_reduction: int = 16,
         deep_supervision: bool = False,
         pad_input: bool = False,
@@ -176,6 +179,7 @@ class SubtaskMamba(nn.Module):
                 adakern=fadc_adakern,
                 freq_select=fadc_freq_select,
                 max_dilation=fadc_max_dilation,
+                fadc_sampler=fadc_sampler,
                 **ssm,
             )
             for dim in dims
