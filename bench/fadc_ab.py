@@ -10,22 +10,43 @@ layers are in the difference modules, whatever the depths).
 
     PYTHONPATH=src python bench/fadc_ab.py --batch 32 --turns 3                        # eager: taps, composed, deform
     PYTHONPATH=src python bench/fadc_ab.py --compiled --samplers taps,deform --profile
+    # two compiles side by side, timed one at a time:
+    for s in taps deform; do PYTHONPATH=src python bench/fadc_ab.py --compiled --samplers $s --tag $s \
+        --lock /tmp/ab.lock --barrier /tmp/ab.barrier:2 & done; wait
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _train_speed_jobs as jobs
+from compile_shapes import _locked
 from geomamba.engine.config import load_config
 from train_speed import device_info, slug, versions
+
+
+def _wait_for_peers(folder: str, parties: str, timeout_s: float = 900.0) -> None:
+    """Side-by-side probes: mark this one compiled, then wait until ``parties`` probes have (so that no
+    timing runs while another probe compiles on the same CPUs)."""
+    path = Path(folder)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / str(os.getpid())).touch()
+    start = time.monotonic()
+    while len(list(path.iterdir())) < int(parties):
+        if time.monotonic() - start > timeout_s:
+            raise TimeoutError(
+                f"--barrier {folder}:{parties}: only {len(list(path.iterdir()))} probes arrived"
+            )
+        time.sleep(1.0)
 
 
 def main(argv=None) -> int:
@@ -43,6 +64,12 @@ def main(argv=None) -> int:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--tag", default="", help="suffix of the output files' names")
     ap.add_argument("--out-dir", default="bench/results")
+    ap.add_argument("--lock", default=None, help="a file locked while timing (probes run side by side)")
+    ap.add_argument(
+        "--barrier",
+        default=None,
+        help="DIR:N: after compiling, wait until N probes have compiled (side by side)",
+    )
     args = ap.parse_args(argv)
     cfg = load_config(args.config, args.set)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -63,10 +90,13 @@ def main(argv=None) -> int:
                 steps[name], device, f"train b{args.batch} fadc_sampler={name}"
             )
             texts.append(txt)
+    if args.barrier:
+        _wait_for_peers(*args.barrier.rsplit(":", 1))
     per_s: dict[str, list[float]] = {k: [] for k in samplers}
     for _ in range(args.turns):
         for name in samplers:
-            t = jobs.time_steps(steps[name], device, warmup=2, steps=args.steps, cap_s=120)
+            with _locked(args.lock):
+                t = jobs.time_steps(steps[name], device, warmup=2, steps=args.steps, cap_s=120)
             per_s[name].append(round(args.batch / t["median_s"], 2))
             print(
                 f"{name:9s} {per_s[name][-1]:8.2f} pairs/s (min step {t['min_s'] * 1e3:.1f} ms)", flush=True

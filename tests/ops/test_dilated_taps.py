@@ -110,3 +110,37 @@ def test_cuda_op_under_inductor_matches_cpu_reference():
     assert half.dtype == torch.bfloat16
     err = (half.float().cpu() - want.float()).abs().max() / want.abs().max()
     assert err < 0.02, err
+
+
+def test_only_eager_calls_cache_the_tap_geometry():
+    """The tap geometry is cached for eager calls only: the custom ops also run inside compiled graphs,
+    where a cached tensor made during a CUDA-graph warm-up would sit untracked in the graphs' pool."""
+    from geomamba.ops import dilated_taps
+
+    dilated_taps._geometry_cache.cache_clear()
+    x, d, w, b = _inputs()
+    out = _custom_op(x, d, w, b)
+    torch.autograd.grad(out.sum(), (x, d, w))
+    assert dilated_taps._geometry_cache.cache_info().currsize == 0
+    out = tap_conv(x, d, w, b)
+    torch.autograd.grad(out.sum(), (x, d, w))
+    assert dilated_taps._geometry_cache.cache_info().currsize == 1
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_op_trains_under_cuda_graphs():
+    """Compiled with ``mode="reduce-overhead"`` (inductor's CUDA-graph trees), training steps of the op
+    record and replay (no pool error, no skipped graph) and give the eager gradients."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    fn = torch.compile(tap_conv, mode="reduce-overhead", fullgraph=True)
+    x, d, w, b = (t.detach().cuda().float() for t in _inputs(seed=4))
+    want = torch.autograd.grad(tap_conv(x, d, w, b).square().sum(), w)[0]
+    w = w.requires_grad_()
+    for _ in range(4):  # warm-up, recording, replays
+        got = torch.autograd.grad(fn(x, d, w, b).square().sum(), w)[0].clone()
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert counters["inductor"]["cudagraph_skips"] == 0

@@ -60,8 +60,10 @@ _geometry_cache = functools.lru_cache(maxsize=64)(_geometry)
 def _cached_geometry(
     k: int, h: int, w: int, device: torch.device, dtype: torch.dtype
 ) -> tuple[Tensor, Tensor]:
-    """:func:`_geometry` kept per map size and device (fewer small ops per call); not while a CUDA graph
-    is being captured (tensors made then belong to the graph's memory pool)."""
+    """:func:`_geometry` kept per map size and device (fewer small ops per call), for eager calls only: not
+    while a CUDA graph is being captured, and never from the custom ops, which run inside compiled graphs
+    (tensors made there, in the warm-up runs of inductor's CUDA-graph trees too, belong to the graphs'
+    memory pool, which then refuses to record: "tensors in the cudagraph pool not tracked as outputs")."""
     if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
         return _geometry(k, h, w, device, dtype)
     return _geometry_cache(k, h, w, device, dtype)
@@ -101,14 +103,14 @@ def dilated_tap_conv(x: Tensor, dilation: Tensor, weight: Tensor, bias: Optional
 
 
 def _forward(
-    x: Tensor, dilation: Tensor, weight: Tensor, bias: Optional[Tensor]
+    x: Tensor, dilation: Tensor, weight: Tensor, bias: Optional[Tensor], geometry=_geometry
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``(out, cols, grid)``: the output, and the sampled columns ``(B, C*k*k, H*W)`` and the sampling grid
-    saved for the backward."""
+    saved for the backward (``geometry``: :func:`_geometry`, or :func:`_cached_geometry` for eager calls)."""
     with torch.autocast(x.device.type, enabled=False):  # the caller chose the dtype (see tap_conv)
         b, _, h, w = x.shape
         d = dilation.to(device=x.device, dtype=_pos_dtype(x.dtype))
-        grid = _tap_grid(d, b, h, w, weight.shape[-1], geometry=_cached_geometry)
+        grid = _tap_grid(d, b, h, w, weight.shape[-1], geometry=geometry)
         cols = _sample(x, grid)
         return _product(cols, weight, bias, h, w), cols, grid
 
@@ -132,7 +134,9 @@ def _tap_conv_fwd_fake(x, dilation, weight, bias):
     )
 
 
-def _backward_grads(grad, cols, grid, x, dilation, weight, need_x, need_dilation, need_weight, need_bias):
+def _backward_grads(
+    grad, cols, grid, x, dilation, weight, need_x, need_dilation, need_weight, need_bias, geometry=_geometry
+):
     """``(dx, ddilation, dweight, dbias)``; an empty tensor where not needed."""
     with torch.autocast(x.device.type, enabled=False):
         b, c, h, w = x.shape
@@ -160,7 +164,7 @@ def _backward_grads(grad, cols, grid, x, dilation, weight, need_x, need_dilation
             if need_x:
                 dx = dinput.to(x.dtype)
             if need_dilation:  # grid = base + D * slope
-                _, slope = _cached_geometry(k, h, w, grid.device, grid.dtype)
+                _, slope = geometry(k, h, w, grid.device, grid.dtype)
                 dd = (dgrid.view(b, k * k, h, w, 2) * slope).sum(dim=(1, 4)).unsqueeze(1)
                 ddil = dd.sum_to_size(dilation.shape).to(device=dilation.device, dtype=dilation.dtype)
         return dx, ddil, dweight, dbias
@@ -211,13 +215,16 @@ def _backward(ctx, grad, _dcols, _dgrid, bwd=torch.ops.geomamba.dilated_tap_conv
 _tap_conv_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 
+_eager_backward_grads = functools.partial(_backward_grads, geometry=_cached_geometry)
+
+
 class _TapConvFunction(torch.autograd.Function):
     """The custom ops' forward and backward without their dispatch, for eager calls (a custom op defined
     in Python costs host time at every call, and eager training steps are bound by the host)."""
 
     @staticmethod
     def forward(x, dilation, weight, bias):
-        return _forward(x, dilation, weight, bias)
+        return _forward(x, dilation, weight, bias, geometry=_cached_geometry)
 
     @staticmethod
     def setup_context(ctx, inputs, output):
@@ -225,7 +232,7 @@ class _TapConvFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad, dcols, dgrid):
-        return _backward(ctx, grad, dcols, dgrid, bwd=_backward_grads)
+        return _backward(ctx, grad, dcols, dgrid, bwd=_eager_backward_grads)
 
 
 @register_flop_formula(torch.ops.geomamba.dilated_tap_conv)
