@@ -113,6 +113,21 @@ def profile_step(step, device, label: str, rows: int = 30) -> tuple[dict, str]:
         {"site": k, "gpu_ms": round(v[0], 3), "calls": int(v[1])}
         for k, v in sorted(sites.items(), key=lambda kv: -kv[1][0])
     ]
+    # the same operators split by input shapes (which call of an operator takes the time)
+    shaped = sorted(
+        (e for e in prof.key_averages(group_by_input_shape=True) if e.self_device_time_total > 0),
+        key=lambda e: -e.self_device_time_total,
+    )
+    by_shape = [
+        {
+            "op": e.key[:60],
+            "shapes": str(e.input_shapes)[:160],
+            "gpu_ms": round(e.self_device_time_total / 1e3, 3),
+            "calls": e.count,
+        }
+        for e in shaped
+        if e.key.startswith("aten::")
+    ][:rows]
     launches = sum(
         e.count
         for e in by_op
@@ -127,6 +142,7 @@ def profile_step(step, device, label: str, rows: int = 30) -> tuple[dict, str]:
         "ops": ops,
         "kernels": kernel_rows,
         "copy_sites": copy_sites[:rows],
+        "ops_by_shape": by_shape,
     }
     lines = [
         f"== {label}: wall {rec['wall_ms_under_profiler']} ms under the profiler, kernels {rec['kernel_ms']} ms, "
@@ -137,6 +153,8 @@ def profile_step(step, device, label: str, rows: int = 30) -> tuple[dict, str]:
     lines += [f"  {k['gpu_ms']:9.3f} ms {k['calls']:6d}x  {k['kernel']}" for k in kernel_rows]
     lines.append("  -- copies by call site --")
     lines += [f"  {c['gpu_ms']:9.3f} ms {c['calls']:6d}x  {c['site']}" for c in copy_sites[:rows]]
+    lines.append("  -- operators by input shapes --")
+    lines += [f"  {o['gpu_ms']:9.3f} ms {o['calls']:6d}x  {o['op']} {o['shapes']}" for o in by_shape]
     return rec, "\n".join(lines)
 
 

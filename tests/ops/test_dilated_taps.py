@@ -138,8 +138,8 @@ def test_cuda_op_trains_under_cuda_graphs():
     counters.clear()
     fn = torch.compile(tap_conv, mode="reduce-overhead", fullgraph=True)
     x, d, w, b = (t.detach().cuda().float() for t in _inputs(seed=4))
-    want = torch.autograd.grad(tap_conv(x, d, w, b).square().sum(), w)[0]
     w = w.requires_grad_()
+    want = torch.autograd.grad(tap_conv(x, d, w, b).square().sum(), w)[0]
     for _ in range(4):  # warm-up, recording, replays
         got = torch.autograd.grad(fn(x, d, w, b).square().sum(), w)[0].clone()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
