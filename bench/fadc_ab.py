@@ -29,7 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _train_speed_jobs as jobs
-from compile_shapes import _locked
+from compile_shapes import _counters, _locked
 from geomamba.engine.config import load_config
 from train_speed import device_info, slug, versions
 
@@ -112,6 +112,7 @@ def main(argv=None) -> int:
         "batch": args.batch,
         "per_s": per_s,
         "median_per_s": {k: statistics.median(v) for k, v in per_s.items()},
+        "graph_counters": _counters(),  # inductor's (a skipped CUDA graph shows here)
         "profiles": {
             k: {key: v[key] for key in ("kernel_ms", "launches", "copy_ms")} for k, v in profiles.items()
         },

@@ -7,6 +7,7 @@ from geomamba.layers.derivative import (
     DualOrderDerivativeModule,
     FirstOrderDerivativeOperator,
     SecondOrderDerivativeOperator,
+    depthwise_replicate,
     difference_of_gaussians,
     gaussian_kernel,
     scharr_kernels,
@@ -75,3 +76,44 @@ def test_trainable_switch_and_dual_module():
         DualOrderDerivativeModule(4, first_order=False, second_order=False)
     with pytest.raises(ValueError, match="4 channels"):
         trainable.first(torch.randn(1, 3, 4, 4))
+
+
+@pytest.mark.parametrize("multiplier", [1, 4])
+def test_shifted_taps_equal_the_depthwise_conv(multiplier):
+    """The compiled path's sum of shifted taps gives F.conv2d's values and gradients (x and the kernels),
+    replicate borders included (float64)."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 7, 5, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(3 * multiplier, 1, 3, 3, dtype=torch.float64, requires_grad=True)
+    results = []
+    for taps in (False, True):
+        out = depthwise_replicate(x, weight, taps=taps)
+        results.append([out, *torch.autograd.grad(out.square().sum(), (x, weight))])
+    assert results[0][0].shape == (2, 3, multiplier, 7, 5)
+    for got, want in zip(results[1], results[0]):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+
+
+def test_compiled_operators_use_the_taps_and_match_eager():
+    """Under torch.compile the derivative operators trace no convolution and give the eager outputs and
+    kernel gradients; under autocast the output keeps the autocast dtype."""
+    graphs = []
+
+    def record(gm, _example_inputs):
+        graphs.append({str(n.target) for n in gm.graph.nodes if n.op == "call_function"})
+        return gm.forward
+
+    torch.manual_seed(1)
+    m = DualOrderDerivativeModule(4)
+    x = torch.randn(2, 4, 9, 8)
+    want = m(x)
+    want_g = torch.autograd.grad(want.sum(), list(m.parameters()))
+    torch._dynamo.reset()
+    got = torch.compile(m, backend=record)(x)
+    got_g = torch.autograd.grad(got.sum(), list(m.parameters()))
+    assert graphs and not any("conv" in t for g in graphs for t in g)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    for a, e in zip(got_g, want_g):
+        torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert depthwise_replicate(x, m.second.weight, taps=True).dtype == torch.bfloat16

@@ -9,6 +9,12 @@
 
 Every conv acts per channel (depthwise) with replicate padding, so flat borders give no edges. With
 ``trainable=False`` the kernels are fixed buffers; otherwise they are parameters initialised as above.
+
+Inside ``torch.compile`` the depthwise convs are written as the sum of the k*k shifted taps of the padded
+map times their weights (:func:`depthwise_replicate`, ``taps=True``): inductor fuses that, the padding and
+the operators' pointwise tails into its own kernels, forward and backward, where a depthwise conv is an
+opaque call to PyTorch's slow native depthwise kernels (a channel multiplier of 4 has no cuDNN path: about
+6 ms of a compiled training step of the flagship at batch 32 on an H100). Eager calls keep ``F.conv2d``.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ __all__ = [
     "DualOrderDerivativeModule",
     "FirstOrderDerivativeOperator",
     "SecondOrderDerivativeOperator",
+    "depthwise_replicate",
     "difference_of_gaussians",
     "gaussian_kernel",
     "scharr_kernels",
@@ -63,6 +70,33 @@ def difference_of_gaussians(sigma1: float, sigma2: float, size: int = 3) -> torc
     return gaussian_kernel(sigma1, size) - gaussian_kernel(sigma2, size)
 
 
+def depthwise_replicate(x: torch.Tensor, weight: torch.Tensor, *, taps: bool | None = None) -> torch.Tensor:
+    """Depthwise k x k convolution with replicate padding ('same' size), ``m`` kernels per channel.
+
+    x ``(B, C, H, W)``, weight ``(C*m, 1, k, k)`` (grouped-conv layout: kernels of channel c at rows
+    ``c*m .. c*m + m - 1``) -> ``(B, C, m, H, W)`` in x's dtype (the autocast dtype under autocast).
+    ``taps``: the sum of shifted taps (accumulated in fp32, or float64) instead of ``F.conv2d``; default: inside
+    ``torch.compile`` only (see the module docstring)."""
+    b, c, h, w = x.shape
+    k = weight.shape[-1]
+    p = k // 2
+    dev = x.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
+    xp = F.pad(x, (p, p, p, p), mode="replicate")
+    if taps is None:
+        taps = torch.compiler.is_compiling()
+    if not taps:
+        return F.conv2d(xp, weight.to(x.dtype), groups=c).view(b, c, -1, h, w)
+    with torch.autocast(dev, enabled=False):
+        acc = torch.promote_types(x.dtype, torch.float32)
+        wt = weight.to(acc).view(c, -1, k, k)
+        xp = xp.to(acc).unsqueeze(2)  # (B, C, 1, H + 2p, W + 2p)
+        out = sum(
+            xp[..., i : i + h, j : j + w] * wt[:, :, i, j, None, None] for i in range(k) for j in range(k)
+        )
+        return out.to(dtype)
+
+
 def _kernel_store(module: nn.Module, weight: torch.Tensor, trainable: bool) -> None:
     if trainable:
         module.weight = nn.Parameter(weight)
@@ -88,11 +122,11 @@ class FirstOrderDerivativeOperator(nn.Module):
         _kernel_store(self, weight, trainable)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, h, w = x.shape
+        c = x.shape[1]
         if c != self.channels:
             raise ValueError(f"FirstOrderDerivativeOperator built for {self.channels} channels, got {c}")
-        g = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), self.weight.to(x.dtype), groups=c)
-        return torch.sqrt(g.view(b, c, 4, h, w).square().sum(dim=2) + self.eps)
+        g = depthwise_replicate(x, self.weight)  # (B, C, 4, H, W)
+        return torch.sqrt(g.square().sum(dim=2) + self.eps)
 
 
 class SecondOrderDerivativeOperator(nn.Module):
@@ -126,8 +160,7 @@ class SecondOrderDerivativeOperator(nn.Module):
         c = x.shape[1]
         if c != self.channels:
             raise ValueError(f"SecondOrderDerivativeOperator built for {self.channels} channels, got {c}")
-        p = self.pad
-        return F.conv2d(F.pad(x, (p, p, p, p), mode="replicate"), self.weight.to(x.dtype), groups=c)
+        return depthwise_replicate(x, self.weight).squeeze(2)
 
 
 class DualOrderDerivativeModule(nn.Module):
