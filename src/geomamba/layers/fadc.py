@@ -3,13 +3,13 @@
 ``Y(p) = sum_k W_k * X(p + D(p) * dp_k)`` over the K = k*k taps ``dp_k`` of a k x k kernel, with a
 per-pixel dilation ``D(p) = 1 + (max_dilation - 1) * sigmoid(f(X)(p))`` in ``[1, max_dilation]``
 predicted by a 3x3 conv ``f`` (AdaDR). It is a deformable convolution with offsets ``(D(p) - 1) * dp_k``
-(with ``D = 1`` a plain conv), computed two ways with the same values: on CUDA (eager training and
-inference) and for inference on CPU, one bilinear ``grid_sample`` of the taps and one matrix product in the
-autocast dtype (``geomamba.ops.dilated_taps``: the custom op ``geomamba::dilated_tap_conv``), where
-torchvision's kernel computes everything in fp32 with SIMT GEMMs (forward+backward 1.4-1.9x faster on an
-H100, ``bench/fadc_gpu.py``; several times faster than torchvision's CPU kernel for inference); for CPU
-training and inside ``torch.compile`` on CUDA (its compiled graphs were faster with it, training and
-inference), ``torchvision.ops.deform_conv2d``.
+(with ``D = 1`` a plain conv), computed with the same values by a ``sampler`` (the ``sampler`` argument):
+by default on CUDA (eager and compiled, training and inference) and for inference on CPU, one bilinear
+``grid_sample`` of the taps and one matrix product in the autocast dtype (``geomamba.ops.dilated_taps``:
+the custom op ``geomamba::dilated_tap_conv``), where torchvision's kernel computes everything in fp32 with
+SIMT GEMMs (forward+backward 1.4-1.9x faster on an H100, ``bench/fadc_gpu.py``; the flagship's compiled
+training step 383.2 vs 373.2 pairs/s, ``bench/fadc_ab.py``; several times faster than torchvision's CPU
+kernel for inference); for CPU training, ``torchvision.ops.deform_conv2d``.
 
 Optional parts (switches):
 - ``adakern`` (AdaKern): the kernel is split into its low-frequency part (the spatial mean of each
@@ -88,8 +88,7 @@ class FrequencyAdaptiveDilatedConv(nn.Module):
         sampler: how the dilated taps are sampled (same values): ``"taps"`` (the tap sampler with its
             explicit backward, ``geomamba.ops.dilated_taps.tap_conv``), ``"composed"`` (the same composed of
             PyTorch ops, differentiated by autograd), ``"deform"`` (``torchvision.ops.deform_conv2d``) or
-            ``"auto"``: ``"taps"`` on CUDA outside ``torch.compile`` and for CPU inference, ``"deform"`` for
-            CPU training and inside ``torch.compile`` on CUDA.
+            ``"auto"``: ``"taps"`` on CUDA and for CPU inference, ``"deform"`` for CPU training.
 
     Shapes: ``(B, C_in, H, W) -> (B, C_out, H, W)``. ``forward(x, dilation=...)`` fixes D to a number or
     a ``(B, 1, H, W)`` tensor instead of predicting it.
@@ -155,13 +154,11 @@ class FrequencyAdaptiveDilatedConv(nn.Module):
         pad = self.kernel_size // 2
         sampler = self.sampler
         if sampler == "auto":
-            # the tap sampler on CUDA and for CPU inference; deform_conv2d for CPU training, and inside
-            # torch.compile on CUDA, where it gave the faster compiled graphs on an H100 (training 356.5 vs
-            # 351.1 pairs/s, inference 1,552 vs 1,431; bench/results/*_run7_compiled_*.json)
-            if x.device.type == "cpu":
-                sampler = "deform" if torch.is_grad_enabled() else "taps"
-            else:
-                sampler = "deform" if torch.compiler.is_compiling() else "taps"
+            # the tap sampler on CUDA (eager and compiled: 383.2 vs 373.2 pairs/s for deform_conv2d in the
+            # flagship's compiled training step on an H100, bench/results/fadc_ab_*_v2_*.json) and for CPU
+            # inference; deform_conv2d for CPU training
+            cpu_training = x.device.type == "cpu" and torch.is_grad_enabled()
+            sampler = "deform" if cpu_training else "taps"
 
         def conv(weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
             if sampler == "taps":

@@ -13,8 +13,8 @@ product in x's dtype, where torchvision's kernel runs everything in fp32 with SI
   ``geomamba::dilated_tap_conv_bwd``, both opaque (inductor would otherwise decompose ``grid_sample`` into
   gathers, slower than the CUDA kernel); in eager mode the same code runs as an ``autograd.Function`` (no
   Python op dispatch: eager training steps are bound by the host). Under autocast the input is cast to the
-  autocast dtype first (the product runs in it, as a matmul under autocast would). FADC runs it on CUDA in
-  eager mode; in its compiled graphs on an H100 ``deform_conv2d`` was faster (see ``layers/fadc.py``).
+  autocast dtype first (the product runs in it, as a matmul under autocast would). FADC runs it on CUDA,
+  eager and compiled (see ``layers/fadc.py``).
 
 Sampling positions are computed in fp32 whatever x's dtype (bf16 would place taps a quarter pixel off at 64
 pixels) and the taps are sampled in fp32 for half inputs. At a tap falling exactly on a pixel bilinear
