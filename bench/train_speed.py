@@ -503,7 +503,7 @@ def parse_args(argv=None):
     )
     p.add_argument("--compile", dest="compile", action="store_true", default=None)
     p.add_argument("--no-compile", dest="compile", action="store_false")
-    p.add_argument("--compile-cap-s", type=float, default=240.0, help="compile worker: compile + warm-up")
+    p.add_argument("--compile-cap-s", type=float, default=480.0, help="compile worker: compile + warm-up")
     p.add_argument("--loader-workers", type=int, default=None, help="default: the config's data.num_workers")
     p.add_argument("--only", action="append", default=[], help="glob of job names to run (repeatable)")
     p.add_argument("--skip", action="append", default=[], help="glob of job names to skip (repeatable)")
