@@ -109,15 +109,21 @@ def test_tap_sampler_gradients_match_deform_conv():
         torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9)
 
 
+def _fadc_with_varied_dilation(c_in: int, c_out: int, seed: int) -> FrequencyAdaptiveDilatedConv:
+    """A float64 FADC with AdaKern and a bias whose predictor gives fractional dilations varying per pixel."""
+    torch.manual_seed(seed)
+    m = FrequencyAdaptiveDilatedConv(c_in, c_out, adakern=True, bias=True).double()
+    with torch.no_grad():
+        m.dilation_predictor.weight.normal_(0, 0.3)
+        m.adakern.weight.normal_(0, 0.3)
+    return m
+
+
 def test_every_sampler_gives_the_layer_the_same_values_and_gradients():
     """``sampler`` picks the implementation only: taps (explicit backward), composed (autograd) and
     deform_conv2d give the same output and gradients (x, every parameter) in float64, AdaKern on; an
     unknown name is refused."""
-    torch.manual_seed(4)
-    m = FrequencyAdaptiveDilatedConv(6, 5, adakern=True, bias=True).double()
-    with torch.no_grad():
-        m.dilation_predictor.weight.normal_(0, 0.3)
-        m.adakern.weight.normal_(0, 0.3)
+    m = _fadc_with_varied_dilation(6, 5, seed=4)
     x = torch.randn(2, 6, 11, 9, dtype=torch.float64)
     results = {}
     for sampler in ("taps", "composed", "deform"):
@@ -155,11 +161,7 @@ def test_cuda_fadc_matches_the_cpu_deform_conv_path():
     """On CUDA the layer runs the sampler (training too): the CPU training path's outputs and gradients
     (torchvision's deform_conv2d), fractional dilations predicted per pixel, AdaKern on. In float64, so
     that no TF32 convolution (cuDNN's default for fp32) moves the predicted dilations."""
-    torch.manual_seed(3)
-    m = FrequencyAdaptiveDilatedConv(16, 16, adakern=True, bias=True).double()
-    with torch.no_grad():
-        m.dilation_predictor.weight.normal_(0, 0.3)
-        m.adakern.weight.normal_(0, 0.3)
+    m = _fadc_with_varied_dilation(16, 16, seed=3)
     x = torch.randn(2, 16, 24, 20, dtype=torch.float64)
     outs, grads = [], []
     for dev in ("cpu", "cuda"):
