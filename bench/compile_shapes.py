@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import fcntl
-import json
 import statistics
 import sys
 import time
@@ -34,7 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _train_speed_jobs as jobs
 from geomamba.engine.config import load_config
-from train_speed import device_info, slug, versions
+from train_speed import result_header, slug, write_result
 
 
 def _counters() -> dict[str, int]:
@@ -146,18 +145,10 @@ def main(argv=None) -> int:
         phase("other", build(args.other_batch), args.other_batch)
         phase("after_other", first, args.batch)
 
-    out = {
-        "benchmark": "compile_shapes",
-        "command": "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]),
-        "device": device_info(device),
-        "versions": versions(),
-        **record,
-    }
+    out = {**result_header("compile_shapes", device, argv), **record}
     tag = f"_{args.tag}" if args.tag else ""
     name = slug(out["device"].get("name", "cpu"))
-    path = Path(args.out_dir) / f"compile_shapes_{name}_{args.dynamic}{tag}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
+    path = write_result(out, args.out_dir, f"compile_shapes_{name}_{args.dynamic}{tag}")
     print(f"wrote {path}")
     return 0
 

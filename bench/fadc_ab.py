@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _train_speed_jobs as jobs
 from compile_shapes import _counters, _locked
 from geomamba.engine.config import load_config
-from train_speed import device_info, slug, versions
+from train_speed import result_header, slug, write_result
 
 
 def _wait_for_peers(folder: str, parties: str, timeout_s: float = 900.0) -> None:
@@ -102,10 +102,7 @@ def main(argv=None) -> int:
                 f"{name:9s} {per_s[name][-1]:8.2f} pairs/s (min step {t['min_s'] * 1e3:.1f} ms)", flush=True
             )
     out = {
-        "benchmark": "fadc_ab",
-        "command": "python " + " ".join([sys.argv[0], *(argv or sys.argv[1:])]),
-        "device": device_info(device),
-        "versions": versions(),
+        **result_header("fadc_ab", device, argv),
         "compiled": args.compiled,
         "compile_mode": cfg.trainer.compile_mode if args.compiled else None,
         "overrides": args.set,
@@ -118,9 +115,7 @@ def main(argv=None) -> int:
         },
     }
     stem = f"fadc_ab_{slug(out['device'].get('name', 'cpu'))}" + (f"_{args.tag}" if args.tag else "")
-    path = Path(args.out_dir) / f"{stem}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
+    path = write_result(out, args.out_dir, stem)
     if texts:
         path.with_suffix(".txt").write_text("\n\n".join(texts) + "\n")
     print(json.dumps(out["median_per_s"]), f"wrote {path}")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import sys
 from pathlib import Path
@@ -21,6 +20,9 @@ import torch
 from torchvision.ops import deform_conv2d
 
 from geomamba.ops.dilated_taps import dilated_tap_conv, tap_conv
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from train_speed import slug, write_result
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -108,9 +110,7 @@ def main(argv=None) -> int:
         "versions": {"torch": torch.__version__},
         "rows": rows,
     }
-    path = Path(args.out_dir) / f"fadc_gpu_{re.sub(r'[^a-z0-9]+', '_', name.lower()).strip('_')}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2))
+    path = write_result(out, args.out_dir, f"fadc_gpu_{slug(name)}")
     print(f"wrote {path}")
     return 0
 

@@ -78,6 +78,24 @@ def device_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
+def result_header(benchmark: str, device: torch.device, argv: list[str] | None = None) -> dict[str, Any]:
+    """The first keys of a probe's JSON: its name, the command that ran it, the device, the versions."""
+    return {
+        "benchmark": benchmark,
+        "command": "python " + " ".join([sys.argv[0], *(sys.argv[1:] if argv is None else argv)]),
+        "device": device_info(device),
+        "versions": versions(),
+    }
+
+
+def write_result(out: dict[str, Any], out_dir: str | Path, stem: str) -> Path:
+    """``<out_dir>/<stem>.json`` (folders made as needed); returns its path."""
+    path = Path(out_dir) / f"{stem}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=2))
+    return path
+
+
 def versions() -> dict[str, Any]:
     out: dict[str, Any] = {
         "python": platform.python_version(),

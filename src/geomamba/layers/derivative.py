@@ -80,13 +80,13 @@ def depthwise_replicate(x: torch.Tensor, weight: torch.Tensor, *, taps: bool | N
     b, c, h, w = x.shape
     k = weight.shape[-1]
     p = k // 2
-    dev = x.device.type
-    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
     xp = F.pad(x, (p, p, p, p), mode="replicate")
     if taps is None:
         taps = torch.compiler.is_compiling()
     if not taps:
         return F.conv2d(xp, weight.to(x.dtype), groups=c).view(b, c, -1, h, w)
+    dev = x.device.type
+    dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else x.dtype
     with torch.autocast(dev, enabled=False):
         acc = torch.promote_types(x.dtype, torch.float32)
         wt = weight.to(acc).view(c, -1, k, k)
@@ -152,7 +152,7 @@ class SecondOrderDerivativeOperator(nn.Module):
         super().__init__()
         if len(sigmas) != 2:
             raise ValueError(f"sigmas must be a pair (sigma1, sigma2), got {sigmas!r}")
-        self.channels, self.pad = channels, kernel_size // 2
+        self.channels = channels
         dog = difference_of_gaussians(float(sigmas[0]), float(sigmas[1]), kernel_size)
         _kernel_store(self, dog.expand(channels, 1, kernel_size, kernel_size).clone(), trainable)
 
