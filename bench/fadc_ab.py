@@ -79,6 +79,7 @@ def main(argv=None) -> int:
     steps, texts, profiles = {}, [], {}
     for name in samplers:
         p = {"model": cfg.model.name, "size": args.size, "batch": args.batch, "kind": "train"}
+        p["channels_last"] = cfg.trainer.channels_last
         p["options"] = {"fadc_sampler": name}
         steps[name] = jobs.build_train_step(cfg, p, device, compile_model=args.compiled)[0]
         steps[name]()  # compiles (--compiled) before the turns

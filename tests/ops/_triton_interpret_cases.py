@@ -129,6 +129,33 @@ def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None):
     return errs
 
 
+def _strided_copy():
+    """The tiled copy kernel: a transpose (tiles larger than one 64x64 block, masked edges), a fp32 sum
+    of a transposed and a plain view cast to bf16 (the interpreter truncates to bf16: error < 2^-8), and
+    the column-major directions of a (batch, K, C, H*W) tensor (strided 4-D views)."""
+    from geomamba.ops.triton.copy import strided_copy_, transposed
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(2, 3, 70, 45, generator=g)
+    acc = torch.randn(2, 3, 45, 70, generator=g)
+    summed = torch.empty(2, 3, 70, 45, dtype=torch.bfloat16)
+    strided_copy_(summed, acc.transpose(-1, -2), add=x)
+    t = torch.randn(2, 4, 5, 6 * 7, generator=g)
+    out = torch.zeros_like(t)
+    strided_copy_(
+        out.view(2, 4, 5, 7, 6)[:, 1::2].flatten(0, 1).transpose(-1, -2),
+        t.view(2, 4, 5, 6, 7)[:, 1::2].flatten(0, 1),
+    )
+    ref = torch.zeros_like(t)
+    for j in (1, 3):
+        ref[:, j] = t[:, j].view(2, 5, 6, 7).transpose(-1, -2).reshape(2, 5, 42)
+    return {
+        "transpose": _rel(transposed(x), x.transpose(-1, -2)),
+        "add_cast": _rel(summed, acc.transpose(-1, -2) + x),
+        "directions": _rel(out, ref),
+    }
+
+
 def main() -> None:
     try:
         _probe()
@@ -158,6 +185,7 @@ def main() -> None:
         # N = 16 (padded state), D and delta_bias
         "plain_N16_G1": lambda: _plain(1, 2, 20, 16, 1, d=True, z=False, bias=True, dlast=False, cfg=small),
         # all four directions, odd H and W
+        "strided_copy": _strided_copy,
         "ss2d_K4_5x3": lambda: _ss2d(1, 4, 5, 3, 1, 4, cfg=small),
         # partial columns (padded H 32 > chunk 16), N = 2
         "ss2d_K4_20x3_N2": lambda: _ss2d(1, 2, 20, 3, 2, 4, cfg=small),

@@ -26,6 +26,7 @@ EXPECTED = {
     "plain_N1_L1": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"},
     "plain_N1_G2_all": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"},
     "plain_N16_G1": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
+    "strided_copy": {"transpose", "add_cast", "directions"},
     "ss2d_K4_5x3": {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
     "ss2d_K4_20x3_N2": {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
     "ss2d_K2_4x6": {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
@@ -70,7 +71,8 @@ def interpreted():
 def test_kernels_match_reference_under_interpreter(interpreted, case):
     errs = interpreted[case]
     assert set(errs) == EXPECTED[case]
-    bad = {name: err for name, err in errs.items() if not err < 1e-4}
+    tol = {"add_cast": 2**-8}  # a bf16 output (the interpreter truncates)
+    bad = {name: err for name, err in errs.items() if not err < tol.get(name, 1e-4)}
     assert not bad, f"{case}: relative errors above 1e-4: {bad}"
 
 

@@ -138,6 +138,8 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, dy):
     x, delta, A, B, C, D, delta_bias = ctx.saved_tensors
+    if dy.is_cuda:  # as the forward's inputs (see ss2d_scan): a copy torch.compile fuses into dy's producer
+        dy = dy.contiguous()
     grads = torch.ops.geomamba.ss2d_scan_bwd(
         dy, x, delta, A, B, C, D, delta_bias, ctx.directions, ctx.backend
     )
@@ -206,4 +208,9 @@ def ss2d_scan(
         delta_bias,
         where=where,
     )
+    if x.is_cuda:
+        # The CUDA kernels read contiguous tensors. Made so here, outside the custom op, a strided input
+        # (B and C are slices of one projection) is copied by torch.compile's generated code, fused with
+        # its producer, instead of by a strided copy inside the op; a no-op for contiguous tensors.
+        x, delta, B, C = (t.contiguous() for t in (x, delta, B, C))
     return torch.ops.geomamba.ss2d_scan(x, delta, A, B, C, D, delta_bias, int(directions), str(backend))

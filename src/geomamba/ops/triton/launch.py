@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 import triton
 
+from geomamba.ops.triton.copy import strided_copy_, transposed
 from geomamba.ops.triton.scan_bwd import scan_bwd_kernel
 from geomamba.ops.triton.scan_fwd import scan_fwd_kernel
 from geomamba.ops.triton.scan_fwd_n import scan_fwd_n_kernel, scan_fwd_seq_kernel
@@ -162,21 +163,25 @@ def _colmajor_tile(h: int, chunk: int, columns: int = 0) -> tuple[int, int]:
     return max(1, to), ti
 
 
+def _dirs(t, cols, hh, ww):
+    """Directions ``cols`` (``[j]`` or ``[j, j + 2]``) of ``t (batch, K, C, hh*ww)`` as one 4-D view
+    ``(batch * len(cols), C, hh, ww)``."""
+    b, k, c, _ = t.shape
+    v = t.view(b, k, c, hh, ww)
+    return (v[:, cols[0] :: 2] if len(cols) > 1 else v[:, cols[0] : cols[0] + 1]).flatten(0, 1)
+
+
 def _to_col_order(t, cols, h, w):
     """``(batch, K, C, H*W)`` in image order -> a tensor whose directions ``cols`` hold the same values in
     column-major order (``w`` major); the other directions are left unset (the kernel does not read them)."""
     out = torch.empty_like(t)
-    b, _, c, _ = t.shape
-    for j in cols:
-        out[:, j].view(b, c, w, h).copy_(t[:, j].view(b, c, h, w).transpose(-1, -2))
+    strided_copy_(_dirs(out, cols, w, h).transpose(-1, -2), _dirs(t, cols, h, w))
     return out
 
 
 def _from_col_order(dst, src, cols, h, w):
     """Inverse of ``_to_col_order`` for directions ``cols``: write ``src`` (column-major) into ``dst``."""
-    b, _, c, _ = dst.shape
-    for j in cols:
-        dst[:, j].view(b, c, h, w).copy_(src[:, j].view(b, c, w, h).transpose(-1, -2))
+    strided_copy_(_dirs(dst, cols, h, w), _dirs(src, cols, w, h).transpose(-1, -2))
 
 
 # The forward stores the chunk-entry states for the backward when they take at most this fraction of u's
@@ -539,7 +544,7 @@ def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, co
         cols = [1, 3] if k == 4 else [1]
         dxacc = torch.empty(x.shape, device=dev, dtype=f32)
         accT = torch.empty(batch, dm, w, h, device=dev, dtype=f32)
-        xT, dyT = (t.transpose(-1, -2).contiguous() for t in (x, dy))
+        xT, dyT = transposed(x), transposed(dy)
         deltaT, BT, CT = (_to_col_order(t, cols, h, w) for t in (delta, B, C))
         ddeltaT = torch.empty_like(delta)
         dBT = torch.zeros(B.shape, device=dev, dtype=f32)
@@ -581,7 +586,7 @@ def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, co
             _from_col_order(ddelta, ddeltaT, cols, h, w)
             _from_col_order(dB, dBT, cols, h, w)
             _from_col_order(dC, dCT, cols, h, w)
-            dx = (dxacc + accT.transpose(-1, -2)).to(x.dtype)
+            strided_copy_(dx, accT.transpose(-1, -2), add=dxacc)
     else:
         ddelta.zero_()
     return (

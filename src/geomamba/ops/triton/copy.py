@@ -1,0 +1,84 @@
+"""Tiled strided copies for the fused SS2D backward: transposes of the image's two axes, with a cast.
+
+``strided_copy_(dst, src, add=None)`` writes ``src (+ add)`` into ``dst`` (cast to dst's dtype); the
+three are views of one logical shape (up to 4-D) with any strides. A program copies a ``(BR, BS)`` tile
+of the last two dimensions, so when ``src`` is contiguous along one of them and ``dst`` along the other
+(a transpose of H and W) both the loads and the stores are coalesced: the compiler exchanges the tile
+through shared memory. PyTorch's ``copy_`` of such a transpose runs an element-wise kernel whose loads
+or stores are strided (about 150 us for a (32, 256, 64, 64) bf16 map on an H100, a quarter of the copy
+bandwidth; bench/ss2d_copy_gpu.py measures both). Sums are taken in fp32.
+
+The pure-PyTorch twin is ``dst.copy_(src + add)`` (what :func:`strided_copy_` does on CPU tensors).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["strided_copy_", "transposed"]
+
+_TILE = 64
+# Under the Triton interpreter (CPU tests) the kernel runs on CPU tensors too.
+_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@triton.jit
+def _copy_kernel(
+    src, dst, add,
+    Q, R, S,
+    s_p, s_q, s_r, s_s,
+    d_p, d_q, d_r, d_s,
+    a_p, a_q, a_r, a_s,
+    HAS_ADD: tl.constexpr, BR: tl.constexpr, BS: tl.constexpr,
+):  # fmt: skip
+    pq = tl.program_id(0)
+    p = (pq // Q).to(tl.int64)
+    q = (pq % Q).to(tl.int64)
+    r = tl.program_id(1) * BR + tl.arange(0, BR)[:, None]
+    s = tl.program_id(2) * BS + tl.arange(0, BS)[None, :]
+    mask = (r < R) & (s < S)
+    v = tl.load(src + p * s_p + q * s_q + r * s_r + s * s_s, mask=mask).to(tl.float32)
+    if HAS_ADD:
+        v += tl.load(add + p * a_p + q * a_q + r * a_r + s * a_s, mask=mask).to(tl.float32)
+    tl.store(dst + p * d_p + q * d_q + r * d_r + s * d_s, v.to(dst.dtype.element_ty), mask=mask)
+
+
+def _strides4(t: torch.Tensor) -> tuple[int, int, int, int]:
+    return (0,) * (4 - t.dim()) + tuple(t.stride())
+
+
+def strided_copy_(dst: torch.Tensor, src: torch.Tensor, add: torch.Tensor | None = None) -> torch.Tensor:
+    """``dst.copy_(src + add)`` (``add`` optional) by 2-D tiles of the last two dimensions; returns dst.
+
+    dst, src and add: the same shape, 1 to 4 dimensions, any strides (dst must not overlap itself or the
+    inputs). CUDA tensors run the Triton kernel (CPU ones too under ``TRITON_INTERPRET=1``); others fall
+    back to ``copy_``."""
+    if src.shape != dst.shape or (add is not None and add.shape != dst.shape):
+        shapes = [tuple(t.shape) for t in (dst, src, add) if t is not None]
+        raise ValueError(f"strided_copy_: dst, src (and add) must have one shape, got {shapes}")
+    if not 1 <= dst.dim() <= 4:
+        raise ValueError(f"strided_copy_: 1 to 4 dimensions, got shape {tuple(dst.shape)}")
+    if not (dst.is_cuda or _INTERPRET) or dst.numel() == 0:
+        return dst.copy_(src if add is None else src.float() + add.float())
+    p, q, r, s = (1,) * (4 - dst.dim()) + tuple(dst.shape)
+    grid = (p * q, triton.cdiv(r, _TILE), triton.cdiv(s, _TILE))
+    with torch.cuda.device(dst.device) if dst.is_cuda else contextlib.nullcontext():
+        _copy_kernel[grid](
+            src, dst, src if add is None else add,
+            q, r, s,
+            *_strides4(src), *_strides4(dst), *_strides4(src if add is None else add),
+            HAS_ADD=add is not None, BR=_TILE, BS=_TILE, num_warps=4,
+        )  # fmt: skip
+    return dst
+
+
+def transposed(t: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A contiguous copy of ``t.transpose(-1, -2)`` (in ``dtype``, default t's) by :func:`strided_copy_`."""
+    out = torch.empty(*t.shape[:-2], t.shape[-1], t.shape[-2], device=t.device, dtype=dtype or t.dtype)
+    strided_copy_(out.transpose(-1, -2), t)
+    return out
