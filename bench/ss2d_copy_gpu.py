@@ -9,6 +9,10 @@ At the SS2D shapes of the flagship's training step (batch 32, bf16, N = 1, K = 4
   (the default), with dB/dC by partial sums (default) or atomics; every variant's gradients are compared
   with the default's (max relative difference), so a wrong variant is reported, not timed silently.
 
+GPU times (``*_ms``) replay the call from a CUDA graph (as the compiled training step does: no launch
+overhead); ``bwd_eager_ms`` launches it eagerly (host-bound when the launches take longer than the
+kernels) and ``bwd_host_us`` is the host time per eager call.
+
     PYTHONPATH=src python bench/ss2d_copy_gpu.py                     # on a GPU, about a minute
     PYTHONPATH=src TRITON_INTERPRET=1 python bench/ss2d_copy_gpu.py --tiny   # CPU smoke run
 
@@ -50,11 +54,14 @@ def torch_copies():
         launch.strided_copy_, launch.transposed = saved
 
 
-def bench(fn, reps: int) -> float:
-    """Median milliseconds of ``fn`` (triton's do_bench on a GPU, wall clock under the interpreter)."""
+def bench(fn, reps: int, graph: bool = False) -> float:
+    """Median milliseconds of ``fn``: triton's ``do_bench`` on a GPU (``graph``: replayed from a CUDA graph,
+    GPU time without the launch overhead), wall clock under the interpreter."""
     if DEV == "cuda":
         import triton.testing
 
+        if graph:
+            return float(triton.testing.do_bench_cudagraph(fn, rep=reps, return_mode="median"))
         return float(triton.testing.do_bench(fn, warmup=5, rep=reps, return_mode="median"))
     import time
 
@@ -62,6 +69,22 @@ def bench(fn, reps: int) -> float:
     t = time.perf_counter()
     fn()
     return (time.perf_counter() - t) * 1e3
+
+
+def host_us(fn, calls: int = 20 if DEV == "cuda" else 1) -> float:
+    """Microseconds of host time per call (launches queued without waiting for the GPU)."""
+    import time
+
+    fn()
+    if DEV == "cuda":
+        torch.cuda.synchronize()
+    t = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    host = (time.perf_counter() - t) / calls * 1e6
+    if DEV == "cuda":
+        torch.cuda.synchronize()
+    return host
 
 
 def ss2d_inputs(batch, dm, h, w, seed=0):
@@ -89,10 +112,11 @@ def measure(batch: int, dm: int, h: int, w: int, reps: int) -> dict:
     """One SS2D shape: the transposes alone and the whole backward in each variant."""
     dy, x, delta, A, B, C, D, bias = ss2d_inputs(batch, dm, h, w)
     nbytes = 2 * x.numel() * x.element_size()
-    t_torch = bench(lambda: x.transpose(-1, -2).contiguous(), reps)
-    t_triton = bench(lambda: transposed(x), reps)
+    graph = DEV == "cuda"
+    t_torch = bench(lambda: x.transpose(-1, -2).contiguous(), reps, graph)
+    t_triton = bench(lambda: transposed(x), reps, graph)
     xcl = x.contiguous(memory_format=torch.channels_last)
-    t_cl = bench(lambda: xcl.contiguous(), reps)
+    t_cl = bench(lambda: xcl.contiguous(), reps, graph)
     row = {
         "shape": [batch, dm, h, w],
         "transpose_ms": {"torch": round(t_torch, 4), "triton": round(t_triton, 4)},
@@ -110,15 +134,25 @@ def measure(batch: int, dm: int, h: int, w: int, reps: int) -> dict:
         "dbc_atomic": (SS2DOptions(**{**base.__dict__, "dbc_atomic": True}), False),
     }
     ref = launch.ss2d_bwd(*args_, options=base)
-    row["bwd_ms"], row["bwd_rel_diff"] = {}, {}
+    for key in ("bwd_ms", "bwd_eager_ms", "bwd_host_us", "bwd_rel_diff"):
+        row[key] = {}
     for name, (opts, use_torch) in variants.items():
         with torch_copies() if use_torch else contextlib.nullcontext():
             grads = launch.ss2d_bwd(*args_, options=opts)
-            row["bwd_ms"][name] = round(bench(lambda o=opts: launch.ss2d_bwd(*args_, options=o), reps), 4)
+
+            def fn(o=opts):
+                return launch.ss2d_bwd(*args_, options=o)
+
+            row["bwd_ms"][name] = round(bench(fn, reps, graph), 4)
+            row["bwd_eager_ms"][name] = round(bench(fn, reps), 4)
+            row["bwd_host_us"][name] = round(host_us(fn), 1)
         row["bwd_rel_diff"][name] = max(_rel(g, r) for g, r in zip(grads, ref) if g is not None)
     print(
         f"{row['shape']!s:22s} transpose torch {t_torch:.4f} ms triton {t_triton:.4f} ms | CL->CF {t_cl:.4f} | "
-        + " ".join(f"bwd {k} {v:.4f} ms" for k, v in row["bwd_ms"].items())
+        + " ".join(
+            f"bwd {k} {v:.4f} ms (eager {row['bwd_eager_ms'][k]:.4f}, host {row['bwd_host_us'][k]:.0f} us)"
+            for k, v in row["bwd_ms"].items()
+        )
         + f" | max rel diff {max(row['bwd_rel_diff'].values()):.2e}",
         flush=True,
     )

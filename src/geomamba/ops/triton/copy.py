@@ -66,13 +66,14 @@ def strided_copy_(dst: torch.Tensor, src: torch.Tensor, add: torch.Tensor | None
     if not (dst.is_cuda or _INTERPRET) or dst.numel() == 0:
         return dst.copy_(src if add is None else src.float() + add.float())
     p, q, r, s = (1,) * (4 - dst.dim()) + tuple(dst.shape)
-    grid = (p * q, triton.cdiv(r, _TILE), triton.cdiv(s, _TILE))
+    br, bs = min(_TILE, triton.next_power_of_2(r)), min(_TILE, triton.next_power_of_2(s))
+    grid = (p * q, triton.cdiv(r, br), triton.cdiv(s, bs))
     with torch.cuda.device(dst.device) if dst.is_cuda else contextlib.nullcontext():
         _copy_kernel[grid](
             src, dst, src if add is None else add,
             q, r, s,
             *_strides4(src), *_strides4(dst), *_strides4(src if add is None else add),
-            HAS_ADD=add is not None, BR=_TILE, BS=_TILE, num_warps=4,
+            HAS_ADD=add is not None, BR=br, BS=bs, num_warps=4 if br * bs >= 2048 else 2,
         )  # fmt: skip
     return dst
 
