@@ -259,6 +259,68 @@ def test_fused_ss2d_other_addressing(opts):
     _ss2d_case(2, 8, 13, 9, 1, 4, torch.float32, SS2DOptions(**opts))
 
 
+def test_tiled_copy_matches_torch():
+    """The tiled Triton copy (forced on) against PyTorch: an H/W transpose with a cast, a transposed fp32
+    sum cast to bf16 (both round to nearest even: bit-equal), and the column-major directions of a
+    (batch, K, C, H*W) tensor, on maps that are not multiples of the tile."""
+    from geomamba.ops.triton.copy import strided_copy_, transposed
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    x = torch.randn(3, 5, 70, 45, device="cuda", generator=g)
+    assert torch.equal(transposed(x, torch.bfloat16, tiled=True), x.transpose(-1, -2).contiguous().bfloat16())
+    acc = torch.randn(3, 5, 45, 70, device="cuda", generator=g)
+    out = torch.empty(3, 5, 70, 45, device="cuda", dtype=torch.bfloat16)
+    strided_copy_(out, acc.transpose(-1, -2), add=x, tiled=True)
+    assert torch.equal(out, (acc.transpose(-1, -2) + x).bfloat16())
+    t = torch.randn(2, 4, 6, 33 * 40, device="cuda", generator=g)
+    cols = torch.zeros_like(t)
+    strided_copy_(
+        cols.view(2, 4, 6, 40, 33)[:, 1::2].flatten(0, 1).transpose(-1, -2),
+        t.view(2, 4, 6, 33, 40)[:, 1::2].flatten(0, 1),
+        tiled=True,
+    )
+    for j in range(4):
+        want = (
+            t[:, j].view(2, 6, 33, 40).transpose(-1, -2).reshape(2, 6, -1)
+            if j % 2
+            else torch.zeros_like(t[:, j])
+        )
+        assert torch.equal(cols[:, j], want), j
+
+
+def test_ss2d_backward_in_cuda_graph_matches_eager():
+    """The fused SS2D backward through transposed copies (a 32x32 map: ``col_copy``) captured in a CUDA
+    graph, where its copies run the tiled Triton kernel, gives the eager call's gradients (PyTorch's
+    copies): dx and ddelta bit for bit, the atomically summed ones to rounding; replayed on the captured
+    inputs and on new values."""
+    from geomamba.ops.triton import ss2d_bwd
+
+    ins = _ss2d_inputs(2, 16, 32, 32, 1, 4, torch.bfloat16)
+    dy = torch.randn_like(ins[0])
+    static = [t.detach().clone() for t in (dy, *ins)]
+    torch.cuda.synchronize()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        ss2d_bwd(*static, 4)  # warm-up (compiles the kernels outside the capture)
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = ss2d_bwd(*static, 4)
+    for fresh in (False, True):
+        if fresh:  # new values in the captured inputs
+            new = _ss2d_inputs(2, 16, 32, 32, 1, 4, torch.bfloat16)
+            for t, src in zip(static, (torch.randn_like(ins[0]), *new)):
+                t.copy_(src)
+        graph.replay()
+        eager = ss2d_bwd(*static, 4)
+        for name, a, b in zip(["x", "delta", "A", "B", "C", "D", "delta_bias"], out, eager, strict=True):
+            if name in ("x", "delta"):
+                assert torch.equal(a, b), name
+            else:  # summed by atomics: the order of the additions varies
+                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
 def _train(block, x, target, steps=20):
     opt = torch.optim.AdamW(block.parameters(), lr=1e-3)
     losses = []

@@ -134,11 +134,14 @@ class SS2DOptions:
 # measured them; see SS2DOptions). The backward of maps with at least COL_COPY_MIN_PIXELS pixels uses
 # "backward_large" (transposed copies, the plain backward tile): on an H100, bf16, batch 16, N = 1, K = 4
 # it took 1.45 ms at 64x64 (gather 6.58, composed 2.44) and 0.80 ms at 32x32 (gather 1.16, composed 1.56),
-# but 1.03 ms at 16x16, where gather took 0.46 (round 3, bench/NOTES_triton.md).
+# but 1.03 ms at 16x16, where gather took 0.46 (round 3, bench/NOTES_triton.md). With the tiled copies
+# (ops/triton/copy.py) its dB/dC atomics beat the partial sums at all four flagship shapes it serves (batch
+# 32, replayed from a CUDA graph: e.g. 1.56 vs 1.80 ms at 256 x 64x64, 0.42 vs 0.49 at 256 x 32x32;
+# bench/ss2d_copy_gpu.py), while the gather backward keeps the partial sums (1.12 vs 0.73 ms at 1024 x 16x16).
 SS2D_DEFAULTS = {
     "forward": SS2DOptions(col_t3=True),
     "backward": SS2DOptions(col_t3=False),
-    "backward_large": SS2DOptions(col_copy=True),
+    "backward_large": SS2DOptions(col_copy=True, dbc_atomic=True),
 }
 COL_COPY_MIN_PIXELS = 1024
 
