@@ -11,9 +11,10 @@ bandwidth; bench/ss2d_copy_gpu.py measures both). Sums are taken in fp32.
 Which copy runs (``tiled=None``, the default): the Triton kernel while a CUDA graph is being captured
 (the compiled training step under ``reduce-overhead``: a replay costs no launch), PyTorch's ``copy_``
 otherwise. An eager call pays each launch on the host, and a Triton launch costs more host time than a
-PyTorch one (about 80 us against 15 on an H100 host): measured per SS2D backward, the tiled copies saved
-GPU time at every flagship shape when replayed (5.28 against 6.86 ms over the six shapes) but made the
-eager call slower at four of the six (host-bound).
+PyTorch one (about 80 us more on an H100 host): replayed, the SS2D backward took 5.28 ms over the
+flagship's six shapes with the tiled copies and 6.86 with PyTorch's, but eagerly the tiled copies cost
+5.8 ms of host time over the four shapes that take them against 3.8, and the eager training step is
+bound by its host (bench/ss2d_copy_gpu.py).
 
 The pure-PyTorch twin is ``dst.copy_(src + add)`` (what :func:`strided_copy_` does on CPU tensors).
 """
