@@ -15,7 +15,11 @@ backend runs) against the backend's composed path (reorders + Triton plain scan 
 and backward; and the SS2D layer forward + backward through the dispatcher: reference backend, Triton
 with every SS2D composed, Triton routed. Prints a table and writes ``bench/results/scan_gpu_<gpu>.json``.
 
-    PYTHONPATH=src python bench/scan_gpu.py [--sweep] [--out PATH]
+Timing: ``triton.testing.do_bench`` (each call launched from the host: a kernel shorter than its launch
+path is timed as the launch path), or with ``--graphs`` ``do_bench_cudagraph`` (the calls replayed from a
+CUDA graph: GPU time alone, as in the compiled training step's CUDA graphs; the reference layer too).
+
+    PYTHONPATH=src python bench/scan_gpu.py [--sweep] [--graphs] [--out PATH]
     PYTHONPATH=src TRITON_INTERPRET=1 python bench/scan_gpu.py --tiny   # CPU smoke run of the script
 """
 
@@ -42,11 +46,15 @@ from geomamba.ops.triton import ScanConfig, selective_scan_bwd, selective_scan_f
 from geomamba.ops.triton.route import ENV_FUSED, fused_ss2d, ss2d_bwd_routed, ss2d_fwd_routed
 
 RESULTS = Path(__file__).resolve().parent / "results"
+GRAPHS = {"on": False}  # --graphs: time replays of CUDA graphs
 
 
 def bench(fn, reps: int = 100) -> float:
-    """Median milliseconds of ``fn`` (CUDA events through triton's do_bench; host clock on CPU)."""
+    """Median milliseconds of ``fn`` (CUDA events through triton's do_bench, or replays of a CUDA graph
+    with ``--graphs``; host clock on CPU)."""
     if torch.cuda.is_available():
+        if GRAPHS["on"]:
+            return float(triton.testing.do_bench_cudagraph(fn, rep=reps, return_mode="median"))
         return float(triton.testing.do_bench(fn, warmup=25, rep=reps, return_mode="median"))
     fn()
     times = []
@@ -182,6 +190,11 @@ def layer_rows(shapes, dev, ref_reps):
 
         row = dict(shape=name, batch=batch, d_model=d_model, H=h, W=w, N=n)
         step()  # warm-up
+        if GRAPHS["on"]:
+            try:
+                row["reference_ms"] = bench(step, reps=50)
+            except RuntimeError as exc:  # not capturable: timed by the host clock below
+                row["reference_graph_error"] = f"{type(exc).__name__}: {exc}"[:300]
         ms = []
         for _ in range(ref_reps):
             if dev.type == "cuda":
@@ -191,7 +204,8 @@ def layer_rows(shapes, dev, ref_reps):
             if dev.type == "cuda":
                 torch.cuda.synchronize()
             ms.append((time.perf_counter() - t0) * 1e3)
-        row["reference_ms"] = statistics.median(ms)
+        row["reference_host_clock_ms"] = statistics.median(ms)
+        row.setdefault("reference_ms", row["reference_host_clock_ms"])
         layer.core.backend = "triton"
         old = os.environ.get(ENV_FUSED)
         try:
@@ -228,7 +242,11 @@ def main(argv=None) -> int:
     p.add_argument("--sweep", action="store_true", help="also time a few tile configurations per shape")
     p.add_argument("--tiny", action="store_true", help="tiny shapes (smoke test of the script, CPU ok)")
     p.add_argument("--skip-layer", action="store_true", help="skip the SS2D layer comparison")
+    p.add_argument(
+        "--graphs", action="store_true", help="time replays of CUDA graphs (GPU time, no launches)"
+    )
     args = p.parse_args(argv)
+    GRAPHS["on"] = args.graphs
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu-interpreter"
     if args.tiny:
@@ -322,7 +340,7 @@ def main(argv=None) -> int:
         print(f"\nper-token PyTorch loop, forward at stage1 (16, 1024, 4096, N=1): {naive_ms:.0f} ms")
     out = dict(
         device=gpu, torch=torch.__version__, triton=triton.__version__, python=platform.python_version(),
-        command=" ".join([Path(sys.executable).name, *sys.argv]), copy_gbs=copy_gbs,
+        command=" ".join([Path(sys.executable).name, *sys.argv]), copy_gbs=copy_gbs, graphs=args.graphs,
         plain_scan=plain, ss2d_core=core, ss2d_layer=layer, naive_loop_forward_ms_stage1=naive_ms,
     )  # fmt: skip
     slug = re.sub(r"[^a-z0-9]+", "_", gpu.lower()).strip("_")
