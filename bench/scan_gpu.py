@@ -66,10 +66,16 @@ def bench(fn, reps: int = 100) -> float:
 
 
 def copy_bandwidth(dev, numel: int) -> float:
-    """Device-to-device copy bandwidth in GB/s, counting bytes read plus bytes written."""
+    """Device-to-device copy bandwidth in GB/s, counting bytes read plus bytes written (always timed by
+    ``do_bench``: one long kernel, its launch is negligible; replayed from graphs it measured 2,430 against
+    2,969 GB/s on an H100)."""
     src = torch.randn(numel, device=dev, dtype=torch.float32).to(torch.bfloat16)
     dst = torch.empty_like(src)
-    ms = bench(lambda: dst.copy_(src))
+    graphs, GRAPHS["on"] = GRAPHS["on"], False
+    try:
+        ms = bench(lambda: dst.copy_(src))
+    finally:
+        GRAPHS["on"] = graphs
     return 2 * src.numel() * src.element_size() / (ms * 1e-3) / 1e9
 
 
@@ -332,7 +338,8 @@ def main(argv=None) -> int:
         print("\nSS2D layer forward+backward (bf16 autocast, through the dispatcher)")
         for r in layer:
             print(
-                f"{r['shape']:12} reference {r['reference_ms']:.1f} ms  triton composed {r['triton_composed_ms']:.2f}"
+                f"{r['shape']:12} reference {r['reference_ms']:.1f} ms (host clock {r['reference_host_clock_ms']:.1f})"
+                f"  triton composed {r['triton_composed_ms']:.2f}"
                 f"  routed {r['triton_routed_ms']:.2f} ms  vs reference {r['speedup_vs_reference']:.0f}x"
                 f"  routed vs composed {r['routed_vs_composed']:.2f}x"
             )
