@@ -29,7 +29,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from geomamba.ops.triton import SS2DOptions, launch
+from geomamba.ops.triton import SS2DOptions
+from geomamba.ops.triton import ss2d_launch as launch
 from geomamba.ops.triton.copy import transposed
 from train_speed import result_header, slug, write_result
 

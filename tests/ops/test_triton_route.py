@@ -82,7 +82,7 @@ def test_shipped_rule_at_the_flagship_maps(monkeypatch):
     """The measured decision (route.py): forward and backward fused at 64x64, 32x32 and 16x16 (round 3:
     the backward's column-major directions go through transposed copies from 32x32 up); larger maps and
     d_state 16 composed."""
-    from geomamba.ops.triton.launch import COL_COPY_MIN_PIXELS, SS2D_DEFAULTS
+    from geomamba.ops.triton.ss2d_launch import COL_COPY_MIN_PIXELS, SS2D_DEFAULTS
 
     monkeypatch.delenv(route.ENV_FUSED, raising=False)
     for backward in (False, True):

@@ -7,7 +7,8 @@ An ImportError (no triton, a broken install) propagates unchanged: the dispatche
 reason the backend is unavailable.
 
 Kernels: ``scan_fwd.py`` (forward), ``scan_bwd.py`` (backward, recomputing the forward per chunk),
-``launch.py`` (argument checks, tile choice, launches), ``route.py`` (fused or composed SS2D).
+``launch.py`` (argument checks, tile choice, launches of the plain scan), ``ss2d_launch.py`` (the fused
+SS2D launchers), ``copy.py`` (tiled copies of the SS2D backward), ``route.py`` (fused or composed SS2D).
 """
 
 from __future__ import annotations
@@ -17,17 +18,9 @@ import functools
 import torch
 import triton  # an ImportError here is the reason the backend is unavailable
 
-from geomamba.ops.triton.launch import (
-    SS2D_DEFAULTS,
-    ScanConfig,
-    SS2DOptions,
-    selective_scan_bwd,
-    selective_scan_fwd,
-    ss2d_bwd,
-    ss2d_fwd,
-    states_shape,
-)
+from geomamba.ops.triton.launch import ScanConfig, selective_scan_bwd, selective_scan_fwd, states_shape
 from geomamba.ops.triton.route import fused_ss2d, ss2d_bwd_routed, ss2d_fwd_routed
+from geomamba.ops.triton.ss2d_launch import SS2D_DEFAULTS, SS2DOptions, ss2d_bwd, ss2d_fwd
 
 __all__ = [
     "SS2D_DEFAULTS",

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 
-from geomamba.ops.triton.launch import selective_scan_bwd, selective_scan_fwd, ss2d_bwd, ss2d_fwd
+from geomamba.ops.triton.launch import selective_scan_bwd, selective_scan_fwd
+from geomamba.ops.triton.ss2d_launch import ss2d_bwd, ss2d_fwd
 
 __all__ = ["triton_selective_scan", "triton_ss2d_scan"]
 

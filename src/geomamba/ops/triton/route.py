@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from geomamba.ops.triton.launch import ss2d_bwd, ss2d_fwd
+from geomamba.ops.triton.ss2d_launch import ss2d_bwd, ss2d_fwd
 
 __all__ = [
     "ENV_FUSED",
@@ -34,7 +34,7 @@ ENV_FUSED = "GEOMAMBA_SS2D_FUSED"
 # vs composed time (bench/scan_gpu.py, bench/ss2d_route_gpu.py, bench/bwd_sweep_gpu.py,
 # bench/NOTES_triton.md): forward fused 2.6x faster at 64x64, 2.7-3.8x at 32x32, 3.4-6.5x at 16x16;
 # backward fused 1.69x at 64x64 and 1.95x at 32x32 (round 3: column-major directions through transposed
-# copies, launch.COL_COPY_MIN_PIXELS), 2.8x at 16x16 (gather). Larger maps were not measured: composed.
+# copies, ss2d_launch.COL_COPY_MIN_PIXELS), 2.8x at 16x16 (gather). Larger maps were not measured: composed.
 FUSED_MAX_PIXELS = {"forward": 4096, "backward": 4096}
 # Largest d_state run fused (the fused kernels were measured at N = 1; N = 16 runs composed).
 FUSED_MAX_STATE = 1

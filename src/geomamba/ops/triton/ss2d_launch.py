@@ -1,0 +1,234 @@
+"""Python launchers of the fused SS2D kernels: ``ss2d_fwd`` / ``ss2d_bwd`` and their options.
+
+Shapes: x ``(batch, Dm, H, W)``; delta ``(batch, K, Dm, H*W)`` and B, C ``(batch, K, N, H*W)`` in image
+(row-major) order; A ``(K*Dm, N)``; D, delta_bias ``(K*Dm,)``. State and accumulation are fp32 whatever
+the input dtype; outputs and gradients take their input's dtype. The kernels are those of the plain scan
+(``scan_fwd.py``, ``scan_bwd.py``) with ``SS2D=True``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import triton
+
+from geomamba.ops.triton.copy import strided_copy_, transposed
+from geomamba.ops.triton.launch import _check, _device_ctx, _use_partial, pick_config
+from geomamba.ops.triton.scan_bwd import scan_bwd_kernel
+from geomamba.ops.triton.scan_fwd import scan_fwd_kernel
+
+__all__ = ["COL_COPY_MIN_PIXELS", "SS2D_DEFAULTS", "SS2DOptions", "ss2d_bwd", "ss2d_fwd"]
+
+
+@dataclass(frozen=True)
+class SS2DOptions:
+    """How the fused SS2D kernels address the column-major directions and merge the K directions.
+
+    ``col_t3``: True = transpose (3-D memory-order tile flattened by ``tl.reshape``: loads contiguous
+    along the image rows); False = gather (sequence-order offsets, 2-D tiles, strided loads).
+    ``columns``: most image columns per column-major chunk (0 = as many as fill the chunk). ``seq_k``:
+    one program runs the K directions in turn and merges y / dx with plain loads and stores (False: one
+    program per direction, fp32 atomics). ``dbc_atomic``: dB/dC by atomics (False: per-block partial
+    sums, summed by the launcher). ``col_copy`` (backward, with ``seq_k``): the launcher transposes x, dy
+    and the column-major directions' delta/B/C into their scan order first, so the kernel scans every
+    direction as coalesced rows, and transposes ddelta/dB/dC/dx of those directions back (``col_t3`` and
+    ``columns`` are then unused).
+
+    Defaults per phase: ``SS2D_DEFAULTS``. On an H100 (triton 3.6) the transposed tiles gave wrong
+    BACKWARD gradients for some tiles (e.g. (rows, TO, TI) = (4, 4, 32) with 2 warps, (2, 16, 32) with
+    4 warps; the forward was right everywhere it was measured), so the backward gathers on small maps
+    and uses ``col_copy`` from ``COL_COPY_MIN_PIXELS`` up (bench/NOTES_triton.md)."""
+
+    col_t3: bool = False
+    columns: int = 0
+    seq_k: bool = True
+    dbc_atomic: bool = False
+    col_copy: bool = False
+
+
+# Options per phase when the caller gives none (bench/ss2d_route_gpu.py and bench/bwd_sweep_gpu.py
+# measured them; see SS2DOptions). The backward of maps with at least COL_COPY_MIN_PIXELS pixels uses
+# "backward_large" (transposed copies, the plain backward tile): on an H100, bf16, batch 16, N = 1, K = 4
+# it took 1.45 ms at 64x64 (gather 6.58, composed 2.44) and 0.80 ms at 32x32 (gather 1.16, composed 1.56),
+# but 1.03 ms at 16x16, where gather took 0.46 (round 3, bench/NOTES_triton.md). With the tiled copies
+# (ops/triton/copy.py) its dB/dC atomics beat the partial sums at all four flagship shapes it serves (batch
+# 32, replayed from a CUDA graph: e.g. 1.56 vs 1.80 ms at 256 x 64x64, 0.42 vs 0.49 at 256 x 32x32;
+# bench/ss2d_copy_gpu.py), while the gather backward keeps the partial sums (1.12 vs 0.73 ms at 1024 x 16x16).
+SS2D_DEFAULTS = {
+    "forward": SS2DOptions(col_t3=True),
+    "backward": SS2DOptions(col_t3=False),
+    "backward_large": SS2DOptions(col_copy=True, dbc_atomic=True),
+}
+COL_COPY_MIN_PIXELS = 1024
+
+
+def _colmajor_tile(h: int, chunk: int, columns: int = 0) -> tuple[int, int]:
+    """(TO columns, TI rows) of a column-major chunk: whole (padded) columns when they fit."""
+    ti = min(triton.next_power_of_2(max(h, 1)), chunk)
+    to = chunk // ti
+    if columns > 0:
+        to = min(to, triton.next_power_of_2(columns))
+    return max(1, to), ti
+
+
+def _dirs(t, cols, hh, ww):
+    """Directions ``cols`` (``[j]`` or ``[j, j + 2]``) of ``t (batch, K, C, hh*ww)`` as one 4-D view
+    ``(batch * len(cols), C, hh, ww)``."""
+    b, k, c, _ = t.shape
+    v = t.view(b, k, c, hh, ww)
+    return (v[:, cols[0] :: 2] if len(cols) > 1 else v[:, cols[0] : cols[0] + 1]).flatten(0, 1)
+
+
+def _to_col_order(t, cols, h, w):
+    """``(batch, K, C, H*W)`` in image order -> a tensor whose directions ``cols`` hold the same values in
+    column-major order (``w`` major); the other directions are left unset (the kernel does not read them)."""
+    out = torch.empty_like(t)
+    strided_copy_(_dirs(out, cols, w, h).transpose(-1, -2), _dirs(t, cols, h, w))
+    return out
+
+
+def _from_col_order(dst, src, cols, h, w):
+    """Inverse of ``_to_col_order`` for directions ``cols``: write ``src`` (column-major) into ``dst``."""
+    strided_copy_(_dirs(dst, cols, h, w), _dirs(src, cols, w, h).transpose(-1, -2))
+
+
+def _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions):
+    _check(directions in (1, 2, 4), f"directions must be 1, 2 or 4, got {directions}")
+    _check(x.dim() == 4, f"x must be (batch, D, H, W), got {tuple(x.shape)}")
+    batch, dm, h, w = x.shape
+    k, length = directions, h * w
+    _check(
+        tuple(delta.shape) == (batch, k, dm, length),
+        f"delta must be (batch={batch}, K={k}, D={dm}, H*W={length}) in image order, got {tuple(delta.shape)}",
+    )
+    _check(A.dim() == 2 and A.shape[0] == k * dm, f"A must be (K*D={k * dm}, N), got {tuple(A.shape)}")
+    n = A.shape[1]
+    for name, t in (("B", B), ("C", C)):
+        _check(
+            tuple(t.shape) == (batch, k, n, length),
+            f"{name} must be (batch={batch}, K={k}, N={n}, H*W={length}), got {tuple(t.shape)}",
+        )
+    for name, t in (("D", D), ("delta_bias", delta_bias)):
+        if t is not None:
+            _check(tuple(t.shape) == (k * dm,), f"{name} must be ({k * dm},), got {tuple(t.shape)}")
+    return batch, dm, h, w, k, n
+
+
+def _ss2d_launch_geometry(n, dm, h, w, backward, config, opts):
+    # col_copy scans every direction as flat rows: the plain scan's tile
+    npad, cfg = pick_config(n, dm, h * w, backward=backward, ss2d=not opts.col_copy, override=config)
+    to_c, ti_c = _colmajor_tile(h, cfg.chunk, opts.columns)
+    nc_max = max(triton.cdiv(h * w, cfg.chunk), triton.cdiv(w, to_c) * triton.cdiv(h, ti_c))
+    return npad, cfg, to_c, ti_c, nc_max
+
+
+def ss2d_fwd(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None):
+    """Fused SS2D scan: ``y (batch, Dm, H, W)`` in x.dtype, the K directional scans merged (summed)."""
+    batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions)
+    opts = options or SS2D_DEFAULTS["forward"]
+    x, delta, B, C = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
+    A32 = A.detach().float().contiguous()
+    y = torch.empty_like(x)
+    if x.numel() == 0:
+        return y
+    atomic = k > 1 and not opts.seq_k
+    acc = (
+        torch.zeros(x.shape, device=x.device, dtype=torch.float32)
+        if atomic
+        else (torch.empty(x.shape, device=x.device, dtype=torch.float32) if k > 1 else y)
+    )
+    npad, cfg, to_c, ti_c, _ = _ss2d_launch_geometry(n, dm, h, w, False, config, opts)
+    n_db = dm // cfg.bd
+    progs = batch * n_db * (1 if opts.seq_k else k)
+    with _device_ctx(x):
+        scan_fwd_kernel[(progs,)](
+            x, delta, A32, B, C,
+            D if D is not None else A32, delta_bias if delta_bias is not None else A32,
+            x, y, acc, A32, A32,
+            dm, k, 1, n, h * w, h * w, h, w, n_db, 0, TINY=False,
+            HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=False,
+            SOFTPLUS=True, STORE_LAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
+            BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
+        )  # fmt: skip
+    return acc.to(x.dtype) if atomic else y
+
+
+def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None):
+    """Backward of the fused SS2D scan: ``(dx, ddelta, dA, dB, dC, dD, ddelta_bias)``."""
+    batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions)
+    _check(dy.shape == x.shape, f"dy must have x's shape {tuple(x.shape)}, got {tuple(dy.shape)}")
+    opts = options or SS2D_DEFAULTS["backward_large" if h * w >= COL_COPY_MIN_PIXELS else "backward"]
+    x, delta, B, C, dy = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous(), dy.contiguous()
+    A32 = A.detach().float().contiguous()
+    dev, f32 = x.device, torch.float32
+    atomic = k > 1 and not opts.seq_k
+    dx = torch.empty_like(x)
+    dxacc = torch.zeros(x.shape, device=dev, dtype=f32) if atomic else (
+        torch.empty(x.shape, device=dev, dtype=f32) if k > 1 else dx
+    )  # fmt: skip
+    ddelta = torch.empty_like(delta)
+    dA = torch.zeros(k * dm, n, device=dev, dtype=f32)
+    dB = torch.zeros(B.shape, device=dev, dtype=f32)
+    dC = torch.zeros(C.shape, device=dev, dtype=f32)
+    dD = torch.zeros(k * dm, device=dev, dtype=f32) if D is not None else None
+    dbias = torch.zeros(k * dm, device=dev, dtype=f32) if delta_bias is not None else None
+    col_copy = opts.col_copy and opts.seq_k and k > 1
+    if col_copy:
+        cols = [1, 3] if k == 4 else [1]
+        dxacc = torch.empty(x.shape, device=dev, dtype=f32)
+        accT = torch.empty(batch, dm, w, h, device=dev, dtype=f32)
+        xT, dyT = transposed(x), transposed(dy)
+        deltaT, BT, CT = (_to_col_order(t, cols, h, w) for t in (delta, B, C))
+        ddeltaT = torch.empty_like(delta)
+        dBT = torch.zeros(B.shape, device=dev, dtype=f32)
+        dCT = torch.zeros(C.shape, device=dev, dtype=f32)
+    else:
+        xT = deltaT = BT = CT = dyT = accT = ddeltaT = x
+    if x.numel() > 0:
+        npad, cfg, to_c, ti_c, nc_max = _ss2d_launch_geometry(n, dm, h, w, True, config, opts)
+        n_db = dm // cfg.bd
+        progs = batch * n_db * (1 if opts.seq_k else k)
+        st = torch.empty(progs * nc_max * cfg.bd * npad, device=dev, dtype=f32)
+        partial = not opts.dbc_atomic and _use_partial(None, 2 * 4 * batch * k * n_db * n * h * w)
+        if partial:
+            dBp = torch.empty(batch, k, n_db, n, h * w, device=dev, dtype=f32)
+            dCp = torch.empty_like(dBp)
+            if col_copy:
+                dBT, dCT = torch.empty_like(dBp), torch.empty_like(dBp)
+        with _device_ctx(x):
+            scan_bwd_kernel[(progs,)](
+                x, delta, A32, B, C,
+                D if D is not None else A32, delta_bias if delta_bias is not None else A32,
+                x, dy, A32, st,
+                dx, dxacc, ddelta, dA, dBp if partial else dB, dCp if partial else dC,
+                dD if dD is not None else dA, dbias if dbias is not None else dA, dx,
+                xT, deltaT, BT, CT, dyT, accT, ddeltaT, dBT if col_copy else dx, dCT if col_copy else dx,
+                dm, k, 1, n, h * w, h * w, h, w, n_db, nc_max, TINY=False,
+                HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=False,
+                SOFTPLUS=True, HAS_DLAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
+                DBC_ATOMIC=not partial, COL_COPY=col_copy,
+                BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
+            )  # fmt: skip
+        if partial:
+            dB, dC = dBp.sum(2), dCp.sum(2)
+            if col_copy:
+                dBT, dCT = dBT.sum(2), dCT.sum(2)
+        if atomic:
+            dx = dxacc.to(x.dtype)
+        if col_copy:
+            _from_col_order(ddelta, ddeltaT, cols, h, w)
+            _from_col_order(dB, dBT, cols, h, w)
+            _from_col_order(dC, dCT, cols, h, w)
+            strided_copy_(dx, accT.transpose(-1, -2), add=dxacc)
+    else:
+        ddelta.zero_()
+    return (
+        dx,
+        ddelta,
+        dA.to(A.dtype),
+        dB.to(B.dtype),
+        dC.to(C.dtype),
+        dD.to(D.dtype) if D is not None else None,
+        dbias.to(delta_bias.dtype) if delta_bias is not None else None,
+    )
