@@ -144,6 +144,11 @@ def _pad_length(t, length):
     return None if t is None else F.pad(t, (0, length - t.shape[-1])).contiguous()
 
 
+def in_input_dtypes(grads, inputs) -> tuple:
+    """Each (fp32-accumulated) gradient in its input's dtype; None where the input is None."""
+    return tuple(None if t is None else g.to(t.dtype) for g, t in zip(grads, inputs, strict=True))
+
+
 def _device_ctx(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
@@ -373,13 +378,5 @@ def selective_scan_bwd(
     if tiny:
         du, ddelta, dB, dC = (t[..., :length].contiguous() for t in (du, ddelta, dB, dC))
         dz = dz[..., :length].contiguous() if dz is not None else None
-    return (
-        du,
-        ddelta,
-        dA.to(A.dtype),
-        dB.to(B.dtype),
-        dC.to(C.dtype),
-        dD.to(D.dtype) if D is not None else None,
-        dz,
-        dbias.to(delta_bias.dtype) if delta_bias is not None else None,
-    )
+    dA, dB, dC, dD, dbias = in_input_dtypes((dA, dB, dC, dD, dbias), (A, B, C, D, delta_bias))
+    return du, ddelta, dA, dB, dC, dD, dz, dbias

@@ -14,7 +14,7 @@ import torch
 import triton
 
 from geomamba.ops.triton.copy import strided_copy_, transposed
-from geomamba.ops.triton.launch import _check, _device_ctx, _use_partial, pick_config
+from geomamba.ops.triton.launch import _check, _device_ctx, _use_partial, in_input_dtypes, pick_config
 from geomamba.ops.triton.scan_bwd import scan_bwd_kernel
 from geomamba.ops.triton.scan_fwd import scan_fwd_kernel
 
@@ -223,12 +223,4 @@ def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, co
             strided_copy_(dx, accT.transpose(-1, -2), add=dxacc)
     else:
         ddelta.zero_()
-    return (
-        dx,
-        ddelta,
-        dA.to(A.dtype),
-        dB.to(B.dtype),
-        dC.to(C.dtype),
-        dD.to(D.dtype) if D is not None else None,
-        dbias.to(delta_bias.dtype) if delta_bias is not None else None,
-    )
+    return (dx, ddelta, *in_input_dtypes((dA, dB, dC, dD, dbias), (A, B, C, D, delta_bias)))
