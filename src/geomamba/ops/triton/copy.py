@@ -21,12 +21,13 @@ The pure-PyTorch twin is ``dst.copy_(src + add)`` (what :func:`strided_copy_` do
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import torch
 import triton
 import triton.language as tl
+
+from geomamba.ops.triton.launch import _device_ctx
 
 __all__ = ["strided_copy_", "transposed"]
 
@@ -86,7 +87,7 @@ def strided_copy_(
     p, q, r, s = (1,) * (4 - dst.dim()) + tuple(dst.shape)
     br, bs = min(_TILE, triton.next_power_of_2(r)), min(_TILE, triton.next_power_of_2(s))
     grid = (p * q, triton.cdiv(r, br), triton.cdiv(s, bs))
-    with torch.cuda.device(dst.device) if dst.is_cuda else contextlib.nullcontext():
+    with _device_ctx(dst):
         _copy_kernel[grid](
             src, dst, src if add is None else add,
             q, r, s,

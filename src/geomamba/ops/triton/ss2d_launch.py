@@ -175,8 +175,7 @@ def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, co
     dbias = torch.zeros(k * dm, device=dev, dtype=f32) if delta_bias is not None else None
     col_copy = opts.col_copy and opts.seq_k and k > 1
     if col_copy:
-        cols = [1, 3] if k == 4 else [1]
-        dxacc = torch.empty(x.shape, device=dev, dtype=f32)
+        cols = [1, 3] if k == 4 else [1]  # (dxacc: fp32, as k > 1 and seq_k)
         accT = torch.empty(batch, dm, w, h, device=dev, dtype=f32)
         xT, dyT = transposed(x), transposed(dy)
         deltaT, BT, CT = (_to_col_order(t, cols, h, w) for t in (delta, B, C))
