@@ -46,7 +46,7 @@ from geomamba.ops.triton import ScanConfig, selective_scan_bwd, selective_scan_f
 from geomamba.ops.triton.route import ENV_FUSED, fused_ss2d, ss2d_bwd_routed, ss2d_fwd_routed
 
 RESULTS = Path(__file__).resolve().parent / "results"
-GRAPHS = {"on": False}  # --graphs: time replays of CUDA graphs
+GRAPHS = {"on": False, "compile_layer": False}  # --graphs: time replays of CUDA graphs
 
 
 def bench(fn, reps: int = 100) -> float:
@@ -223,6 +223,20 @@ def layer_rows(shapes, dev, ref_reps):
             os.environ.pop(ENV_FUSED, None) if old is None else os.environ.__setitem__(ENV_FUSED, old)
         row["speedup_vs_reference"] = row["reference_ms"] / row["triton_routed_ms"]
         row["routed_vs_composed"] = row["triton_composed_ms"] / row["triton_routed_ms"]
+        if GRAPHS["compile_layer"]:  # the layer as the compiled training step runs it (inductor fuses the
+            compiled = torch.compile(layer)  # projections' epilogues, norm, gate around the scan op)
+
+            def cstep(compiled=compiled, x=x):
+                with torch.autocast(dev.type, dtype=torch.bfloat16):
+                    out = compiled(x)
+                out.float().sum().backward()
+
+            t0 = time.perf_counter()
+            cstep()
+            cstep()
+            row["triton_compiled_compile_s"] = time.perf_counter() - t0
+            row["triton_compiled_ms"] = bench(cstep, reps=50)
+            row["compiled_speedup_vs_reference"] = row["reference_ms"] / row["triton_compiled_ms"]
         rows.append(row)
     return rows
 
@@ -251,8 +265,14 @@ def main(argv=None) -> int:
     p.add_argument(
         "--graphs", action="store_true", help="time replays of CUDA graphs (GPU time, no launches)"
     )
+    p.add_argument(
+        "--compile-layer",
+        action="store_true",
+        help="also time the Triton SS2D layer under torch.compile (against the eager reference layer)",
+    )
     args = p.parse_args(argv)
     GRAPHS["on"] = args.graphs
+    GRAPHS["compile_layer"] = args.compile_layer
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     gpu = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu-interpreter"
     if args.tiny:
@@ -343,6 +363,11 @@ def main(argv=None) -> int:
                 f"  routed {r['triton_routed_ms']:.2f} ms  vs reference {r['speedup_vs_reference']:.0f}x"
                 f"  routed vs composed {r['routed_vs_composed']:.2f}x"
             )
+            if "triton_compiled_ms" in r:
+                print(
+                    f"{'':12} torch.compile'd triton layer {r['triton_compiled_ms']:.2f} ms"
+                    f"  vs eager reference {r['compiled_speedup_vs_reference']:.0f}x"
+                )
     if naive_ms is not None:
         print(f"\nper-token PyTorch loop, forward at stage1 (16, 1024, 4096, N=1): {naive_ms:.0f} ms")
     out = dict(

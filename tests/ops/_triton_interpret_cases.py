@@ -76,7 +76,7 @@ def _plain(
         if st.dim() != 4 or st.shape[2] < 1:
             raise AssertionError(f"expected stored states over several chunks, got {tuple(st.shape)}")
     else:
-        (y, last), st = selective_scan_fwd(*f32, True, config=cfg, state_loop=loop), None
+        (y, last), st = selective_scan_fwd(*f32, True, config=fwd_cfg or cfg, state_loop=loop), None
     grads = selective_scan_bwd(
         dy.float(), *f32, True, dl.float() if dlast else None, config=cfg, partial_dbc=partial, states=st
     )
@@ -167,6 +167,7 @@ def main() -> None:
     torch.manual_seed(0)
     small = ScanConfig(2, 16, 4)
     wide = ScanConfig(2, 64, 4)
+    seq4 = ScanConfig(2, 0, 1, 1, 4)
     # the round-1 path: one program per direction, fp32 atomics, transposed 3-D column tiles
     t3_atomic = SS2DOptions(col_t3=True, seq_k=False, dbc_atomic=True)
     colcopy = SS2DOptions(col_copy=True)
@@ -184,6 +185,10 @@ def main() -> None:
         "plain_N1_G2_all": lambda: _plain(2, 4, 37, 1, 2, d=True, z=True, bias=True, dlast=True, cfg=small),
         # N = 16 (padded state), D and delta_bias
         "plain_N16_G1": lambda: _plain(1, 2, 20, 16, 1, d=True, z=False, bias=True, dlast=False, cfg=small),
+        # N = 16 forward, sequential kernel: 4 threads per channel (4 states each), L not a chunk multiple
+        "plain_N16_seq_4groups": lambda: _plain(
+            2, 4, 21, 16, 2, d=True, z=True, bias=True, dlast=False, cfg=small, loop=True, fwd_cfg=seq4
+        ),
         # all four directions, odd H and W
         "strided_copy": _strided_copy,
         "ss2d_K4_5x3": lambda: _ss2d(1, 4, 5, 3, 1, 4, cfg=small),

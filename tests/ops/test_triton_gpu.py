@@ -158,6 +158,40 @@ def test_scan_matches_reference(n, groups, dtype, length, batch, opts):
     )
 
 
+@pytest.mark.parametrize(
+    ("cfg", "n", "dtype", "length"),
+    [
+        ((16, 0, 2, 1, 4), 16, "bf16", 4096),  # the default below 65536 channels: 4 threads per channel
+        ((32, 0, 2, 1, 2), 16, "fp16", 300),  # the default from 65536 channels: 2; L not a chunk multiple
+        ((32, 0, 1, 1, 1), 12, "fp32", 77),  # one thread per channel, padded state, 4-position chunks
+        ((32, 32, 4, 2), 16, "bf16", 300),  # the associative state-loop tile
+    ],
+)
+def test_state_loop_forward_tiles(cfg, n, dtype, length):
+    """The N = 16 forward's tiles (sequential kernel with 1, 2 or 4 threads per channel, associative)
+    against the reference, with every optional input."""
+    from geomamba.ops.triton import ScanConfig, selective_scan_fwd
+
+    dev, dt, batch, dim = "cuda", DTYPES[dtype], 3, 64
+    ins = [
+        torch.randn(batch, dim, length, device=dev).to(dt),
+        (torch.randn(batch, dim, length, device=dev) * 0.5 - 1.0).to(dt),
+        -torch.exp(torch.randn(dim, n, device=dev) * 0.5),
+        torch.randn(batch, 4, n, length, device=dev).to(dt),
+        torch.randn(batch, 4, n, length, device=dev).to(dt),
+        torch.randn(dim, device=dev),
+        torch.randn(batch, dim, length, device=dev).to(dt),
+        torch.randn(dim, device=dev) * 0.3,
+    ]
+    ref = [t.double() for t in ins]
+    y_ref, last_ref = _ref_scan(
+        *ref[:5], D=ref[5], z=ref[6], delta_bias=ref[7], delta_softplus=True, return_last_state=True
+    )
+    y, last = selective_scan_fwd(*ins, True, config=ScanConfig(*cfg), state_loop=True)
+    assert y.dtype == dt and last.shape == (batch, dim, n)
+    assert _rel(y, y_ref) < _tol(dt) and _rel(last, last_ref) < 1e-4
+
+
 def _ss2d_inputs(batch, dm, h, w, n, k, dtype):
     dev, length = "cuda", h * w
     return [
@@ -359,7 +393,7 @@ def test_vss_block_trains_like_reference_on_each_path(monkeypatch, d_state):
             if hasattr(m, "backend"):
                 m.backend = "triton"
         names = _kernel_names(lambda block=block: block(x).sum().backward())
-        # forward: scan_fwd_kernel, or scan_fwd_n_kernel (the plain N = 16 forward of the composed path)
+        # forward: scan_fwd_kernel, or scan_fwd_seq_kernel (the plain N = 16 forward of the composed path)
         assert any("scan_fwd" in s for s in names) and any("scan_bwd_kernel" in s for s in names), names
         block.zero_grad()
         losses = _train(block, x, target)

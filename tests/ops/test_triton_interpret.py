@@ -26,6 +26,7 @@ EXPECTED = {
     "plain_N1_L1": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"},
     "plain_N1_G2_all": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"},
     "plain_N16_G1": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
+    "plain_N16_seq_4groups": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"},
     "strided_copy": {"transpose", "add_cast", "directions"},
     "ss2d_K4_5x3": {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
     "ss2d_K4_20x3_N2": {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},

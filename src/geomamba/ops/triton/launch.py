@@ -34,12 +34,14 @@ __all__ = [
 class ScanConfig:
     """Tile of one program: ``bd`` channels x ``chunk`` positions (x the padded state size); warps;
     ``num_stages``: software-pipelining depth of the chunk loop (``tl.range(num_stages=...)``: the next
-    chunks' loads are issued while this one computes; 1 = none)."""
+    chunks' loads are issued while this one computes; 1 = none). ``state_groups`` (the sequential N = 16
+    forward, ``chunk = 0``): threads sharing one channel, each scanning ``N / state_groups`` states."""
 
     bd: int
     chunk: int
     num_warps: int
     num_stages: int = 1
+    state_groups: int = 1
 
 
 # Tiles by padded state size: (plain fwd, plain bwd, SS2D fwd, SS2D bwd); the tile holds BD * NP state rows
@@ -63,10 +65,15 @@ _BWD_N1_BY_LENGTH = (
     (0, ScanConfig(4, 64, 1, 3)),
 )
 
-# Plain forward with the state loop (scan_fwd_n.py: one (channels, positions) tile, the states unrolled)
-# from this padded state size up; its tile: (bd channels, chunk positions, warps, stages).
+# Plain forward with the state loop (scan_fwd_n.py) from this padded state size up. Its default is the
+# sequential kernel (chunk 0) with ``state_groups`` threads per channel: 4 while batch x D is below
+# _STATE_LOOP_SG2_CHANNELS, else 2. H100 sweep (bench/n16_sweep_gpu.py, bf16, batch 16, N 16, G 4; GPU time
+# of graph replays): L 4096, D 1024: 0.819 ms (2 per channel: 0.899; one: 1.41; the associative 32 x 32
+# tile of round 4: 1.091); L 256, D 4096: 0.185 ms with 2 per channel (4: 0.205; associative: 0.281).
+# Software pipelining (num_stages > 1) and fp32 B/C rows were slower at both shapes.
 STATE_LOOP_MIN_N = 16
-_STATE_LOOP_FWD = ScanConfig(32, 32, 4, 2)
+_STATE_LOOP_FWD = (ScanConfig(16, 0, 2, 1, 4), ScanConfig(32, 0, 2, 1, 2))
+_STATE_LOOP_SG2_CHANNELS = 1 << 16
 
 
 def _pow2_divisor(n: int) -> int:
@@ -254,12 +261,14 @@ def selective_scan_fwd(
 def _state_loop_fwd(u, delta, A32, B, C, D, z, delta_bias, delta_softplus, y, last, stride, length, config):
     batch, dim, _ = u.shape
     groups, n = B.shape[1], A32.shape[1]
-    cfg = config or _STATE_LOOP_FWD
+    cfg = config or _STATE_LOOP_FWD[batch * dim >= _STATE_LOOP_SG2_CHANNELS]
     bd = min(cfg.bd, _pow2_divisor(dim // groups))
-    if cfg.chunk == 0:  # sequential variant: one thread per channel, 16-byte rows
+    npad = triton.next_power_of_2(max(n, 1))
+    if cfg.chunk == 0:  # sequential variant: state_groups threads per channel, 16-byte rows
         kernel, chunk = scan_fwd_seq_kernel, 16 // u.element_size()
-        warps = max(1, min(cfg.num_warps, bd // 32))
-        even = {"EVEN": stride == length and length % chunk == 0 and n == triton.next_power_of_2(n)}
+        sg = min(cfg.state_groups, npad)
+        warps = max(1, min(cfg.num_warps, bd * sg // 32))
+        even = {"EVEN": stride == length and length % chunk == 0 and n == npad, "SG": sg}
     else:
         kernel, even = scan_fwd_n_kernel, {}
         chunk = min(cfg.chunk, max(16, triton.next_power_of_2(stride)))
@@ -272,8 +281,8 @@ def _state_loop_fwd(u, delta, A32, B, C, D, z, delta_bias, delta_softplus, y, la
             z if z is not None else u, y, last,
             dim, groups, n, stride, length, n_db, TINY=stride != length,
             HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
-            SOFTPLUS=bool(delta_softplus), STORE_LAST=True, BD=bd, NP=triton.next_power_of_2(max(n, 1)),
-            CH=chunk, STAGES=cfg.num_stages, num_warps=warps, **even,
+            SOFTPLUS=bool(delta_softplus), STORE_LAST=True, BD=bd, NP=npad, CH=chunk, STAGES=cfg.num_stages,
+            num_warps=warps, **even,
         )  # fmt: skip
 
 

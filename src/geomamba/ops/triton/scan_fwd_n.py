@@ -131,41 +131,46 @@ def scan_fwd_seq_kernel(
     Dm, G, N, L, Lv, n_dblocks,
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
     SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
-    CH: tl.constexpr, STAGES: tl.constexpr, EVEN: tl.constexpr = False,
+    CH: tl.constexpr, STAGES: tl.constexpr, EVEN: tl.constexpr = False, SG: tl.constexpr = 1,
 ):  # fmt: skip
-    """Sequential variant: one thread per channel; per chunk of ``CH`` positions (one 16-byte load per
-    row: 8 bf16/fp16 or 4 fp32) the recurrence runs position by position in registers for each state,
+    """Sequential variant: a thread owns one channel and ``NP / SG`` of its states (``SG`` threads, adjacent
+    lanes, share a channel); per chunk of ``CH`` positions (one 16-byte load per row: 8 bf16/fp16 or 4
+    fp32) the recurrence runs position by position in registers for each of its states,
     ``h_n = exp2(dt * A_n log2 e) * h_n + dt * u * B_n``, ``y += C_n * h_n`` (5 instructions per element
-    and state, one of them exp2). Same arguments and grid as ``scan_fwd_n_kernel``; ``EVEN``: L is a
-    multiple of CH and N a power of two (no masks)."""
+    and state, one of them exp2), and the ``SG`` partial outputs of a channel are summed across lanes.
+    The gate is linear in y, so each partial is gated before the sum (and the D skip is added by the
+    thread of state group 0). Same arguments and grid as ``scan_fwd_n_kernel`` (``BD`` channels per
+    program); ``EVEN``: L is a multiple of CH and N a power of two (no masks)."""
+    NS: tl.constexpr = NP // SG
     pid = tl.program_id(0)
     db = pid % n_dblocks
     b = pid // n_dblocks
     d0 = db * BD
     g = d0 // (Dm // G)
-    dd = tl.arange(0, BD)
+    rr = tl.arange(0, BD * SG)
+    ch = rr // SG  # channel of the row
+    s0 = (rr % SG) * NS  # its first state
     seq = tl.arange(0, CH)
-    rows = (b * Dm + d0 + dd).to(tl.int64) * L
-    bc_base = (b * G + g).to(tl.int64) * N * L
-    zero_rows = dd * 0
+    rows = (b * Dm + d0 + ch).to(tl.int64) * L
+    bc_rows = (b * G + g).to(tl.int64) * N * L + s0.to(tl.int64) * L
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + d0 + dd).to(tl.float32)
+        bias = tl.load(bias_ptr + d0 + ch).to(tl.float32)
     if HAS_D:
-        Dv = tl.load(D_ptr + d0 + dd).to(tl.float32)
+        Dv = tl.where(s0 == 0, tl.load(D_ptr + d0 + ch).to(tl.float32), 0.0)
     if TINY:
         Lm = Lv  # padded short sequence: L is the row stride, Lv the valid length
     else:
         Lm = L
     a2 = ()
     hs = ()
-    for n in tl.static_range(NP):
-        an = tl.load(A_ptr + (d0 + dd) * N + n, mask=(dd >= 0) & (n < N), other=0.0)
+    for k in tl.static_range(NS):
+        an = tl.load(A_ptr + (d0 + ch) * N + s0 + k, mask=s0 + k < N, other=0.0)
         a2 = a2 + (an * 1.4426950408889634,)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
-        hs = hs + (tl.zeros((BD,), dtype=tl.float32),)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
+        hs = hs + (tl.zeros((BD * SG,), dtype=tl.float32),)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
     nc = tl.cdiv(Lm, CH)
     for c in tl.range(0, nc, num_stages=STAGES):
         t = c * CH + seq
-        valid = (t < Lm)[None, :] & (dd >= 0)[:, None]
+        valid = (t < Lm)[None, :] & (rr >= 0)[:, None]
         off = rows[:, None] + t[None, :]
         if EVEN:
             u = tl.load(x_ptr + off).to(tl.float32)
@@ -184,41 +189,49 @@ def scan_fwd_seq_kernel(
         if HAS_D:
             y = Dv[:, None] * u
         else:
-            y = tl.zeros((BD, CH), dtype=tl.float32)
-        dts = _cols(dt, BD, CH)
-        dtus = _cols(dt * u, BD, CH)
-        ys = _cols(y, BD, CH)
-        bc_off = bc_base + zero_rows[:, None] + t[None, :]
+            y = tl.zeros((BD * SG, CH), dtype=tl.float32)
+        dts = _cols(dt, BD * SG, CH)
+        dtus = _cols(dt * u, BD * SG, CH)
+        ys = _cols(y, BD * SG, CH)
+        bc_off = bc_rows[:, None] + t[None, :]
         new_hs = ()
-        for n in tl.static_range(NP):
+        for k in tl.static_range(NS):
             if EVEN:
-                bt = tl.load(B_ptr + bc_off + n * L)
-                ct = tl.load(C_ptr + bc_off + n * L)
+                bt = tl.load(B_ptr + bc_off + k * L)
+                ct = tl.load(C_ptr + bc_off + k * L)
             else:
-                bcm = valid & (n < N)
-                bt = tl.load(B_ptr + bc_off + n * L, mask=bcm, other=0.0)
-                ct = tl.load(C_ptr + bc_off + n * L, mask=bcm, other=0.0)
-            bs = _cols(bt.to(tl.float32), BD, CH)
-            cs = _cols(ct.to(tl.float32), BD, CH)
-            h = hs[n]
+                bcm = valid & (s0 + k < N)[:, None]
+                bt = tl.load(B_ptr + bc_off + k * L, mask=bcm, other=0.0)
+                ct = tl.load(C_ptr + bc_off + k * L, mask=bcm, other=0.0)
+            bs = _cols(bt.to(tl.float32), BD * SG, CH)
+            cs = _cols(ct.to(tl.float32), BD * SG, CH)
+            h = hs[k]
             acc = ()
             for j in tl.static_range(CH):
-                h = tl.exp2(dts[j] * a2[n]) * h + dtus[j] * bs[j]
+                h = tl.exp2(dts[j] * a2[k]) * h + dtus[j] * bs[j]
                 acc = acc + (ys[j] + cs[j] * h,)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
             ys = acc
             new_hs = new_hs + (h,)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
         hs = new_hs
-        y = _rows(ys, BD, CH)
+        y = _rows(ys, BD * SG, CH)
         if HAS_Z:
             if EVEN:
                 zz = tl.load(z_ptr + off).to(tl.float32)
             else:
                 zz = tl.load(z_ptr + off, mask=valid, other=0.0).to(tl.float32)
             y = y * zz * tl.sigmoid(zz)
-        if EVEN:
-            tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty))
+        if SG == 1:
+            if EVEN:
+                tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty))
+            else:
+                tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=valid)
         else:
-            tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=valid)
+            ysum = tl.sum(tl.reshape(y, (BD, SG, CH)), 1)
+            yoff = (b * Dm + d0 + tl.arange(0, BD)).to(tl.int64)[:, None] * L + t[None, :]
+            if EVEN:
+                tl.store(y_ptr + yoff, ysum.to(y_ptr.dtype.element_ty))
+            else:
+                tl.store(y_ptr + yoff, ysum.to(y_ptr.dtype.element_ty), mask=(t < Lm)[None, :])
     if STORE_LAST:
-        for n in tl.static_range(NP):
-            tl.store(last_ptr + (b * Dm + d0 + dd) * N + n, hs[n], mask=(dd >= 0) & (n < N))
+        for k in tl.static_range(NS):
+            tl.store(last_ptr + (b * Dm + d0 + ch) * N + s0 + k, hs[k], mask=s0 + k < N)

@@ -1,0 +1,164 @@
+"""GPU sweep of the N = 16 plain forward (issue 3: "N = 16 forward no more than 2.5x the N = 1 time").
+
+Variants of the sequential kernel (``scan_fwd_seq_kernel``, ``ScanConfig(chunk=0)``): ``state_groups``
+threads per channel (1, 2, 4: each scans 16, 8, 4 of the 16 states), warps per program, software-
+pipelining stages, and B/C handed to the kernel in their input dtype (bf16) or converted to fp32 first
+(the conversion is inside the timed call): fp32 rows save the kernel two bf16 -> fp32 conversions per
+element and state (the sm_90 SASS of the chunk loop: 10.3 -> 7.8 instructions per element and state with
+one thread per channel). Also the associative state-loop tiles (the default and the best of round 4) and
+the N = 1 forward of the same shape, the denominator of the target.
+
+Each row: GPU time of one call replayed from a CUDA graph (``triton.testing.do_bench_cudagraph``), its
+relative error against the rows kernel (``state_loop=False``) and its ratio to the N = 1 forward.
+Compiles first in ``--jobs`` processes (they fill Triton's cache), then times in this process.
+
+    PYTHONPATH=src python bench/n16_sweep_gpu.py --out results.json [--jobs 14] [--quick]
+    PYTHONPATH=src TRITON_INTERPRET=1 python bench/n16_sweep_gpu.py --tiny   # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import multiprocessing as mp
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
+import triton
+
+from geomamba.ops.triton import ScanConfig, selective_scan_fwd
+
+DEV = "cuda" if torch.cuda.is_available() else "cpu"
+GROUPS = 4
+SHAPES = [("stage1_n16", 16, 1024, 4096), ("stage3_n16", 16, 4096, 256)]
+# (tile, B/C in fp32)
+VARIANTS = [(ScanConfig(32, 32, 4, 2), False), (ScanConfig(32, 16, 2, 2), False)] + [
+    (ScanConfig(32 * w // sg, 0, w, st, sg), f32)
+    for sg, w, st, f32 in itertools.product((1, 2, 4), (1, 2, 4), (1, 2, 3, 4), (False, True))
+]
+# --quick: the associative tiles and the sequential kernel without pipelining (the full sweep's winners)
+QUICK = VARIANTS[:2] + [
+    (ScanConfig(32 * w // sg, 0, w, 1, sg), False) for sg, w in itertools.product((1, 2, 4), (1, 2, 4))
+]
+
+
+def inputs(batch, dim, length, n=16, seed=0):
+    g = torch.Generator(device=DEV).manual_seed(seed)
+
+    def r(*s):
+        return torch.randn(*s, device=DEV, generator=g)
+
+    bf = torch.bfloat16
+    return [
+        r(batch, dim, length).to(bf),
+        (r(batch, dim, length) * 0.5 - 1.0).to(bf),
+        -torch.exp(r(dim, n) * 0.5),
+        r(batch, GROUPS, n, length).to(bf),
+        r(batch, GROUPS, n, length).to(bf),
+        torch.ones(dim, device=DEV),
+        None,
+        r(dim) * 0.1,
+    ]
+
+
+def call(args, cfg, f32):
+    u, delta, A, B, C, *rest = args
+    if f32:
+        B, C = B.float(), C.float()
+    return selective_scan_fwd(u, delta, A, B, C, *rest, True, config=cfg, state_loop=True)
+
+
+def _compile_job(job):
+    cfg, f32, dim, length = job
+    t0 = time.perf_counter()
+    try:
+        call(inputs(1, dim, length), cfg, f32)
+        if DEV == "cuda":
+            torch.cuda.synchronize()
+        return repr(job), time.perf_counter() - t0, None
+    except Exception as err:  # reported, the variant is then skipped
+        return repr(job), time.perf_counter() - t0, f"{type(err).__name__}: {err}"
+
+
+def bench(fn):
+    if DEV == "cuda":
+        return float(triton.testing.do_bench_cudagraph(fn, rep=60, return_mode="median"))
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def _rel(a, b):
+    return ((a.double() - b.double()).norm() / (b.double().norm() + 1e-30)).item()
+
+
+def rows(shapes, variants):
+    out = []
+    for name, batch, dim, length in shapes:
+        args = inputs(batch, dim, length)
+        y_ref, last_ref = selective_scan_fwd(*args, True, state_loop=False)
+        one = inputs(batch, dim, length, n=1)
+        n1_ms = bench(lambda a=one: selective_scan_fwd(*a, True))
+        out.append(dict(shape=name, tile="n1_forward", ms=n1_ms))
+        print(json.dumps(out[-1]), flush=True)
+        for cfg, f32 in variants:
+            row = dict(shape=name, tile=list(cfg.__dict__.values()), bc_fp32=f32)
+            try:
+                y, last = call(args, cfg, f32)
+                row["rel_y"], row["rel_last"] = _rel(y, y_ref), _rel(last, last_ref)
+                row["ms"] = bench(lambda a=args, c=cfg, f=f32: call(a, c, f))
+                row["x_n1"] = row["ms"] / n1_ms
+            except Exception as err:
+                row["error"] = f"{type(err).__name__}: {err}"[:300]
+            out.append(row)
+            print(json.dumps(row), flush=True)
+        del args, one, y_ref, last_ref
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=None)
+    p.add_argument("--jobs", type=int, default=14)
+    p.add_argument("--tiny", action="store_true", help="CPU interpreter smoke run")
+    p.add_argument(
+        "--quick", action="store_true", help="the associative tiles and the unpipelined sequential ones"
+    )
+    args = p.parse_args(argv)
+    shapes, variants = SHAPES, QUICK if args.quick else VARIANTS
+    if args.tiny:
+        shapes = [("tiny16", 1, 8, 32)]
+        variants = [(ScanConfig(4, 16, 1, 1), False), (ScanConfig(4, 0, 1, 1, 2), True)]
+    log = []
+    if DEV == "cuda" and args.jobs > 1:
+        jobs = [(c, f, d, L) for _, _, d, L in shapes for c, f in variants]
+        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as ex:
+            log = list(ex.map(_compile_job, jobs))
+        for j, _sec, err in log:
+            if err:
+                print("compile error", j, err, file=sys.stderr)
+    res = {
+        "device": torch.cuda.get_device_name() if DEV == "cuda" else "cpu",
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "command": " ".join(sys.argv),
+        "timing": "do_bench_cudagraph median (GPU time of CUDA-graph replays)",
+        "compile_log": [dict(job=j, seconds=s, error=e) for j, s, e in log],
+    }
+    res["rows"] = rows(shapes, variants)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+    print(f"{res['device']}  torch {res['torch']}  triton {res['triton']}")
+    for r in sorted(res["rows"], key=lambda r: (r["shape"], r.get("ms", 1e9))):
+        print(
+            f"{r['shape']:11} {r['tile']!s:24} fp32 BC {r.get('bc_fp32')!s:5} {r.get('ms', float('nan')):8.3f} ms "
+            f"{r.get('x_n1', float('nan')):6.2f}x N=1  rel {r.get('rel_y', float('nan')):8.1e} {r.get('error', '')}"
+        )
+
+
+if __name__ == "__main__":
+    main()
