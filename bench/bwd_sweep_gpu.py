@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import torch
 import triton
 
+from _sweep import copy_gbs, header, precompile, run_job
 from geomamba.ops.triton import ScanConfig, SS2DOptions, selective_scan_bwd, ss2d_bwd
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -73,17 +71,14 @@ def run_bwd(args, dy, cfg, partial):
     return selective_scan_bwd(dy, *args, True, None, config=cfg, partial_dbc=partial)
 
 
-def _compile_job(job):
+def _compile(job):
     cfg, partial, dim, length = job
-    t0 = time.perf_counter()
-    try:
-        args, dy = inputs(1, dim, length)
-        run_bwd(args, dy, cfg, partial)
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-        return repr(job), time.perf_counter() - t0, None
-    except Exception as err:  # reported, the variant is then skipped
-        return repr(job), time.perf_counter() - t0, f"{type(err).__name__}: {err}"
+    args, dy = inputs(1, dim, length)
+    run_bwd(args, dy, cfg, partial)
+
+
+def _compile_job(job):
+    return run_job(_compile, job)
 
 
 def bench(fn, rep=80):
@@ -158,27 +153,8 @@ def main(argv=None):
         shapes, tiles = [("tiny", 1, 8, 64)], [None, S(2, 16, 1, 2), S(4, 16, 1, 1)]
     modes = [True, False]
     jobs = [(t, m, 1024 if not args.tiny else 8, 4096 if not args.tiny else 64) for t in tiles for m in modes]
-    log = []
-    if DEV == "cuda" and args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as ex:
-            log = list(ex.map(_compile_job, jobs))
-        for j, _sec, err in log:
-            if err:
-                print("compile error", j, err, file=sys.stderr)
-    res = {
-        "device": torch.cuda.get_device_name() if DEV == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "command": " ".join(sys.argv),
-        "compile_log": [dict(job=j, seconds=s, error=e) for j, s, e in log],
-    }
-    if DEV == "cuda":
-        src = torch.randn(1 << 28, device=DEV).to(torch.bfloat16)
-        dst = torch.empty_like(src)
-        res["copy_gbs"] = 2 * src.numel() * 2 / (bench(lambda: dst.copy_(src)) * 1e-3) / 1e9
-        del src, dst
-    else:
-        res["copy_gbs"] = 1.0
+    res = header(precompile(_compile_job, jobs, args.jobs))
+    res["copy_gbs"] = copy_gbs(bench)
     rows = []
     for name, batch, dim, length in shapes:
         ins, dy = inputs(batch, dim, length)

@@ -1,4 +1,5 @@
-"""GPU sweep of the N = 16 plain forward (issue 3: "N = 16 forward no more than 2.5x the N = 1 time").
+"""GPU sweep of the N = 16 plain forward (issue 3: "N = 16 forward no more than 2.5x the N = 1 time") and,
+with ``--bwd``, of the N = 16 backward's tiles.
 
 Variants of the sequential kernel (``scan_fwd_seq_kernel``, ``ScanConfig(chunk=0)``): ``state_groups``
 threads per channel (1, 2, 4: each scans 16, 8, 4 of the 16 states), warps per program, software-
@@ -7,6 +8,10 @@ pipelining stages, and B/C handed to the kernel in their input dtype (bf16) or c
 element and state (the sm_90 SASS of the chunk loop: 10.3 -> 7.8 instructions per element and state with
 one thread per channel). Also the associative state-loop tiles (the default and the best of round 4) and
 the N = 1 forward of the same shape, the denominator of the target.
+
+``--bwd``: the backward (``scan_bwd_kernel``, rows = (channel, state) pairs, recomputing the forward per
+chunk) with ``bd`` channels per program x ``chunk`` positions, dB/dC by fp32 atomics or partial sums;
+relative error of every gradient against the default tile's.
 
 Each row: GPU time of one call replayed from a CUDA graph (``triton.testing.do_bench_cudagraph``), its
 relative error against the rows kernel (``state_loop=False``) and its ratio to the N = 1 forward.
@@ -21,15 +26,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import multiprocessing as mp
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import torch
 import triton
 
-from geomamba.ops.triton import ScanConfig, selective_scan_fwd
+from _sweep import header, precompile, run_job
+from geomamba.ops.triton import ScanConfig, selective_scan_bwd, selective_scan_fwd
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 GROUPS = 4
@@ -43,6 +46,17 @@ VARIANTS = [(ScanConfig(32, 32, 4, 2), False), (ScanConfig(32, 16, 2, 2), False)
 QUICK = VARIANTS[:2] + [
     (ScanConfig(32 * w // sg, 0, w, 1, sg), False) for sg, w in itertools.product((1, 2, 4), (1, 2, 4))
 ]
+
+# --bwd: (tile, partial dB/dC sums); None = the table's default tile
+BWD_VARIANTS = (
+    [(None, None)]
+    + [
+        (ScanConfig(bd, ch, w, 1), False)
+        for bd, ch, w in itertools.product((1, 2, 4, 8), (16, 32, 64), (2, 4, 8))
+        if bd * 16 * ch // 64 >= w
+    ]
+    + [(ScanConfig(bd, 32, w, 1), True) for bd, w in ((4, 4), (8, 4), (8, 8))]
+)
 
 
 def inputs(batch, dim, length, n=16, seed=0):
@@ -71,16 +85,21 @@ def call(args, cfg, f32):
     return selective_scan_fwd(u, delta, A, B, C, *rest, True, config=cfg, state_loop=True)
 
 
+def bwd_call(args, dy, cfg, partial):
+    return selective_scan_bwd(dy, *args, True, None, config=cfg, partial_dbc=partial)
+
+
+def _compile(job):
+    cfg, f32, dim, length, bwd = job
+    args = inputs(1, dim, length)
+    if bwd:
+        bwd_call(args, args[0].clone(), cfg, f32)
+    else:
+        call(args, cfg, f32)
+
+
 def _compile_job(job):
-    cfg, f32, dim, length = job
-    t0 = time.perf_counter()
-    try:
-        call(inputs(1, dim, length), cfg, f32)
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-        return repr(job), time.perf_counter() - t0, None
-    except Exception as err:  # reported, the variant is then skipped
-        return repr(job), time.perf_counter() - t0, f"{type(err).__name__}: {err}"
+    return run_job(_compile, job)
 
 
 def bench(fn):
@@ -119,6 +138,26 @@ def rows(shapes, variants):
     return out
 
 
+def bwd_rows(shapes, variants):
+    out = []
+    for name, batch, dim, length in shapes:
+        args = inputs(batch, dim, length)
+        dy = torch.randn_like(args[0])
+        ref = bwd_call(args, dy, None, None)
+        for cfg, partial in variants:
+            row = dict(shape=name, tile=None if cfg is None else list(cfg.__dict__.values()), partial=partial)
+            try:
+                got = bwd_call(args, dy, cfg, partial)
+                row["max_rel"] = max(_rel(a, b) for a, b in zip(got, ref, strict=True) if a is not None)
+                row["ms"] = bench(lambda a=args, d=dy, c=cfg, p=partial: bwd_call(a, d, c, p))
+            except Exception as err:
+                row["error"] = f"{type(err).__name__}: {err}"[:300]
+            out.append(row)
+            print(json.dumps(row), flush=True)
+        del args, dy, ref
+    return out
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=None)
@@ -127,33 +166,31 @@ def main(argv=None):
     p.add_argument(
         "--quick", action="store_true", help="the associative tiles and the unpipelined sequential ones"
     )
+    p.add_argument("--bwd", action="store_true", help="sweep the backward's tiles instead")
     args = p.parse_args(argv)
     shapes, variants = SHAPES, QUICK if args.quick else VARIANTS
+    if args.bwd:
+        variants = BWD_VARIANTS
     if args.tiny:
         shapes = [("tiny16", 1, 8, 32)]
         variants = [(ScanConfig(4, 16, 1, 1), False), (ScanConfig(4, 0, 1, 1, 2), True)]
-    log = []
-    if DEV == "cuda" and args.jobs > 1:
-        jobs = [(c, f, d, L) for _, _, d, L in shapes for c, f in variants]
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as ex:
-            log = list(ex.map(_compile_job, jobs))
-        for j, _sec, err in log:
-            if err:
-                print("compile error", j, err, file=sys.stderr)
-    res = {
-        "device": torch.cuda.get_device_name() if DEV == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "command": " ".join(sys.argv),
-        "timing": "do_bench_cudagraph median (GPU time of CUDA-graph replays)",
-        "compile_log": [dict(job=j, seconds=s, error=e) for j, s, e in log],
-    }
-    res["rows"] = rows(shapes, variants)
+        if args.bwd:
+            variants = [(None, None), (ScanConfig(2, 16, 1, 1), True)]
+    jobs = [(c, f, d, L, args.bwd) for _, _, d, L in shapes for c, f in variants]
+    log = precompile(_compile_job, jobs, args.jobs)
+    res = header(log, timing="do_bench_cudagraph median (GPU time of CUDA-graph replays)")
+    res["rows"] = bwd_rows(shapes, variants) if args.bwd else rows(shapes, variants)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)
     print(f"{res['device']}  torch {res['torch']}  triton {res['triton']}")
     for r in sorted(res["rows"], key=lambda r: (r["shape"], r.get("ms", 1e9))):
+        if args.bwd:
+            print(
+                f"{r['shape']:11} {r['tile']!s:20} partial {r['partial']!s:5} {r.get('ms', float('nan')):8.3f} ms"
+                f"  max rel {r.get('max_rel', float('nan')):8.1e} {r.get('error', '')}"
+            )
+            continue
         print(
             f"{r['shape']:11} {r['tile']!s:24} fp32 BC {r.get('bc_fp32')!s:5} {r.get('ms', float('nan')):8.3f} ms "
             f"{r.get('x_n1', float('nan')):6.2f}x N=1  rel {r.get('rel_y', float('nan')):8.1e} {r.get('error', '')}"

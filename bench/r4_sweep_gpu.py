@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 
 import torch
 import triton
 
+from _sweep import copy_gbs, header, precompile, run_job
 from geomamba.ops.triton import ScanConfig, selective_scan_bwd, selective_scan_fwd
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -150,22 +148,19 @@ def fwd16(args, cfg):
     return selective_scan_fwd(*args, True, config=cfg, state_loop=True)
 
 
-def _compile_job(job):
+def _compile(job):
     kind, cfg, partial, dim, length = job
-    t0 = time.perf_counter()
-    try:
-        if kind == "bwd":
-            args, dy = inputs(1, dim, length)
-            _, run = bwd_with_states(args, dy, cfg, partial)
-            run()
-        else:
-            args, _ = inputs(1, dim, length, n=16)
-            fwd16(args, cfg)
-        if DEV == "cuda":
-            torch.cuda.synchronize()
-        return repr(job), time.perf_counter() - t0, None
-    except Exception as err:  # reported, the variant is then skipped
-        return repr(job), time.perf_counter() - t0, f"{type(err).__name__}: {err}"
+    if kind == "bwd":
+        args, dy = inputs(1, dim, length)
+        _, run = bwd_with_states(args, dy, cfg, partial)
+        run()
+    else:
+        args, _ = inputs(1, dim, length, n=16)
+        fwd16(args, cfg)
+
+
+def _compile_job(job):
+    return run_job(_compile, job)
 
 
 def bench(fn, rep=80):
@@ -253,27 +248,8 @@ def main(argv=None):
         bvars, fvars = [(None, None), (S(4, 16, 1, 1), None)], [S(4, 16, 1, 1), S(4, 0, 1, 1)]
     jobs = [("bwd", c, m, d, L) for _, _, d, L in bshapes for c, m in bvars]
     jobs += [("fwd16", c, None, d, L) for _, _, d, L in fshapes for c in fvars]
-    log = []
-    if DEV == "cuda" and args.jobs > 1:
-        with ProcessPoolExecutor(args.jobs, mp_context=mp.get_context("spawn")) as ex:
-            log = list(ex.map(_compile_job, jobs))
-        for j, _sec, err in log:
-            if err:
-                print("compile error", j, err, file=sys.stderr)
-    res = {
-        "device": torch.cuda.get_device_name() if DEV == "cuda" else "cpu",
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-        "command": " ".join(sys.argv),
-        "compile_log": [dict(job=j, seconds=s, error=e) for j, s, e in log],
-    }
-    if DEV == "cuda":
-        src = torch.randn(1 << 28, device=DEV).to(torch.bfloat16)
-        dst = torch.empty_like(src)
-        res["copy_gbs"] = 2 * src.numel() * 2 / (bench(lambda: dst.copy_(src)) * 1e-3) / 1e9
-        del src, dst
-    else:
-        res["copy_gbs"] = 1.0
+    res = header(precompile(_compile_job, jobs, args.jobs))
+    res["copy_gbs"] = copy_gbs(bench)
     res["fwd16"] = fwd16_rows(fshapes, fvars, res["copy_gbs"])
     res["bwd"] = bwd_rows(bshapes, bvars, res["copy_gbs"])
     res["ss2d"] = ss2d32_rows() if args.quick and DEV == "cuda" else []

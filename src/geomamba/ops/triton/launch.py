@@ -52,8 +52,10 @@ _TABLE = {
     2: (ScanConfig(4, 128, 4), ScanConfig(2, 128, 2), ScanConfig(2, 128, 2), ScanConfig(2, 128, 2)),
     4: (ScanConfig(2, 128, 4), ScanConfig(1, 128, 2), ScanConfig(1, 128, 2), ScanConfig(1, 128, 2)),
     8: (ScanConfig(1, 128, 4), ScanConfig(1, 64, 2), ScanConfig(1, 128, 4), ScanConfig(1, 64, 2)),
-    16: (ScanConfig(1, 32, 2), ScanConfig(1, 32, 2), ScanConfig(1, 32, 2), ScanConfig(1, 32, 2)),
+    16: (ScanConfig(1, 32, 2), ScanConfig(2, 32, 2), ScanConfig(1, 32, 2), ScanConfig(1, 32, 2)),
 }
+# N = 16 plain backward: 2 x 32 from `bench/n16_sweep_gpu.py --bwd` (39 tiles; 11.67 / 2.80 ms at L 4096 /
+# 256 against 12.44 / 2.96 for 1 x 32; larger blocks or warps, or partial dB/dC sums, were slower).
 
 
 # Plain backward, N = 1, reading the forward's states: tile by sequence length (first row with

@@ -1,0 +1,63 @@
+"""Shared parts of the GPU tile sweeps (``r4_sweep_gpu.py``, ``bwd_sweep_gpu.py``, ``n16_sweep_gpu.py``):
+every variant is run once first in parallel worker processes, so that Triton's disk cache holds its
+compiled kernels before the timing (compiling dominates a sweep's wall time); the result header; the
+device-to-device copy bandwidth the rows are compared with."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import sys
+import time
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+
+import torch
+import triton
+
+
+def run_job(fn: Callable, job) -> tuple[str, float, str | None]:
+    """Worker body: ``fn(job)`` once; returns (repr(job), seconds, error or None). A failure is reported,
+    not raised (the variant's row then records its own error)."""
+    t0 = time.perf_counter()
+    try:
+        fn(job)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return repr(job), time.perf_counter() - t0, None
+    except Exception as err:
+        return repr(job), time.perf_counter() - t0, f"{type(err).__name__}: {err}"
+
+
+def precompile(worker: Callable, jobs: list, workers: int) -> list:
+    """Runs ``worker`` (a module-level function: ``run_job`` of the script's job) over ``jobs`` in
+    ``workers`` spawned processes on CUDA; nothing on a CPU or with one worker. Prints the failures."""
+    if not torch.cuda.is_available() or workers <= 1:
+        return []
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as ex:
+        log = list(ex.map(worker, jobs))
+    for job, _sec, err in log:
+        if err:
+            print("compile error", job, err, file=sys.stderr)
+    return log
+
+
+def header(log: list, **extra) -> dict:
+    """Device, versions, the command line, ``extra`` and the compile log of a sweep's JSON."""
+    return {
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "triton": triton.__version__,
+        "command": " ".join(sys.argv),
+        **extra,
+        "compile_log": [dict(job=j, seconds=s, error=e) for j, s, e in log],
+    }
+
+
+def copy_gbs(bench: Callable) -> float:
+    """Device-to-device copy bandwidth (bytes read + written / time of a 512 MB bf16 ``copy_``); 1.0 on a
+    CPU (the CPU smoke runs)."""
+    if not torch.cuda.is_available():
+        return 1.0
+    src = torch.randn(1 << 28, device="cuda").to(torch.bfloat16)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * 2 / (bench(lambda: dst.copy_(src)) * 1e-3) / 1e9
