@@ -61,3 +61,25 @@ def copy_gbs(bench: Callable) -> float:
     src = torch.randn(1 << 28, device="cuda").to(torch.bfloat16)
     dst = torch.empty_like(src)
     return 2 * src.numel() * 2 / (bench(lambda: dst.copy_(src)) * 1e-3) / 1e9
+
+
+def scan_inputs(batch, dim, length, n=1, groups=4, dtype=torch.bfloat16, seed=0):
+    """The sweeps' plain-scan inputs ``[u, delta, A, B, C, D, z=None, delta_bias]`` (delta centred on -1:
+    softplus ~0.3) and a ``dy`` of u's shape, seeded, on the GPU when there is one."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    g = torch.Generator(device=dev).manual_seed(seed)
+
+    def r(*s):
+        return torch.randn(*s, device=dev, generator=g)
+
+    args = [
+        r(batch, dim, length).to(dtype),
+        (r(batch, dim, length) * 0.5 - 1.0).to(dtype),
+        -torch.exp(r(dim, n) * 0.5),
+        r(batch, groups, n, length).to(dtype),
+        r(batch, groups, n, length).to(dtype),
+        torch.ones(dim, device=dev),
+        None,
+        r(dim) * 0.1,
+    ]
+    return args, r(batch, dim, length).to(dtype)

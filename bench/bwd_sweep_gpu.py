@@ -21,7 +21,7 @@ import time
 import torch
 import triton
 
-from _sweep import copy_gbs, header, precompile, run_job
+from _sweep import copy_gbs, header, precompile, run_job, scan_inputs
 from geomamba.ops.triton import ScanConfig, SS2DOptions, selective_scan_bwd, ss2d_bwd
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -50,21 +50,7 @@ GROUPS = 4
 
 
 def inputs(batch, dim, length, dtype=torch.bfloat16, seed=0):
-    g = torch.Generator(device=DEV).manual_seed(seed)
-
-    def r(*s):
-        return torch.randn(*s, device=DEV, generator=g)
-
-    return [
-        r(batch, dim, length).to(dtype),
-        (r(batch, dim, length) * 0.5 - 1.0).to(dtype),
-        -torch.exp(r(dim, 1) * 0.5),
-        r(batch, GROUPS, 1, length).to(dtype),
-        r(batch, GROUPS, 1, length).to(dtype),
-        torch.ones(dim, device=DEV),
-        None,
-        r(dim) * 0.1,
-    ], r(batch, dim, length).to(dtype)
+    return scan_inputs(batch, dim, length, 1, GROUPS, dtype, seed)
 
 
 def run_bwd(args, dy, cfg, partial):

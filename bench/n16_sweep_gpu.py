@@ -31,7 +31,7 @@ import time
 import torch
 import triton
 
-from _sweep import header, precompile, run_job
+from _sweep import header, precompile, run_job, scan_inputs
 from geomamba.ops.triton import ScanConfig, selective_scan_bwd, selective_scan_fwd
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -60,22 +60,7 @@ BWD_VARIANTS = (
 
 
 def inputs(batch, dim, length, n=16, seed=0):
-    g = torch.Generator(device=DEV).manual_seed(seed)
-
-    def r(*s):
-        return torch.randn(*s, device=DEV, generator=g)
-
-    bf = torch.bfloat16
-    return [
-        r(batch, dim, length).to(bf),
-        (r(batch, dim, length) * 0.5 - 1.0).to(bf),
-        -torch.exp(r(dim, n) * 0.5),
-        r(batch, GROUPS, n, length).to(bf),
-        r(batch, GROUPS, n, length).to(bf),
-        torch.ones(dim, device=DEV),
-        None,
-        r(dim) * 0.1,
-    ]
+    return scan_inputs(batch, dim, length, n, GROUPS, seed=seed)[0]
 
 
 def call(args, cfg, f32):
