@@ -47,16 +47,11 @@ QUICK = VARIANTS[:2] + [
     (ScanConfig(32 * w // sg, 0, w, 1, sg), False) for sg, w in itertools.product((1, 2, 4), (1, 2, 4))
 ]
 
-# --bwd: (tile, partial dB/dC sums); None = the table's default tile
-BWD_VARIANTS = (
-    [(None, None)]
-    + [
-        (ScanConfig(bd, ch, w, 1), False)
-        for bd, ch, w in itertools.product((1, 2, 4, 8), (16, 32, 64), (2, 4, 8))
-        if bd * 16 * ch // 64 >= w
-    ]
-    + [(ScanConfig(bd, 32, w, 1), True) for bd, w in ((4, 4), (8, 4), (8, 8))]
-)
+# --bwd: (tile, partial dB/dC sums); None = the default (the sequential kernel); chunk 0 = the sequential
+# kernel (scan_bwd_seq.py) with state_groups lanes per channel, else the rows kernel (scan_bwd.py)
+BWD_VARIANTS = [(None, None), (ScanConfig(1, 32, 2, 1), False), (ScanConfig(2, 32, 2, 1), False)] + [
+    (ScanConfig(r // sg, 0, r // 32, 1, sg), None) for sg, r in itertools.product((2, 4, 8), (32, 64, 128))
+]
 
 
 def inputs(batch, dim, length, n=16, seed=0):

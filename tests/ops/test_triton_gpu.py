@@ -192,6 +192,48 @@ def test_state_loop_forward_tiles(cfg, n, dtype, length):
     assert _rel(y, y_ref) < _tol(dt) and _rel(last, last_ref) < 1e-4
 
 
+@pytest.mark.parametrize(
+    ("cfg", "n", "dtype", "length"),
+    [
+        ((8, 0, 1, 1, 4), 16, "bf16", 4096),  # the default: 4 lanes per channel
+        ((4, 0, 1, 1, 8), 16, "fp16", 300),  # 8 lanes; L not a chunk multiple
+        ((16, 0, 1, 1, 2), 12, "fp32", 77),  # 2 lanes, padded state, 4-position chunks
+        ((2, 32, 2, 1), 16, "bf16", 300),  # the rows kernel (scan_bwd.py)
+    ],
+)
+def test_large_state_backward_tiles(cfg, n, dtype, length):
+    """The N = 16 backward (sequential kernel with 2, 4 or 8 lanes per channel, and the rows kernel)
+    against the reference, with every optional input and a last-state gradient."""
+    from geomamba.ops.triton import ScanConfig, selective_scan_bwd
+
+    dev, dt, batch, dim = "cuda", DTYPES[dtype], 3, 64
+    ins = [
+        torch.randn(batch, dim, length, device=dev).to(dt),
+        (torch.randn(batch, dim, length, device=dev) * 0.5 - 1.0).to(dt),
+        -torch.exp(torch.randn(dim, n, device=dev) * 0.5),
+        torch.randn(batch, 4, n, length, device=dev).to(dt),
+        torch.randn(batch, 4, n, length, device=dev).to(dt),
+        torch.randn(dim, device=dev),
+        torch.randn(batch, dim, length, device=dev).to(dt),
+        torch.randn(dim, device=dev) * 0.3,
+    ]
+    req = [t.detach().double().requires_grad_() for t in ins]
+    y_ref, last_ref = _ref_scan(
+        *req[:5], D=req[5], z=req[6], delta_bias=req[7], delta_softplus=True, return_last_state=True
+    )
+    dy, dl = torch.randn_like(y_ref).to(dt), torch.randn_like(last_ref)
+    ((y_ref * dy.double()).sum() + (last_ref * dl).sum()).backward()
+    grads = selective_scan_bwd(dy, *ins, True, dl.float(), config=ScanConfig(*cfg))
+    errs = {}
+    for name, g, t, r in zip(
+        ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"], grads, ins, req, strict=True
+    ):
+        assert g.dtype == t.dtype and g.shape == t.shape, name
+        errs["d" + name] = _rel(g, r.grad)
+    bad = {k: v for k, v in errs.items() if not v < _tol(dt)}
+    assert not bad, f"relative errors over {_tol(dt)}: {bad}"
+
+
 def _ss2d_inputs(batch, dm, h, w, n, k, dtype):
     dev, length = "cuda", h * w
     return [
@@ -393,8 +435,9 @@ def test_vss_block_trains_like_reference_on_each_path(monkeypatch, d_state):
             if hasattr(m, "backend"):
                 m.backend = "triton"
         names = _kernel_names(lambda block=block: block(x).sum().backward())
-        # forward: scan_fwd_kernel, or scan_fwd_seq_kernel (the plain N = 16 forward of the composed path)
-        assert any("scan_fwd" in s for s in names) and any("scan_bwd_kernel" in s for s in names), names
+        # scan_fwd_kernel / scan_bwd_kernel, or the sequential scan_fwd_seq_kernel / scan_bwd_seq_kernel (the
+        # plain N = 16 scan of the composed path)
+        assert any("scan_fwd" in s for s in names) and any("scan_bwd" in s for s in names), names
         block.zero_grad()
         losses = _train(block, x, target)
         diffs = [abs(a - b) / abs(a) for a, b in zip(losses_ref, losses, strict=True)]

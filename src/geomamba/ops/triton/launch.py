@@ -16,6 +16,7 @@ import torch.nn.functional as F
 import triton
 
 from geomamba.ops.triton.scan_bwd import scan_bwd_kernel
+from geomamba.ops.triton.scan_bwd_seq import scan_bwd_seq_kernel
 from geomamba.ops.triton.scan_fwd import scan_fwd_kernel
 from geomamba.ops.triton.scan_fwd_n import scan_fwd_n_kernel, scan_fwd_seq_kernel
 
@@ -76,6 +77,8 @@ _BWD_N1_BY_LENGTH = (
 STATE_LOOP_MIN_N = 16
 _STATE_LOOP_FWD = (ScanConfig(16, 0, 2, 1, 4), ScanConfig(32, 0, 2, 1, 2))
 _STATE_LOOP_SG2_CHANNELS = 1 << 16
+# N = 16 plain backward: the sequential kernel (scan_bwd_seq.py), 4 lanes per channel (untuned)
+_SEQ_BWD = ScanConfig(8, 0, 1, 1, 4)
 
 
 def _pow2_divisor(n: int) -> int:
@@ -288,6 +291,35 @@ def _state_loop_fwd(u, delta, A32, B, C, D, z, delta_bias, delta_softplus, y, la
         )  # fmt: skip
 
 
+def _seq_bwd(
+    u, delta, A32, B, C, D, z, delta_bias, delta_softplus, dy, dlast, du, ddelta, dA, dB, dC, dD, dbias, dz,
+    stride, length, config,
+):  # fmt: skip
+    """The sequential backward (``scan_bwd_seq.py``; its own pass 1 writes the chunk-entry states to a
+    scratch of ``4 * NP / CH`` bytes per element)."""
+    batch, dim, _ = u.shape
+    groups, n = B.shape[1], A32.shape[1]
+    cfg = config or _SEQ_BWD
+    npad = triton.next_power_of_2(max(n, 1))
+    bd = min(cfg.bd, _pow2_divisor(dim // groups))
+    sg = min(cfg.state_groups, npad)
+    chunk = 16 // u.element_size()
+    st = torch.empty(batch * dim * triton.cdiv(stride, chunk) * npad, device=u.device, dtype=torch.float32)
+    n_db = dim // bd
+    with _device_ctx(u):
+        scan_bwd_seq_kernel[(batch * n_db,)](
+            u, delta, A32, B, C,
+            D if D is not None else A32, delta_bias if delta_bias is not None else A32,
+            z if z is not None else u, dy, dlast if dlast is not None else A32, st,
+            du, ddelta, dA, dB, dC, dD if dD is not None else dA, dbias if dbias is not None else dA,
+            dz if dz is not None else du,
+            dim, groups, n, stride, length, n_db, TINY=stride != length,
+            HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
+            SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast is not None, BD=bd, NP=npad, CH=chunk, SG=sg,
+            num_warps=max(1, min(cfg.num_warps, bd * sg // 32)),
+        )  # fmt: skip
+
+
 def selective_scan_bwd(
     dy,
     u,
@@ -338,7 +370,14 @@ def selective_scan_bwd(
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
         dz = torch.empty_like(z) if z is not None else None
         dB, dC = torch.zeros(B.shape, device=dev, dtype=f32), torch.zeros(C.shape, device=dev, dtype=f32)
-    if length > 0 and batch > 0:
+    npad = triton.next_power_of_2(max(n, 1))
+    seq = (config.chunk == 0) if config is not None else npad >= STATE_LOOP_MIN_N
+    if length > 0 and batch > 0 and seq:
+        _seq_bwd(
+            u, delta, A32, B, C, D, z, delta_bias, delta_softplus, dy, dlast_state, du, ddelta, dA, dB, dC,
+            dD, dbias, dz, stride, length, config,
+        )  # fmt: skip
+    elif length > 0 and batch > 0:
         npad, cfg = pick_config(n, dim // groups, stride, backward=True, override=config, by_length=True)
         n_db = dim // cfg.bd
         nc = triton.cdiv(stride, cfg.chunk)
