@@ -185,9 +185,10 @@ def main() -> None:
         "plain_N1_G2_all": lambda: _plain(2, 4, 37, 1, 2, d=True, z=True, bias=True, dlast=True, cfg=small),
         # N = 16 (padded state), D and delta_bias
         "plain_N16_G1": lambda: _plain(1, 2, 20, 16, 1, d=True, z=False, bias=True, dlast=False, cfg=small),
-        # N = 16 forward, sequential kernel: 4 threads per channel (4 states each), L not a chunk multiple
+        # N = 16 sequential kernels (forward and backward): 4 lanes per channel (4 states each), L not a
+        # chunk multiple, every option
         "plain_N16_seq_4groups": lambda: _plain(
-            2, 4, 21, 16, 2, d=True, z=True, bias=True, dlast=False, cfg=small, loop=True, fwd_cfg=seq4
+            2, 4, 21, 16, 2, d=True, z=True, bias=True, dlast=True, cfg=seq4, loop=True
         ),
         # all four directions, odd H and W
         "strided_copy": _strided_copy,
