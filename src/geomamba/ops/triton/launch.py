@@ -161,6 +161,25 @@ def in_input_dtypes(grads, inputs) -> tuple:
     return tuple(None if t is None else g.to(t.dtype) for g, t in zip(grads, inputs, strict=True))
 
 
+def optional_inputs(D, delta_bias, z, dummy, z_dummy, softplus=True):
+    """The kernels' optional inputs as launch arguments: the pointers (D, delta_bias, z; for a None input a
+    dummy tensor its flag keeps unread) and the flags ``HAS_D``, ``HAS_BIAS``, ``HAS_Z``, ``SOFTPLUS``."""
+    ptrs = (
+        dummy if D is None else D,
+        dummy if delta_bias is None else delta_bias,
+        z_dummy if z is None else z,
+    )
+    flags = dict(
+        HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None, SOFTPLUS=bool(softplus)
+    )
+    return ptrs, flags
+
+
+def grad_ptrs(grads, dummy):
+    """Gradient buffers as launch arguments: each, or ``dummy`` (never written) where it is None."""
+    return tuple(dummy if g is None else g for g in grads)
+
+
 def _device_ctx(t: torch.Tensor):
     return torch.cuda.device(t.device) if t.is_cuda else contextlib.nullcontext()
 
@@ -247,14 +266,12 @@ def selective_scan_fwd(
     n_db = dim // cfg.bd
     sc = states_chunk(n, dim // groups, length, u.element_size()) if states.dim() == 4 else 0
     sc = states_every or sc if states.dim() == 4 else 0
+    opt, flags = optional_inputs(D, delta_bias, z, A32, u, delta_softplus)
     with _device_ctx(u):
         scan_fwd_kernel[(batch * n_db,)](
-            u, delta, A32, B, C,
-            D if D is not None else A32, delta_bias if delta_bias is not None else A32,
-            z if z is not None else u, y, y, last, states if sc else last,
+            u, delta, A32, B, C, *opt, y, y, last, states if sc else last,
             dim, 1, groups, n, stride, length, 1, stride, n_db, states.shape[2] if sc else 0, TINY=tiny,
-            HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
-            SOFTPLUS=bool(delta_softplus), STORE_LAST=True, SS2D=False, SEQ_K=False, KC=1, COL_T3=False,
+            **flags, STORE_LAST=True, SS2D=False, SEQ_K=False, KC=1, COL_T3=False,
             BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, STAGES=cfg.num_stages, SC=sc,
             num_warps=cfg.num_warps,
         )  # fmt: skip
@@ -279,14 +296,11 @@ def _state_loop_fwd(u, delta, A32, B, C, D, z, delta_bias, delta_softplus, y, la
         chunk = min(cfg.chunk, max(16, triton.next_power_of_2(stride)))
         warps = max(1, min(cfg.num_warps, bd * chunk // 256))
     n_db = dim // bd
+    opt, flags = optional_inputs(D, delta_bias, z, A32, u, delta_softplus)
     with _device_ctx(u):
         kernel[(batch * n_db,)](
-            u, delta, A32, B, C,
-            D if D is not None else A32, delta_bias if delta_bias is not None else A32,
-            z if z is not None else u, y, last,
-            dim, groups, n, stride, length, n_db, TINY=stride != length,
-            HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
-            SOFTPLUS=bool(delta_softplus), STORE_LAST=True, BD=bd, NP=npad, CH=chunk, STAGES=cfg.num_stages,
+            u, delta, A32, B, C, *opt, y, last, dim, groups, n, stride, length, n_db, TINY=stride != length,
+            **flags, STORE_LAST=True, BD=bd, NP=npad, CH=chunk, STAGES=cfg.num_stages,
             num_warps=warps, **even,
         )  # fmt: skip
 
@@ -306,16 +320,12 @@ def _seq_bwd(
     chunk = 16 // u.element_size()
     st = torch.empty(batch * dim * triton.cdiv(stride, chunk) * npad, device=u.device, dtype=torch.float32)
     n_db = dim // bd
+    opt, flags = optional_inputs(D, delta_bias, z, A32, u, delta_softplus)
     with _device_ctx(u):
         scan_bwd_seq_kernel[(batch * n_db,)](
-            u, delta, A32, B, C,
-            D if D is not None else A32, delta_bias if delta_bias is not None else A32,
-            z if z is not None else u, dy, dlast if dlast is not None else A32, st,
-            du, ddelta, dA, dB, dC, dD if dD is not None else dA, dbias if dbias is not None else dA,
-            dz if dz is not None else du,
-            dim, groups, n, stride, length, n_db, TINY=stride != length,
-            HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
-            SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast is not None, BD=bd, NP=npad, CH=chunk, SG=sg,
+            u, delta, A32, B, C, *opt, dy, grad_ptrs((dlast,), A32)[0], st,
+            du, ddelta, dA, dB, dC, *grad_ptrs((dD, dbias), dA), grad_ptrs((dz,), du)[0],
+            dim, groups, n, stride, length, n_db, TINY=stride != length, **flags, HAS_DLAST=dlast is not None, BD=bd, NP=npad, CH=chunk, SG=sg,
             num_warps=max(1, min(cfg.num_warps, bd * sg // 32)),
         )  # fmt: skip
 
@@ -403,17 +413,14 @@ def selective_scan_bwd(
         if partial:
             dBp = torch.empty(batch, groups, n_part, n, stride, device=dev, dtype=f32)
             dCp = torch.empty_like(dBp)
+        opt, flags = optional_inputs(D, delta_bias, z, A32, u, delta_softplus)
         with _device_ctx(u):
             scan_bwd_kernel[(progs,)](
-                u, delta, A32, B, C,
-                D if D is not None else A32, delta_bias if delta_bias is not None else A32,
-                z if z is not None else u, dy, dlast_state if dlast_state is not None else A32, st,
+                u, delta, A32, B, C, *opt, dy, grad_ptrs((dlast_state,), A32)[0], st,
                 du, du, ddelta, dA, dBp if partial else dB, dCp if partial else dC,
-                dD if dD is not None else dA, dbias if dbias is not None else dA, dz if dz is not None else du,
-                *(u,) * 9,
+                *grad_ptrs((dD, dbias), dA), grad_ptrs((dz,), du)[0], *(u,) * 9,
                 dim, 1, groups, n, stride, length, 1, stride, n_db, nc_arg, TINY=tiny,
-                HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None,
-                SOFTPLUS=bool(delta_softplus), HAS_DLAST=dlast_state is not None, SS2D=False, SEQ_K=False,
+                **flags, HAS_DLAST=dlast_state is not None, SS2D=False, SEQ_K=False,
                 KC=1, COL_T3=False, DBC_ATOMIC=not partial, COL_COPY=False,
                 BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, STAGES=cfg.num_stages, HAS_ST=has_st,
                 num_warps=cfg.num_warps,

@@ -25,8 +25,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from geomamba.ops.triton._common import softplus
-from geomamba.ops.triton.scan_fwd_n import _cols, _rows
+from geomamba.ops.triton.scan_fwd_n import _cols, _rows, chunk_u_dt
 
 
 @triton.jit
@@ -79,8 +78,8 @@ def scan_bwd_seq_kernel(
         Lm = L
     nc = tl.cdiv(Lm, CH)
     st_rows = (b * Dm + d0 + ch).to(tl.int64) * nc * NP + s0
+    bias = tl.load(bias_ptr + d0 + ch).to(tl.float32) if HAS_BIAS else tl.zeros((R,), dtype=tl.float32)
     if HAS_BIAS:
-        bias = tl.load(bias_ptr + d0 + ch).to(tl.float32)
         bias_d = tl.load(bias_ptr + d0 + dd).to(tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + d0 + dd).to(tl.float32)
@@ -104,15 +103,7 @@ def scan_bwd_seq_kernel(
         t = c * CH + seq
         valid = (t < Lm)[None, :] & (rr >= 0)[:, None]
         off = rows[:, None] + t[None, :]
-        u = tl.load(x_ptr + off, mask=valid, other=0.0).to(tl.float32)
-        dr = tl.load(delta_ptr + off, mask=valid, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dr = dr + bias[:, None]
-        if SOFTPLUS:
-            dt = softplus(dr)
-        else:
-            dt = dr
-        dt = tl.where(valid, dt, 0.0)
+        u, dt = chunk_u_dt(x_ptr, delta_ptr, off, valid, bias, HAS_BIAS, SOFTPLUS, False)
         dts = _cols(dt, R, CH)
         dtus = _cols(dt * u, R, CH)
         bc_off = bc_rows[:, None] + t[None, :]
@@ -141,15 +132,7 @@ def scan_bwd_seq_kernel(
         valid_d = tv[None, :] & (dd >= 0)[:, None]
         off = rows[:, None] + t[None, :]
         off_d = rows_d[:, None] + t[None, :]
-        u = tl.load(x_ptr + off, mask=valid, other=0.0).to(tl.float32)
-        dr = tl.load(delta_ptr + off, mask=valid, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dr = dr + bias[:, None]
-        if SOFTPLUS:
-            dt = softplus(dr)
-        else:
-            dt = dr
-        dt = tl.where(valid, dt, 0.0)
+        u, dt = chunk_u_dt(x_ptr, delta_ptr, off, valid, bias, HAS_BIAS, SOFTPLUS, False)
         dout = tl.load(dy_ptr + off_d, mask=valid_d, other=0.0).to(tl.float32)
         us = _cols(u, R, CH)
         dts = _cols(dt, R, CH)

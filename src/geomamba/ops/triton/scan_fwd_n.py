@@ -22,6 +22,28 @@ import triton.language as tl
 from geomamba.ops.triton._common import combine_fwd, softplus
 
 
+@triton.jit
+def chunk_u_dt(x_ptr, delta_ptr, off, valid, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+               EVEN: tl.constexpr):  # fmt: skip
+    """A chunk's u and ``dt = softplus(delta + bias)`` as fp32 tiles at offsets ``off`` (dt = 0 where
+    ``valid`` is False: the identity step of the recurrence); ``EVEN``: every position valid (no masks)."""
+    if EVEN:
+        u = tl.load(x_ptr + off).to(tl.float32)
+        dr = tl.load(delta_ptr + off).to(tl.float32)
+    else:
+        u = tl.load(x_ptr + off, mask=valid, other=0.0).to(tl.float32)
+        dr = tl.load(delta_ptr + off, mask=valid, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        dr = dr + bias[:, None]
+    if SOFTPLUS:
+        dt = softplus(dr)
+    else:
+        dt = dr
+    if not EVEN:
+        dt = tl.where(valid, dt, 0.0)
+    return u, dt
+
+
 @triton.jit(do_not_specialize=["Lv"])
 def scan_fwd_n_kernel(
     x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
@@ -39,8 +61,7 @@ def scan_fwd_n_kernel(
     seq = tl.arange(0, CH)
     rows = (b * Dm + d0 + dd).to(tl.int64) * L
     bc_base = (b * G + g).to(tl.int64) * N * L
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d0 + dd).to(tl.float32)
+    bias = tl.load(bias_ptr + d0 + dd).to(tl.float32) if HAS_BIAS else tl.zeros((BD,), dtype=tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + d0 + dd).to(tl.float32)
     if TINY:
@@ -59,15 +80,7 @@ def scan_fwd_n_kernel(
         t = c * CH + seq
         valid = t < Lm
         off = rows[:, None] + t[None, :]
-        u = tl.load(x_ptr + off, mask=valid[None, :], other=0.0).to(tl.float32)
-        dr = tl.load(delta_ptr + off, mask=valid[None, :], other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dr = dr + bias[:, None]
-        if SOFTPLUS:
-            dt = softplus(dr)
-        else:
-            dt = dr
-        dt = tl.where(valid[None, :], dt, 0.0)
+        u, dt = chunk_u_dt(x_ptr, delta_ptr, off, valid[None, :], bias, HAS_BIAS, SOFTPLUS, False)
         dtu = dt * u
         if HAS_D:
             y = Dv[:, None] * u
@@ -153,8 +166,7 @@ def scan_fwd_seq_kernel(
     seq = tl.arange(0, CH)
     rows = (b * Dm + d0 + ch).to(tl.int64) * L
     bc_rows = (b * G + g).to(tl.int64) * N * L + s0.to(tl.int64) * L
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d0 + ch).to(tl.float32)
+    bias = tl.load(bias_ptr + d0 + ch).to(tl.float32) if HAS_BIAS else tl.zeros((BD * SG,), dtype=tl.float32)
     if HAS_D:
         Dv = tl.where(s0 == 0, tl.load(D_ptr + d0 + ch).to(tl.float32), 0.0)
     if TINY:
@@ -172,20 +184,7 @@ def scan_fwd_seq_kernel(
         t = c * CH + seq
         valid = (t < Lm)[None, :] & (rr >= 0)[:, None]
         off = rows[:, None] + t[None, :]
-        if EVEN:
-            u = tl.load(x_ptr + off).to(tl.float32)
-            dr = tl.load(delta_ptr + off).to(tl.float32)
-        else:
-            u = tl.load(x_ptr + off, mask=valid, other=0.0).to(tl.float32)
-            dr = tl.load(delta_ptr + off, mask=valid, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dr = dr + bias[:, None]
-        if SOFTPLUS:
-            dt = softplus(dr)
-        else:
-            dt = dr
-        if not EVEN:
-            dt = tl.where(valid, dt, 0.0)
+        u, dt = chunk_u_dt(x_ptr, delta_ptr, off, valid, bias, HAS_BIAS, SOFTPLUS, EVEN)
         if HAS_D:
             y = Dv[:, None] * u
         else:

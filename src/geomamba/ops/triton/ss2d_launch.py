@@ -14,7 +14,15 @@ import torch
 import triton
 
 from geomamba.ops.triton.copy import strided_copy_, transposed
-from geomamba.ops.triton.launch import _check, _device_ctx, _use_partial, in_input_dtypes, pick_config
+from geomamba.ops.triton.launch import (
+    _check,
+    _device_ctx,
+    _use_partial,
+    grad_ptrs,
+    in_input_dtypes,
+    optional_inputs,
+    pick_config,
+)
 from geomamba.ops.triton.scan_bwd import scan_bwd_kernel
 from geomamba.ops.triton.scan_fwd import scan_fwd_kernel
 
@@ -141,14 +149,11 @@ def ss2d_fwd(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config
     npad, cfg, to_c, ti_c, _ = _ss2d_launch_geometry(n, dm, h, w, False, config, opts)
     n_db = dm // cfg.bd
     progs = batch * n_db * (1 if opts.seq_k else k)
+    opt, flags = optional_inputs(D, delta_bias, None, A32, x)
     with _device_ctx(x):
         scan_fwd_kernel[(progs,)](
-            x, delta, A32, B, C,
-            D if D is not None else A32, delta_bias if delta_bias is not None else A32,
-            x, y, acc, A32, A32,
-            dm, k, 1, n, h * w, h * w, h, w, n_db, 0, TINY=False,
-            HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=False,
-            SOFTPLUS=True, STORE_LAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
+            x, delta, A32, B, C, *opt, y, acc, A32, A32,
+            dm, k, 1, n, h * w, h * w, h, w, n_db, 0, TINY=False, **flags, STORE_LAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
             BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
         )  # fmt: skip
     return acc.to(x.dtype) if atomic else y
@@ -195,17 +200,14 @@ def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, co
             dCp = torch.empty_like(dBp)
             if col_copy:
                 dBT, dCT = torch.empty_like(dBp), torch.empty_like(dBp)
+        opt, flags = optional_inputs(D, delta_bias, None, A32, x)
         with _device_ctx(x):
             scan_bwd_kernel[(progs,)](
-                x, delta, A32, B, C,
-                D if D is not None else A32, delta_bias if delta_bias is not None else A32,
-                x, dy, A32, st,
+                x, delta, A32, B, C, *opt, dy, A32, st,
                 dx, dxacc, ddelta, dA, dBp if partial else dB, dCp if partial else dC,
-                dD if dD is not None else dA, dbias if dbias is not None else dA, dx,
+                *grad_ptrs((dD, dbias), dA), dx,
                 xT, deltaT, BT, CT, dyT, accT, ddeltaT, dBT if col_copy else dx, dCT if col_copy else dx,
-                dm, k, 1, n, h * w, h * w, h, w, n_db, nc_max, TINY=False,
-                HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=False,
-                SOFTPLUS=True, HAS_DLAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
+                dm, k, 1, n, h * w, h * w, h, w, n_db, nc_max, TINY=False, **flags, HAS_DLAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
                 DBC_ATOMIC=not partial, COL_COPY=col_copy,
                 BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
             )  # fmt: skip
