@@ -158,6 +158,21 @@ def test_scan_matches_reference(n, groups, dtype, length, batch, opts):
     )
 
 
+def _all_inputs(batch, dim, length, n, dt, groups=4):
+    """Plain-scan inputs with every optional one: u, delta, A, B, C, D, z, delta_bias (on the GPU)."""
+    dev = "cuda"
+    return [
+        torch.randn(batch, dim, length, device=dev).to(dt),
+        (torch.randn(batch, dim, length, device=dev) * 0.5 - 1.0).to(dt),
+        -torch.exp(torch.randn(dim, n, device=dev) * 0.5),
+        torch.randn(batch, groups, n, length, device=dev).to(dt),
+        torch.randn(batch, groups, n, length, device=dev).to(dt),
+        torch.randn(dim, device=dev),
+        torch.randn(batch, dim, length, device=dev).to(dt),
+        torch.randn(dim, device=dev) * 0.3,
+    ]
+
+
 @pytest.mark.parametrize(
     ("cfg", "n", "dtype", "length"),
     [
@@ -172,17 +187,8 @@ def test_state_loop_forward_tiles(cfg, n, dtype, length):
     against the reference, with every optional input."""
     from geomamba.ops.triton import ScanConfig, selective_scan_fwd
 
-    dev, dt, batch, dim = "cuda", DTYPES[dtype], 3, 64
-    ins = [
-        torch.randn(batch, dim, length, device=dev).to(dt),
-        (torch.randn(batch, dim, length, device=dev) * 0.5 - 1.0).to(dt),
-        -torch.exp(torch.randn(dim, n, device=dev) * 0.5),
-        torch.randn(batch, 4, n, length, device=dev).to(dt),
-        torch.randn(batch, 4, n, length, device=dev).to(dt),
-        torch.randn(dim, device=dev),
-        torch.randn(batch, dim, length, device=dev).to(dt),
-        torch.randn(dim, device=dev) * 0.3,
-    ]
+    dt, batch, dim = DTYPES[dtype], 3, 64
+    ins = _all_inputs(batch, dim, length, n, dt)
     ref = [t.double() for t in ins]
     y_ref, last_ref = _ref_scan(
         *ref[:5], D=ref[5], z=ref[6], delta_bias=ref[7], delta_softplus=True, return_last_state=True
@@ -206,17 +212,8 @@ def test_large_state_backward_tiles(cfg, n, dtype, length):
     against the reference, with every optional input and a last-state gradient."""
     from geomamba.ops.triton import ScanConfig, selective_scan_bwd
 
-    dev, dt, batch, dim = "cuda", DTYPES[dtype], 3, 64
-    ins = [
-        torch.randn(batch, dim, length, device=dev).to(dt),
-        (torch.randn(batch, dim, length, device=dev) * 0.5 - 1.0).to(dt),
-        -torch.exp(torch.randn(dim, n, device=dev) * 0.5),
-        torch.randn(batch, 4, n, length, device=dev).to(dt),
-        torch.randn(batch, 4, n, length, device=dev).to(dt),
-        torch.randn(dim, device=dev),
-        torch.randn(batch, dim, length, device=dev).to(dt),
-        torch.randn(dim, device=dev) * 0.3,
-    ]
+    dt, batch, dim = DTYPES[dtype], 3, 64
+    ins = _all_inputs(batch, dim, length, n, dt)
     req = [t.detach().double().requires_grad_() for t in ins]
     y_ref, last_ref = _ref_scan(
         *req[:5], D=req[5], z=req[6], delta_bias=req[7], delta_softplus=True, return_last_state=True

@@ -25,27 +25,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
+from geomamba.ops.triton._common import channel_sum, state_rows
 from geomamba.ops.triton.scan_fwd_n import _cols, _rows, chunk_u_dt
-
-
-@triton.jit
-def _lane_sum(x, BD: tl.constexpr, SG: tl.constexpr, CH: tl.constexpr):
-    """``(BD * SG, CH)`` -> ``(BD, CH)``: the sum over each channel's SG lanes."""
-    if SG == 1:
-        r = x
-    else:
-        r = tl.sum(tl.reshape(x, (BD, SG, CH)), 1)
-    return r
-
-
-@triton.jit
-def _lane_bcast(x, BD: tl.constexpr, SG: tl.constexpr, CH: tl.constexpr):
-    """``(BD, CH)`` -> ``(BD * SG, CH)``: each channel's row repeated on its SG lanes."""
-    if SG == 1:
-        r = x
-    else:
-        r = tl.reshape(tl.broadcast_to(x[:, None, :], (BD, SG, CH)), (BD * SG, CH))
-    return r
 
 
 @triton.jit(do_not_specialize=["Lv"])
@@ -167,14 +148,14 @@ def scan_bwd_seq_kernel(
             css = css + (cs,)  # noqa: RUF005
         if HAS_Z:
             zz = tl.load(z_ptr + off_d, mask=valid_d, other=0.0).to(tl.float32)
-            y = _lane_sum(_rows(ypart, R, CH), BD, SG, CH)
+            y = channel_sum(_rows(ypart, R, CH), BD, SG, CH)
             if HAS_D:
                 y = y + Dv[:, None] * tl.load(x_ptr + off_d, mask=valid_d, other=0.0).to(tl.float32)
             sz = tl.sigmoid(zz)
             dz = dout * y * sz * (1.0 + zz * (1.0 - sz))
             tl.store(dz_ptr + off_d, dz.to(dz_ptr.dtype.element_ty), mask=valid_d)
             dout = dout * zz * sz
-        dys = _cols(_lane_bcast(dout, BD, SG, CH), R, CH)
+        dys = _cols(state_rows(dout, BD, SG, CH), R, CH)
         # the adjoint, backwards over the chunk
         ddt = ()
         dus = ()
@@ -214,8 +195,8 @@ def scan_bwd_seq_kernel(
             tl.atomic_add(dC_ptr + o2, dct, mask=m2, sem="relaxed")
         ps = new_ps
         acc_dA = new_dA
-        du = _lane_sum(_rows(dus, R, CH), BD, SG, CH)
-        dtt = _lane_sum(_rows(ddt, R, CH), BD, SG, CH)
+        du = channel_sum(_rows(dus, R, CH), BD, SG, CH)
+        dtt = channel_sum(_rows(ddt, R, CH), BD, SG, CH)
         if HAS_D:
             du = du + Dv[:, None] * dout
             acc_dD += dout * tl.load(x_ptr + off_d, mask=valid_d, other=0.0).to(tl.float32)

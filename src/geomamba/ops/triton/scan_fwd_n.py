@@ -19,7 +19,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from geomamba.ops.triton._common import combine_fwd, softplus
+from geomamba.ops.triton._common import channel_sum, combine_fwd, softplus
 
 
 @triton.jit
@@ -225,7 +225,7 @@ def scan_fwd_seq_kernel(
             else:
                 tl.store(y_ptr + off, y.to(y_ptr.dtype.element_ty), mask=valid)
         else:
-            ysum = tl.sum(tl.reshape(y, (BD, SG, CH)), 1)
+            ysum = channel_sum(y, BD, SG, CH)
             yoff = (b * Dm + d0 + tl.arange(0, BD)).to(tl.int64)[:, None] * L + t[None, :]
             if EVEN:
                 tl.store(y_ptr + yoff, ysum.to(y_ptr.dtype.element_ty))
