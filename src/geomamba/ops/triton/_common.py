@@ -54,6 +54,21 @@ def softplus(x):
 
 
 @triton.jit
+def delta_to_dt(dr, valid, bias, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MASK: tl.constexpr = True):
+    """A tile of delta (rows = channels or state rows) -> ``(delta + bias, dt)`` with ``dt =
+    softplus(delta + bias)`` (or delta + bias), 0 where ``valid`` is False (``MASK``)."""
+    if HAS_BIAS:
+        dr = dr + bias[:, None]
+    if SOFTPLUS:
+        dt = softplus(dr)
+    else:
+        dt = dr
+    if MASK:
+        dt = tl.where(valid, dt, 0.0)
+    return dr, dt
+
+
+@triton.jit
 def combine_fwd(a1, b1, a2, b2):
     """Compose h -> a1*h + b1 (earlier) with h -> a2*h + b2 (later)."""
     return a1 * a2, a2 * b1 + b2

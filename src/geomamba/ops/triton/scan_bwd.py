@@ -27,10 +27,10 @@ from geomamba.ops.triton._common import (
     chunk_tile,
     combine_adj,
     combine_fwd,
+    delta_to_dt,
     emit_tile,
     flat_mask,
     load_tile,
-    softplus,
     state_rows,
     store_tile,
 )
@@ -63,13 +63,7 @@ def _entry_states(
         u = load_tile(x_ptr, x_rows_r, true_r, off, msk, T3, R, CH)
         dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, T3, R, CH)
         Bt = load_tile(B_ptr, bc_rows, nmask, off, msk, T3, R, CH)
-        if HAS_BIAS:
-            dr = dr + bias[:, None]
-        if SOFTPLUS:
-            dt = softplus(dr)
-        else:
-            dt = dr
-        dt = tl.where(valid, dt, 0.0)
+        dr, dt = delta_to_dt(dr, valid, bias, HAS_BIAS, SOFTPLUS)
         aa, hh = tl.associative_scan(
             (tl.exp2(dt * a2[:, None]), dt * u * Bt), 1, combine_fwd, reverse=REVERSE
         )
@@ -155,13 +149,7 @@ def _bwd_seq(
         dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, T3, R, CH)
         Bt = load_tile(B_ptr, bc_rows, nmask, off, msk, T3, R, CH)
         Ct = load_tile(C_ptr, bc_rows, nmask, off, msk, T3, R, CH)
-        if HAS_BIAS:
-            dr = dr + bias[:, None]
-        if SOFTPLUS:
-            dt = softplus(dr)
-        else:
-            dt = dr
-        dt = tl.where(valid, dt, 0.0)
+        dr, dt = delta_to_dt(dr, valid, bias, HAS_BIAS, SOFTPLUS)
         a = tl.exp2(dt * a2[:, None])
         bx = dt * u * Bt
         aa, hh = tl.associative_scan((a, bx), 1, combine_fwd, reverse=REVERSE)

@@ -23,10 +23,10 @@ from geomamba.ops.triton._common import (
     chunk_count,
     chunk_tile,
     combine_fwd,
+    delta_to_dt,
     emit_tile,
     flat_mask,
     load_tile,
-    softplus,
 )
 
 
@@ -55,6 +55,8 @@ def _fwd_seq(
     a2 = tl.load(A_ptr + (prm0 + rd) * N + rn, mask=nmask, other=0.0) * 1.4426950408889634
     if HAS_BIAS:
         bias = tl.load(bias_ptr + prm0 + rd).to(tl.float32)
+    else:
+        bias = tl.zeros((R,), dtype=tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + prm0 + dd).to(tl.float32)
     seq = tl.arange(0, CH)
@@ -88,13 +90,7 @@ def _fwd_seq(
         dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, T3, R, CH)
         Bt = load_tile(B_ptr, bc_rows, nmask, off, msk, T3, R, CH)
         Ct = load_tile(C_ptr, bc_rows, nmask, off, msk, T3, R, CH)
-        if HAS_BIAS:
-            dr = dr + bias[:, None]
-        if SOFTPLUS:
-            dt = softplus(dr)
-        else:
-            dt = dr
-        dt = tl.where(valid, dt, 0.0)
+        dr, dt = delta_to_dt(dr, valid, bias, HAS_BIAS, SOFTPLUS)
         aa, hh = tl.associative_scan(
             (tl.exp2(dt * a2[:, None]), dt * u * Bt), 1, combine_fwd, reverse=REVERSE
         )

@@ -19,7 +19,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from geomamba.ops.triton._common import channel_sum, combine_fwd, softplus
+from geomamba.ops.triton._common import channel_sum, combine_fwd, delta_to_dt
 
 
 @triton.jit
@@ -33,14 +33,7 @@ def chunk_u_dt(x_ptr, delta_ptr, off, valid, bias, HAS_BIAS: tl.constexpr, SOFTP
     else:
         u = tl.load(x_ptr + off, mask=valid, other=0.0).to(tl.float32)
         dr = tl.load(delta_ptr + off, mask=valid, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        dr = dr + bias[:, None]
-    if SOFTPLUS:
-        dt = softplus(dr)
-    else:
-        dt = dr
-    if not EVEN:
-        dt = tl.where(valid, dt, 0.0)
+    _dr, dt = delta_to_dt(dr, valid, bias, HAS_BIAS, SOFTPLUS, not EVEN)
     return u, dt
 
 
