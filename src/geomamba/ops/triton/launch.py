@@ -161,23 +161,20 @@ def in_input_dtypes(grads, inputs) -> tuple:
     return tuple(None if t is None else g.to(t.dtype) for g, t in zip(grads, inputs, strict=True))
 
 
+def or_dummy(t, dummy):
+    """A launch argument for an optional tensor: ``t``, or ``dummy`` (never read or written: the kernel's
+    flag for ``t`` is off, or the buffer is unused) where it is None."""
+    return dummy if t is None else t
+
+
 def optional_inputs(D, delta_bias, z, dummy, z_dummy, softplus=True):
-    """The kernels' optional inputs as launch arguments: the pointers (D, delta_bias, z; for a None input a
-    dummy tensor its flag keeps unread) and the flags ``HAS_D``, ``HAS_BIAS``, ``HAS_Z``, ``SOFTPLUS``."""
-    ptrs = (
-        dummy if D is None else D,
-        dummy if delta_bias is None else delta_bias,
-        z_dummy if z is None else z,
-    )
+    """The kernels' optional inputs as launch arguments: the pointers (D, delta_bias, z; see ``or_dummy``)
+    and the flags ``HAS_D``, ``HAS_BIAS``, ``HAS_Z``, ``SOFTPLUS``."""
+    ptrs = (or_dummy(D, dummy), or_dummy(delta_bias, dummy), or_dummy(z, z_dummy))
     flags = dict(
         HAS_D=D is not None, HAS_BIAS=delta_bias is not None, HAS_Z=z is not None, SOFTPLUS=bool(softplus)
     )
     return ptrs, flags
-
-
-def grad_ptrs(grads, dummy):
-    """Gradient buffers as launch arguments: each, or ``dummy`` (never written) where it is None."""
-    return tuple(dummy if g is None else g for g in grads)
 
 
 def _device_ctx(t: torch.Tensor):
@@ -280,19 +277,25 @@ def selective_scan_fwd(
     return (y, last, states) if return_states else (y, last)
 
 
+def _seq_tile(cfg, per_group, n, itemsize):
+    """The sequential kernels' tile from ``cfg`` (chunk 0): (channels per program capped to divide a group,
+    padded N, lanes per channel, positions per chunk = one 16-byte row, warps)."""
+    npad = triton.next_power_of_2(max(n, 1))
+    bd, sg = min(cfg.bd, _pow2_divisor(per_group)), min(cfg.state_groups, npad)
+    return bd, npad, sg, 16 // itemsize, max(1, min(cfg.num_warps, bd * sg // 32))
+
+
 def _state_loop_fwd(u, delta, A32, B, C, D, z, delta_bias, delta_softplus, y, last, stride, length, config):
     batch, dim, _ = u.shape
     groups, n = B.shape[1], A32.shape[1]
     cfg = config or _STATE_LOOP_FWD[batch * dim >= _STATE_LOOP_SG2_CHANNELS]
-    bd = min(cfg.bd, _pow2_divisor(dim // groups))
-    npad = triton.next_power_of_2(max(n, 1))
     if cfg.chunk == 0:  # sequential variant: state_groups threads per channel, 16-byte rows
-        kernel, chunk = scan_fwd_seq_kernel, 16 // u.element_size()
-        sg = min(cfg.state_groups, npad)
-        warps = max(1, min(cfg.num_warps, bd * sg // 32))
+        kernel = scan_fwd_seq_kernel
+        bd, npad, sg, chunk, warps = _seq_tile(cfg, dim // groups, n, u.element_size())
         even = {"EVEN": stride == length and length % chunk == 0 and n == npad, "SG": sg}
     else:
         kernel, even = scan_fwd_n_kernel, {}
+        bd, npad = min(cfg.bd, _pow2_divisor(dim // groups)), triton.next_power_of_2(max(n, 1))
         chunk = min(cfg.chunk, max(16, triton.next_power_of_2(stride)))
         warps = max(1, min(cfg.num_warps, bd * chunk // 256))
     n_db = dim // bd
@@ -313,20 +316,16 @@ def _seq_bwd(
     scratch of ``4 * NP / CH`` bytes per element)."""
     batch, dim, _ = u.shape
     groups, n = B.shape[1], A32.shape[1]
-    cfg = config or _SEQ_BWD
-    npad = triton.next_power_of_2(max(n, 1))
-    bd = min(cfg.bd, _pow2_divisor(dim // groups))
-    sg = min(cfg.state_groups, npad)
-    chunk = 16 // u.element_size()
+    bd, npad, sg, chunk, warps = _seq_tile(config or _SEQ_BWD, dim // groups, n, u.element_size())
     st = torch.empty(batch * dim * triton.cdiv(stride, chunk) * npad, device=u.device, dtype=torch.float32)
     n_db = dim // bd
     opt, flags = optional_inputs(D, delta_bias, z, A32, u, delta_softplus)
     with _device_ctx(u):
         scan_bwd_seq_kernel[(batch * n_db,)](
-            u, delta, A32, B, C, *opt, dy, grad_ptrs((dlast,), A32)[0], st,
-            du, ddelta, dA, dB, dC, *grad_ptrs((dD, dbias), dA), grad_ptrs((dz,), du)[0],
-            dim, groups, n, stride, length, n_db, TINY=stride != length, **flags, HAS_DLAST=dlast is not None, BD=bd, NP=npad, CH=chunk, SG=sg,
-            num_warps=max(1, min(cfg.num_warps, bd * sg // 32)),
+            u, delta, A32, B, C, *opt, dy, or_dummy(dlast, A32), st,
+            du, ddelta, dA, dB, dC, or_dummy(dD, dA), or_dummy(dbias, dA), or_dummy(dz, du),
+            dim, groups, n, stride, length, n_db, TINY=stride != length, **flags, HAS_DLAST=dlast is not None,
+            BD=bd, NP=npad, CH=chunk, SG=sg, num_warps=warps,
         )  # fmt: skip
 
 
@@ -416,9 +415,9 @@ def selective_scan_bwd(
         opt, flags = optional_inputs(D, delta_bias, z, A32, u, delta_softplus)
         with _device_ctx(u):
             scan_bwd_kernel[(progs,)](
-                u, delta, A32, B, C, *opt, dy, grad_ptrs((dlast_state,), A32)[0], st,
+                u, delta, A32, B, C, *opt, dy, or_dummy(dlast_state, A32), st,
                 du, du, ddelta, dA, dBp if partial else dB, dCp if partial else dC,
-                *grad_ptrs((dD, dbias), dA), grad_ptrs((dz,), du)[0], *(u,) * 9,
+                or_dummy(dD, dA), or_dummy(dbias, dA), or_dummy(dz, du), *(u,) * 9,
                 dim, 1, groups, n, stride, length, 1, stride, n_db, nc_arg, TINY=tiny,
                 **flags, HAS_DLAST=dlast_state is not None, SS2D=False, SEQ_K=False,
                 KC=1, COL_T3=False, DBC_ATOMIC=not partial, COL_COPY=False,

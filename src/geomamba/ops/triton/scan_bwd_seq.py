@@ -26,7 +26,7 @@ import triton
 import triton.language as tl
 
 from geomamba.ops.triton._common import channel_sum, state_rows
-from geomamba.ops.triton.scan_fwd_n import _cols, _rows, chunk_u_dt
+from geomamba.ops.triton.scan_fwd_n import _cols, _rows, chunk_u_dt, lane_rows
 
 
 @triton.jit(do_not_specialize=["Lv"])
@@ -40,19 +40,10 @@ def scan_bwd_seq_kernel(
 ):  # fmt: skip
     NS: tl.constexpr = NP // SG
     R: tl.constexpr = BD * SG
-    pid = tl.program_id(0)
-    db = pid % n_dblocks
-    b = pid // n_dblocks
-    d0 = db * BD
-    g = d0 // (Dm // G)
-    rr = tl.arange(0, R)
-    ch = rr // SG
-    s0 = (rr % SG) * NS
+    b, d0, g, rr, ch, s0, rows, bc_rows = lane_rows(Dm, G, N, L, n_dblocks, BD, SG, NS)
     dd = tl.arange(0, BD)
     seq = tl.arange(0, CH)
-    rows = (b * Dm + d0 + ch).to(tl.int64) * L
     rows_d = (b * Dm + d0 + dd).to(tl.int64) * L
-    bc_rows = (b * G + g).to(tl.int64) * N * L + s0.to(tl.int64) * L
     if TINY:
         Lm = Lv
     else:
@@ -150,7 +141,8 @@ def scan_bwd_seq_kernel(
             zz = tl.load(z_ptr + off_d, mask=valid_d, other=0.0).to(tl.float32)
             y = channel_sum(_rows(ypart, R, CH), BD, SG, CH)
             if HAS_D:
-                y = y + Dv[:, None] * tl.load(x_ptr + off_d, mask=valid_d, other=0.0).to(tl.float32)
+                u_d = tl.load(x_ptr + off_d, mask=valid_d, other=0.0).to(tl.float32)
+                y = y + Dv[:, None] * u_d
             sz = tl.sigmoid(zz)
             dz = dout * y * sz * (1.0 + zz * (1.0 - sz))
             tl.store(dz_ptr + off_d, dz.to(dz_ptr.dtype.element_ty), mask=valid_d)
@@ -185,7 +177,6 @@ def scan_bwd_seq_kernel(
             dus = ndus
             new_ps = new_ps + (p,)  # noqa: RUF005
             new_dA = new_dA + (dak,)  # noqa: RUF005
-            kmask = valid & (s0 + k < N)[:, None]
             dbt = tl.sum(tl.reshape(_rows(dbk, R, CH), (BD, SG, CH)), 0)
             dct = tl.sum(tl.reshape(_rows(dck, R, CH), (BD, SG, CH)), 0)
             sg_s0 = tl.arange(0, SG) * NS
@@ -198,8 +189,10 @@ def scan_bwd_seq_kernel(
         du = channel_sum(_rows(dus, R, CH), BD, SG, CH)
         dtt = channel_sum(_rows(ddt, R, CH), BD, SG, CH)
         if HAS_D:
+            if not HAS_Z:  # (with the gate, u_d was loaded for y above)
+                u_d = tl.load(x_ptr + off_d, mask=valid_d, other=0.0).to(tl.float32)
             du = du + Dv[:, None] * dout
-            acc_dD += dout * tl.load(x_ptr + off_d, mask=valid_d, other=0.0).to(tl.float32)
+            acc_dD += dout * u_d
         if SOFTPLUS:
             dr_d = tl.load(delta_ptr + off_d, mask=valid_d, other=0.0).to(tl.float32)
             if HAS_BIAS:

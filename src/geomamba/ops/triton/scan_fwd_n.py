@@ -131,6 +131,23 @@ def _rows(c, BD: tl.constexpr, CH: tl.constexpr):
     return tl.reshape(tl.join(e, o), (BD, CH))
 
 
+@triton.jit
+def lane_rows(Dm, G, N, L, n_dblocks, BD: tl.constexpr, SG: tl.constexpr, NS: tl.constexpr):
+    """The sequential kernels' layout: this program's sequence ``b``, first channel ``d0``, group ``g``;
+    per lane row ``rr`` (``BD * SG`` of them) its channel ``ch`` in the block, its first state ``s0``, the
+    row offset of its channel in u-like tensors and of its first state's row in B/C."""
+    pid = tl.program_id(0)
+    b = pid // n_dblocks
+    d0 = (pid % n_dblocks) * BD
+    g = d0 // (Dm // G)
+    rr = tl.arange(0, BD * SG)
+    ch = rr // SG
+    s0 = (rr % SG) * NS
+    rows = (b * Dm + d0 + ch).to(tl.int64) * L
+    bc_rows = (b * G + g).to(tl.int64) * N * L + s0.to(tl.int64) * L
+    return b, d0, g, rr, ch, s0, rows, bc_rows
+
+
 @triton.jit(do_not_specialize=["Lv"])
 def scan_fwd_seq_kernel(
     x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
@@ -148,17 +165,8 @@ def scan_fwd_seq_kernel(
     thread of state group 0). Same arguments and grid as ``scan_fwd_n_kernel`` (``BD`` channels per
     program); ``EVEN``: L is a multiple of CH and N a power of two (no masks)."""
     NS: tl.constexpr = NP // SG
-    pid = tl.program_id(0)
-    db = pid % n_dblocks
-    b = pid // n_dblocks
-    d0 = db * BD
-    g = d0 // (Dm // G)
-    rr = tl.arange(0, BD * SG)
-    ch = rr // SG  # channel of the row
-    s0 = (rr % SG) * NS  # its first state
+    b, d0, _g, rr, ch, s0, rows, bc_rows = lane_rows(Dm, G, N, L, n_dblocks, BD, SG, NS)
     seq = tl.arange(0, CH)
-    rows = (b * Dm + d0 + ch).to(tl.int64) * L
-    bc_rows = (b * G + g).to(tl.int64) * N * L + s0.to(tl.int64) * L
     bias = tl.load(bias_ptr + d0 + ch).to(tl.float32) if HAS_BIAS else tl.zeros((BD * SG,), dtype=tl.float32)
     if HAS_D:
         Dv = tl.where(s0 == 0, tl.load(D_ptr + d0 + ch).to(tl.float32), 0.0)

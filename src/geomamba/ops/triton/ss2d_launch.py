@@ -18,9 +18,9 @@ from geomamba.ops.triton.launch import (
     _check,
     _device_ctx,
     _use_partial,
-    grad_ptrs,
     in_input_dtypes,
     optional_inputs,
+    or_dummy,
     pick_config,
 )
 from geomamba.ops.triton.scan_bwd import scan_bwd_kernel
@@ -205,7 +205,7 @@ def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, co
             scan_bwd_kernel[(progs,)](
                 x, delta, A32, B, C, *opt, dy, A32, st,
                 dx, dxacc, ddelta, dA, dBp if partial else dB, dCp if partial else dC,
-                *grad_ptrs((dD, dbias), dA), dx,
+                or_dummy(dD, dA), or_dummy(dbias, dA), dx,
                 xT, deltaT, BT, CT, dyT, accT, ddeltaT, dBT if col_copy else dx, dCT if col_copy else dx,
                 dm, k, 1, n, h * w, h * w, h, w, n_db, nc_max, TINY=False, **flags, HAS_DLAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
                 DBC_ATOMIC=not partial, COL_COPY=col_copy,
