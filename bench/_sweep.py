@@ -1,7 +1,7 @@
-"""Shared parts of the GPU tile sweeps (``r4_sweep_gpu.py``, ``bwd_sweep_gpu.py``, ``n16_sweep_gpu.py``):
-every variant is run once first in parallel worker processes, so that Triton's disk cache holds its
-compiled kernels before the timing (compiling dominates a sweep's wall time); the result header; the
-device-to-device copy bandwidth the rows are compared with."""
+"""Shared parts of the GPU tile sweeps (``r4_sweep_gpu.py``, ``bwd_sweep_gpu.py``, ``n16_sweep_gpu.py``,
+``ss2d_sweep_gpu.py``): every variant is run once first in parallel worker processes, so that Triton's
+disk cache holds its compiled kernels before the timing (compiling dominates a sweep's wall time); the
+result header; the device-to-device copy bandwidth the rows are compared with."""
 
 from __future__ import annotations
 

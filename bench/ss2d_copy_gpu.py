@@ -128,7 +128,7 @@ def measure(batch: int, dm: int, h: int, w: int, reps: int) -> dict:
         "channels_last_to_contiguous_ms": round(t_cl, 4),
     }
     args_ = (dy, x, delta, A, B, C, D, bias, 4)
-    base = launch.SS2D_DEFAULTS["backward_large" if h * w >= launch.COL_COPY_MIN_PIXELS else "backward"]
+    base = launch.backward_options(x)
     variants = {
         "default": (base, False),
         "torch_copies": (base, True),

@@ -361,14 +361,17 @@ def test_tiled_copy_matches_torch():
         assert torch.equal(cols[:, j], want), j
 
 
-def test_ss2d_backward_in_cuda_graph_matches_eager():
-    """The fused SS2D backward through transposed copies (a 32x32 map: ``col_copy``) captured in a CUDA
-    graph, where its copies run the tiled Triton kernel, gives the eager call's gradients (PyTorch's
-    copies): dx and ddelta bit for bit, the atomically summed ones to rounding; replayed on the captured
-    inputs and on new values."""
+@pytest.mark.parametrize("side", [32, 16])
+def test_ss2d_backward_in_cuda_graph_matches_eager(side):
+    """The fused SS2D backward captured in a CUDA graph against the eager call, replayed on the captured
+    inputs and on new values. 32x32: transposed copies (``col_copy``) both ways, the captured copies run
+    the tiled Triton kernel (the eager ones PyTorch's): dx and ddelta bit for bit, the atomically summed
+    ones to rounding. 16x16: the capture takes the transposed copies and the eager call gathers
+    (``backward_options``): the same gradients to bf16 / fp32 rounding."""
     from geomamba.ops.triton import ss2d_bwd
+    from geomamba.ops.triton.ss2d_launch import SS2D_DEFAULTS, backward_options
 
-    ins = _ss2d_inputs(2, 16, 32, 32, 1, 4, torch.bfloat16)
+    ins = _ss2d_inputs(2, 16, side, side, 1, 4, torch.bfloat16)
     dy = torch.randn_like(ins[0])
     static = [t.detach().clone() for t in (dy, *ins)]
     torch.cuda.synchronize()
@@ -376,22 +379,28 @@ def test_ss2d_backward_in_cuda_graph_matches_eager():
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         ss2d_bwd(*static, 4)  # warm-up (compiles the kernels outside the capture)
+        ss2d_bwd(*static, 4, options=SS2D_DEFAULTS["backward_large"])
     torch.cuda.current_stream().wait_stream(stream)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
+        assert backward_options(static[1]) is SS2D_DEFAULTS["backward_large"]
         out = ss2d_bwd(*static, 4)
+    same_path = backward_options(static[1]) is SS2D_DEFAULTS["backward_large"]
+    assert same_path == (side == 32)
     for fresh in (False, True):
         if fresh:  # new values in the captured inputs
-            new = _ss2d_inputs(2, 16, 32, 32, 1, 4, torch.bfloat16)
+            new = _ss2d_inputs(2, 16, side, side, 1, 4, torch.bfloat16)
             for t, src in zip(static, (torch.randn_like(ins[0]), *new)):
                 t.copy_(src)
         graph.replay()
         eager = ss2d_bwd(*static, 4)
         for name, a, b in zip(["x", "delta", "A", "B", "C", "D", "delta_bias"], out, eager, strict=True):
-            if name in ("x", "delta"):
+            if same_path and name in ("x", "delta"):
                 assert torch.equal(a, b), name
+            elif a.dtype == torch.bfloat16:  # another summation order, rounded to bf16
+                torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2, msg=name)
             else:  # summed by atomics: the order of the additions varies
-                torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+                torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 
 
 def _train(block, x, target, steps=20):

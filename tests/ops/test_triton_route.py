@@ -91,3 +91,24 @@ def test_shipped_rule_at_the_flagship_maps(monkeypatch):
     assert not route.fused_ss2d(16, 16, 16, backward=False)
     assert 16 * 16 < COL_COPY_MIN_PIXELS <= 32 * 32
     assert SS2D_DEFAULTS["backward_large"].col_copy and not SS2D_DEFAULTS["backward"].col_copy
+
+
+@pytest.mark.parametrize("capturing", [False, True])
+def test_backward_options_while_a_graph_is_captured(monkeypatch, capturing):
+    """The fused backward's default: transposed copies from 32x32 eagerly, from 16x16 while a CUDA graph
+    is captured (replays pay no launch); gather below; a CPU map never asks CUDA."""
+    from geomamba.ops.triton import ss2d_launch
+
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing)
+    large, small = ss2d_launch.SS2D_DEFAULTS["backward_large"], ss2d_launch.SS2D_DEFAULTS["backward"]
+
+    class FakeCuda:  # only shape and is_cuda are read
+        is_cuda = True
+
+        def __init__(self, h, w):
+            self.shape = (2, 8, h, w)
+
+    assert ss2d_launch.backward_options(FakeCuda(32, 32)) is large
+    assert ss2d_launch.backward_options(FakeCuda(16, 16)) is (large if capturing else small)
+    assert ss2d_launch.backward_options(FakeCuda(8, 16)) is small
+    assert ss2d_launch.backward_options(torch.zeros(1, 1, 16, 16)) is small

@@ -26,7 +26,15 @@ from geomamba.ops.triton.launch import (
 from geomamba.ops.triton.scan_bwd import scan_bwd_kernel
 from geomamba.ops.triton.scan_fwd import scan_fwd_kernel
 
-__all__ = ["COL_COPY_MIN_PIXELS", "SS2D_DEFAULTS", "SS2DOptions", "ss2d_bwd", "ss2d_fwd"]
+__all__ = [
+    "COL_COPY_MIN_PIXELS",
+    "COL_COPY_MIN_PIXELS_CAPTURED",
+    "SS2D_DEFAULTS",
+    "SS2DOptions",
+    "backward_options",
+    "ss2d_bwd",
+    "ss2d_fwd",
+]
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,8 @@ class SS2DOptions:
     Defaults per phase: ``SS2D_DEFAULTS``. On an H100 (triton 3.6) the transposed tiles gave wrong
     BACKWARD gradients for some tiles (e.g. (rows, TO, TI) = (4, 4, 32) with 2 warps, (2, 16, 32) with
     4 warps; the forward was right everywhere it was measured), so the backward gathers on small maps
-    and uses ``col_copy`` from ``COL_COPY_MIN_PIXELS`` up (bench/NOTES_triton.md)."""
+    and uses ``col_copy`` from ``COL_COPY_MIN_PIXELS`` up, from ``COL_COPY_MIN_PIXELS_CAPTURED`` while a
+    CUDA graph is captured (:func:`backward_options`, bench/NOTES_triton.md)."""
 
     col_t3: bool = False
     columns: int = 0
@@ -69,6 +78,20 @@ SS2D_DEFAULTS = {
     "backward_large": SS2DOptions(col_copy=True, dbc_atomic=True),
 }
 COL_COPY_MIN_PIXELS = 1024
+# While a CUDA graph is captured (the compiled training step under ``reduce-overhead``) a replay pays no
+# launch and the copies run the tiled Triton kernel, so the transposed copies pay from 16x16 up: GPU time
+# of graph replays, H100, bf16, batch 16, d_inner 1024, 16x16: 0.267 ms against 0.406 for the gather
+# backward (bench/ss2d_sweep_gpu.py; eagerly the gather stays: its launches are fewer and the host bounds it).
+COL_COPY_MIN_PIXELS_CAPTURED = 256
+
+
+def backward_options(x: torch.Tensor) -> SS2DOptions:
+    """The backward's default options for the map ``x (batch, D, H, W)``: ``SS2D_DEFAULTS["backward_large"]``
+    (transposed copies) from ``COL_COPY_MIN_PIXELS`` pixels up, or from ``COL_COPY_MIN_PIXELS_CAPTURED``
+    while the current CUDA stream is capturing a graph; ``SS2D_DEFAULTS["backward"]`` (gather) below."""
+    capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
+    floor = COL_COPY_MIN_PIXELS_CAPTURED if capturing else COL_COPY_MIN_PIXELS
+    return SS2D_DEFAULTS["backward_large" if x.shape[-2] * x.shape[-1] >= floor else "backward"]
 
 
 def _colmajor_tile(h: int, chunk: int, columns: int = 0) -> tuple[int, int]:
@@ -163,7 +186,7 @@ def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, co
     """Backward of the fused SS2D scan: ``(dx, ddelta, dA, dB, dC, dD, ddelta_bias)``."""
     batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions)
     _check(dy.shape == x.shape, f"dy must have x's shape {tuple(x.shape)}, got {tuple(dy.shape)}")
-    opts = options or SS2D_DEFAULTS["backward_large" if h * w >= COL_COPY_MIN_PIXELS else "backward"]
+    opts = options or backward_options(x)
     x, delta, B, C, dy = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous(), dy.contiguous()
     A32 = A.detach().float().contiguous()
     dev, f32 = x.device, torch.float32
