@@ -112,3 +112,17 @@ def test_backward_options_while_a_graph_is_captured(monkeypatch, capturing):
     assert ss2d_launch.backward_options(FakeCuda(16, 16)) is (large if capturing else small)
     assert ss2d_launch.backward_options(FakeCuda(8, 16)) is small
     assert ss2d_launch.backward_options(torch.zeros(1, 1, 16, 16)) is small
+
+
+def test_fused_forward_warps_by_map():
+    """The fused SS2D forward's N = 1 tile (2 channels x up to 512 positions): 2 warps at 16x16 (256
+    positions: measured faster than 4), 4 from 32x32; small maps keep one warp per 64 elements; an
+    explicit config is taken as given."""
+    from geomamba.ops.triton.launch import ScanConfig, pick_config
+
+    def warps(length, **kw):
+        return pick_config(1, 1024, length, backward=False, ss2d=True, **kw)[1].num_warps
+
+    assert [warps(hw * hw) for hw in (4, 8, 16, 32, 64)] == [1, 2, 2, 4, 4]
+    assert warps(256, override=ScanConfig(2, 256, 4)) == 4
+    assert pick_config(1, 1024, 256, backward=True, ss2d=True)[1] == ScanConfig(2, 128, 1)

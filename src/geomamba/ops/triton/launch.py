@@ -107,6 +107,10 @@ def pick_config(
     bd = min(cfg.bd, _pow2_divisor(per_group))
     chunk = min(cfg.chunk, max(16, triton.next_power_of_2(max(length, 1))))
     warps = max(1, min(cfg.num_warps, bd * npad * chunk // 64))
+    if override is None and ss2d and not backward:
+        # the fused SS2D forward: at least 256 tile elements per warp from 2 warps up (16x16 maps: 2 x 256
+        # with 2 warps 0.087 ms, with 4 warps 0.099; bench/ss2d_sweep_gpu.py, bench/NOTES_triton.md round 6)
+        warps = min(warps, max(2, bd * npad * chunk // 256))
     return npad, ScanConfig(bd, chunk, warps, cfg.num_stages)
 
 
