@@ -83,3 +83,25 @@ def scan_inputs(batch, dim, length, n=1, groups=4, dtype=torch.bfloat16, seed=0)
         r(dim) * 0.1,
     ]
     return args, r(batch, dim, length).to(dtype)
+
+
+def ss2d_inputs(batch, dm, h, w, seed=1):
+    """The SS2D sweeps' inputs ``[x, delta, A, B, C, D, delta_bias]`` (bf16 maps, K = 4, N = 1, delta
+    centred on -1) and a ``dy`` of x's shape, seeded, on the GPU when there is one."""
+    dev = "cuda" if torch.cuda.is_available() else "cpu"
+    g = torch.Generator(device=dev).manual_seed(seed)
+
+    def r(*s):
+        return torch.randn(*s, device=dev, generator=g)
+
+    k, length, bf = 4, h * w, torch.bfloat16
+    ins = [
+        r(batch, dm, h, w).to(bf),
+        (r(batch, k, dm, length) * 0.5 - 1.0).to(bf),
+        -torch.exp(r(k * dm, 1) * 0.5),
+        r(batch, k, 1, length).to(bf),
+        r(batch, k, 1, length).to(bf),
+        torch.ones(k * dm, device=dev),
+        r(k * dm) * 0.1,
+    ]
+    return ins, r(batch, dm, h, w).to(bf)

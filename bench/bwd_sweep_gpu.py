@@ -21,7 +21,7 @@ import time
 import torch
 import triton
 
-from _sweep import copy_gbs, header, precompile, run_job, scan_inputs
+from _sweep import copy_gbs, header, precompile, run_job, scan_inputs, ss2d_inputs
 from geomamba.ops.triton import ScanConfig, SS2DOptions, selective_scan_bwd, ss2d_bwd
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -96,22 +96,8 @@ def ss2d_rows():
 
     be, out = _triton_backend(), []
     for name, batch, dm, h, w in SS2D_SHAPES:
-        g = torch.Generator(device=DEV).manual_seed(1)
-
-        def r(*s, g=g):
-            return torch.randn(*s, device=DEV, generator=g)
-
-        k, length, bf = 4, h * w, torch.bfloat16
-        ins = [
-            r(batch, dm, h, w).to(bf),
-            (r(batch, k, dm, length) * 0.5 - 1.0).to(bf),
-            -torch.exp(r(k * dm, 1) * 0.5),
-            r(batch, k, 1, length).to(bf),
-            r(batch, k, 1, length).to(bf),
-            torch.ones(k * dm, device=DEV),
-            r(k * dm) * 0.1,
-        ]
-        dy = r(batch, dm, h, w).to(bf)
+        ins, dy = ss2d_inputs(batch, dm, h, w)
+        k = 4
         ref = composed_ss2d_bwd(be, dy, *ins, k)
         row = dict(shape=name, composed_bwd_ms=bench(lambda: composed_ss2d_bwd(be, dy, *ins, k)))  # noqa: B023
         for vname, (cfg, opts) in SS2D_VARIANTS.items():

@@ -20,7 +20,7 @@ import json
 import torch
 import triton
 
-from _sweep import copy_gbs, header, precompile, run_job
+from _sweep import copy_gbs, header, precompile, run_job, ss2d_inputs
 from geomamba.ops.triton import ScanConfig, SS2DOptions, ss2d_bwd, ss2d_fwd
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -45,25 +45,6 @@ BWD_OPTS = {
 }
 
 
-def inputs(batch, dm, h, w, seed=1):
-    g = torch.Generator(device=DEV).manual_seed(seed)
-
-    def r(*s):
-        return torch.randn(*s, device=DEV, generator=g)
-
-    k, length, bf = 4, h * w, torch.bfloat16
-    ins = [
-        r(batch, dm, h, w).to(bf),
-        (r(batch, k, dm, length) * 0.5 - 1.0).to(bf),
-        -torch.exp(r(k * dm, 1) * 0.5),
-        r(batch, k, 1, length).to(bf),
-        r(batch, k, 1, length).to(bf),
-        torch.ones(k * dm, device=DEV),
-        r(k * dm) * 0.1,
-    ]
-    return ins, r(batch, dm, h, w).to(bf)
-
-
 def call(phase, ins, dy, cfg, opts):
     if phase == "fwd":
         return (ss2d_fwd(*ins, 4, config=cfg, options=opts),)
@@ -73,7 +54,7 @@ def call(phase, ins, dy, cfg, opts):
 def _compile(job):
     phase, mapname, cfg, oname = job
     _, dm, h, w = MAPS[mapname]
-    ins, dy = inputs(1, dm, h, w)
+    ins, dy = ss2d_inputs(1, dm, h, w)
     call(phase, ins, dy, cfg, (FWD_OPTS if phase == "fwd" else BWD_OPTS)[oname])
 
 
@@ -122,7 +103,7 @@ def main(argv=None):
     be, rows = _triton_backend(), []
     for m in args.maps:
         batch, dm, h, w = MAPS[m]
-        ins, dy = inputs(batch, dm, h, w)
+        ins, dy = ss2d_inputs(batch, dm, h, w)
         length, es = h * w, 2
         nbytes = {
             "fwd": (2 * batch * dm * length + batch * 4 * dm * length + 2 * batch * 4 * length) * es,
