@@ -53,6 +53,24 @@ def header(log: list, **extra) -> dict:
     }
 
 
+def bench(fn: Callable, rep: int = 80, graphs: bool = False) -> float:
+    """Median milliseconds of ``fn``: ``triton.testing.do_bench`` (20 ms warm-up, ``rep`` ms), or with
+    ``graphs`` ``do_bench_cudagraph`` (replays of a CUDA graph: GPU time alone); on a CPU the host clock of
+    one call (the smoke runs)."""
+    if torch.cuda.is_available():
+        if graphs:
+            return float(triton.testing.do_bench_cudagraph(fn, rep=rep, return_mode="median"))
+        return float(triton.testing.do_bench(fn, warmup=20, rep=rep, return_mode="median"))
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e3
+
+
+def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    """``|a - b| / |b|`` (Frobenius norms, in fp64)."""
+    return ((a.double() - b.double()).norm() / (b.double().norm() + 1e-30)).item()
+
+
 def copy_gbs(bench: Callable) -> float:
     """Device-to-device copy bandwidth (bytes read + written / time of a 512 MB bf16 ``copy_``); 1.0 on a
     CPU (the CPU smoke runs)."""

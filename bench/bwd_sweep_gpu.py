@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
-import triton
 
-from _sweep import copy_gbs, header, precompile, run_job, scan_inputs, ss2d_inputs
+from _sweep import bench, copy_gbs, header, precompile, rel_error, run_job, scan_inputs, ss2d_inputs
 from geomamba.ops.triton import ScanConfig, SS2DOptions, selective_scan_bwd, ss2d_bwd
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -67,18 +65,6 @@ def _compile_job(job):
     return run_job(_compile, job)
 
 
-def bench(fn, rep=80):
-    if DEV == "cuda":
-        return float(triton.testing.do_bench(fn, warmup=20, rep=rep, return_mode="median"))
-    t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1e3
-
-
-def _rel(a, b):
-    return ((a.double() - b.double()).norm() / (b.double().norm() + 1e-30)).item()
-
-
 # SS2D backward at the flagship maps (name, batch, d_inner, H, W): composed vs fused variants
 SS2D_SHAPES = [("64x64", 16, 256, 64, 64), ("32x32", 16, 512, 32, 32), ("16x16", 16, 1024, 16, 16)]
 SS2D_VARIANTS = {
@@ -103,7 +89,7 @@ def ss2d_rows():
         for vname, (cfg, opts) in SS2D_VARIANTS.items():
             try:
                 got = ss2d_bwd(dy, *ins, k, config=cfg, options=opts)
-                row[vname + "_err"] = max(_rel(a, b) for a, b in zip(got, ref, strict=True))
+                row[vname + "_err"] = max(rel_error(a, b) for a, b in zip(got, ref, strict=True))
                 row[vname + "_ms"] = bench(
                     lambda cfg=cfg, opts=opts: ss2d_bwd(dy, *ins, k, config=cfg, options=opts)  # noqa: B023
                 )
@@ -138,7 +124,7 @@ def main(argv=None):
                 row["partial_dbc"] = m
                 try:
                     out = run_bwd(ins, dy, t, m)
-                    errs = [_rel(a, b) for a, b in zip(out, ref, strict=True) if a is not None]
+                    errs = [rel_error(a, b) for a, b in zip(out, ref, strict=True) if a is not None]
                     row["max_rel_vs_default"] = max(errs)
                     row["ms"] = bench(lambda t=t, m=m, a=ins, d=dy: run_bwd(a, d, t, m))
                     row["pct_copy"] = 100 * nbytes / (row["ms"] * 1e-3) / 1e9 / res["copy_gbs"]

@@ -26,12 +26,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import time
 
 import torch
-import triton
 
-from _sweep import header, precompile, run_job, scan_inputs
+from _sweep import bench as sweep_bench
+from _sweep import header, precompile, rel_error, run_job, scan_inputs
 from geomamba.ops.triton import ScanConfig, selective_scan_bwd, selective_scan_fwd
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -83,15 +82,7 @@ def _compile_job(job):
 
 
 def bench(fn):
-    if DEV == "cuda":
-        return float(triton.testing.do_bench_cudagraph(fn, rep=60, return_mode="median"))
-    t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1e3
-
-
-def _rel(a, b):
-    return ((a.double() - b.double()).norm() / (b.double().norm() + 1e-30)).item()
+    return sweep_bench(fn, rep=60, graphs=True)
 
 
 def rows(shapes, variants):
@@ -107,7 +98,7 @@ def rows(shapes, variants):
             row = dict(shape=name, tile=list(cfg.__dict__.values()), bc_fp32=f32)
             try:
                 y, last = call(args, cfg, f32)
-                row["rel_y"], row["rel_last"] = _rel(y, y_ref), _rel(last, last_ref)
+                row["rel_y"], row["rel_last"] = rel_error(y, y_ref), rel_error(last, last_ref)
                 row["ms"] = bench(lambda a=args, c=cfg, f=f32: call(a, c, f))
                 row["x_n1"] = row["ms"] / n1_ms
             except Exception as err:
@@ -128,7 +119,7 @@ def bwd_rows(shapes, variants):
             row = dict(shape=name, tile=None if cfg is None else list(cfg.__dict__.values()), partial=partial)
             try:
                 got = bwd_call(args, dy, cfg, partial)
-                row["max_rel"] = max(_rel(a, b) for a, b in zip(got, ref, strict=True) if a is not None)
+                row["max_rel"] = max(rel_error(a, b) for a, b in zip(got, ref, strict=True) if a is not None)
                 row["ms"] = bench(lambda a=args, d=dy, c=cfg, p=partial: bwd_call(a, d, c, p))
             except Exception as err:
                 row["error"] = f"{type(err).__name__}: {err}"[:300]

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 
 import torch
-import triton
 
-from _sweep import copy_gbs, header, precompile, run_job, scan_inputs, ss2d_inputs
+from _sweep import bench, copy_gbs, header, precompile, rel_error, run_job, scan_inputs, ss2d_inputs
 from geomamba.ops.triton import ScanConfig, selective_scan_bwd, selective_scan_fwd
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -97,7 +95,7 @@ def ss2d32_rows():
             tag = "x".join(map(str, cfg.__dict__.values()))
             opts = SS2DOptions(col_copy=True)
             got = ss2d_bwd(dy, *ins, k, config=cfg, options=opts)
-            row[f"colcopy_{tag}_err"] = max(_rel(a, b) for a, b in zip(got, ref, strict=True))
+            row[f"colcopy_{tag}_err"] = max(rel_error(a, b) for a, b in zip(got, ref, strict=True))
             row[f"colcopy_{tag}_ms"] = bench(lambda c=cfg, o=opts: ss2d_bwd(dy, *ins, k, config=c, options=o))  # noqa: B023
         rows.append(row)
         print(json.dumps(row), flush=True)
@@ -133,18 +131,6 @@ def _compile_job(job):
     return run_job(_compile, job)
 
 
-def bench(fn, rep=80):
-    if DEV == "cuda":
-        return float(triton.testing.do_bench(fn, warmup=20, rep=rep, return_mode="median"))
-    t0 = time.perf_counter()
-    fn()
-    return (time.perf_counter() - t0) * 1e3
-
-
-def _rel(a, b):
-    return ((a.double() - b.double()).norm() / (b.double().norm() + 1e-30)).item()
-
-
 def bwd_rows(shapes, variants, copy_gbs):
     rows = []
     for name, batch, dim, length in shapes:
@@ -164,7 +150,7 @@ def bwd_rows(shapes, variants, copy_gbs):
                 st, run = bwd_with_states(args, dy, cfg, partial)
                 got = run()
                 row["max_rel_vs_recompute"] = max(
-                    _rel(a, b) for a, b in zip(got, ref, strict=True) if a is not None
+                    rel_error(a, b) for a, b in zip(got, ref, strict=True) if a is not None
                 )
                 row["ms"] = bench(run)
                 row["pct_copy"] = 100 * nbytes / (row["ms"] * 1e-3) / 1e9 / copy_gbs
@@ -193,7 +179,7 @@ def fwd16_rows(shapes, variants, copy_gbs):
             row = dict(shape=name, tile=list(cfg.__dict__.values()))
             try:
                 y, last = fwd16(args, cfg)
-                row["rel_y"], row["rel_last"] = _rel(y, y_ref), _rel(last, last_ref)
+                row["rel_y"], row["rel_last"] = rel_error(y, y_ref), rel_error(last, last_ref)
                 row["ms"] = bench(lambda a=args, c=cfg: fwd16(a, c))
                 row["pct_copy"] = 100 * nbytes / (row["ms"] * 1e-3) / 1e9 / copy_gbs
             except Exception as err:

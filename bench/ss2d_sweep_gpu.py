@@ -18,9 +18,9 @@ import argparse
 import json
 
 import torch
-import triton
 
-from _sweep import copy_gbs, header, precompile, run_job, ss2d_inputs
+from _sweep import bench as sweep_bench
+from _sweep import copy_gbs, header, precompile, rel_error, run_job, ss2d_inputs
 from geomamba.ops.triton import ScanConfig, SS2DOptions, ss2d_bwd, ss2d_fwd
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
@@ -52,10 +52,10 @@ def call(phase, ins, dy, cfg, opts):
 
 
 def _compile(job):
-    phase, mapname, cfg, oname = job
+    phase, mapname, cfg, _, opts = job
     _, dm, h, w = MAPS[mapname]
     ins, dy = ss2d_inputs(1, dm, h, w)
-    call(phase, ins, dy, cfg, (FWD_OPTS if phase == "fwd" else BWD_OPTS)[oname])
+    call(phase, ins, dy, cfg, opts)
 
 
 def _compile_job(job):
@@ -63,22 +63,16 @@ def _compile_job(job):
 
 
 def bench(fn):
-    if DEV == "cuda":
-        return float(triton.testing.do_bench_cudagraph(fn, rep=60, return_mode="median"))
-    fn()
-    return float("nan")
-
-
-def _rel(a, b):
-    return ((a.double() - b.double()).norm() / (b.double().norm() + 1e-30)).item()
+    return sweep_bench(fn, rep=60, graphs=True)
 
 
 def jobs_for(maps, phases):
+    """``(phase, map, tile, options name, options)`` for every variant."""
     out = []
     for m in maps:
         for phase in phases:
             tiles, opts = (FWD_TILES, FWD_OPTS) if phase == "fwd" else (BWD_TILES, BWD_OPTS)
-            out += [(phase, m, t, o) for o in opts for t in tiles]
+            out += [(phase, m, t, name, o) for name, o in opts.items() for t in tiles]
     return out
 
 
@@ -118,15 +112,13 @@ def main(argv=None):
                 comp = bench(lambda: composed_ss2d_bwd(be, dy, *ins, 4))  # noqa: B023
             rows.append(dict(map=m, phase=phase, variant="composed", ms=comp))
             print(json.dumps(rows[-1]), flush=True)
-            for job in jobs_for([m], [phase]):
-                _, _, cfg, oname = job
-                opts = (FWD_OPTS if phase == "fwd" else BWD_OPTS)[oname]
+            for _, _, cfg, oname, opts in jobs_for([m], [phase]):
                 row = dict(map=m, phase=phase, variant=oname)
                 row["tile"] = None if cfg is None else [cfg.bd, cfg.chunk, cfg.num_warps, cfg.num_stages]
                 try:
                     got = call(phase, ins, dy, cfg, opts)
                     row["max_rel_vs_composed"] = max(
-                        _rel(a, b) for a, b in zip(got, ref, strict=True) if a is not None
+                        rel_error(a, b) for a, b in zip(got, ref, strict=True) if a is not None
                     )
                     row["ms"] = bench(lambda c=cfg, o=opts, ph=phase: call(ph, ins, dy, c, o))  # noqa: B023
                     row["pct_copy"] = 100 * nbytes[phase] / (row["ms"] * 1e-3) / 1e9 / res["copy_gbs"]

@@ -176,7 +176,8 @@ def ss2d_fwd(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config
     with _device_ctx(x):
         scan_fwd_kernel[(progs,)](
             x, delta, A32, B, C, *opt, y, acc, A32, A32,
-            dm, k, 1, n, h * w, h * w, h, w, n_db, 0, TINY=False, **flags, STORE_LAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
+            dm, k, 1, n, h * w, h * w, h, w, n_db, 0, TINY=False, **flags, STORE_LAST=False,
+            SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
             BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
         )  # fmt: skip
     return acc.to(x.dtype) if atomic else y
@@ -230,7 +231,8 @@ def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, co
                 dx, dxacc, ddelta, dA, dBp if partial else dB, dCp if partial else dC,
                 or_dummy(dD, dA), or_dummy(dbias, dA), dx,
                 xT, deltaT, BT, CT, dyT, accT, ddeltaT, dBT if col_copy else dx, dCT if col_copy else dx,
-                dm, k, 1, n, h * w, h * w, h, w, n_db, nc_max, TINY=False, **flags, HAS_DLAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
+                dm, k, 1, n, h * w, h * w, h, w, n_db, nc_max, TINY=False, **flags, HAS_DLAST=False,
+                SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
                 DBC_ATOMIC=not partial, COL_COPY=col_copy,
                 BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
             )  # fmt: skip
