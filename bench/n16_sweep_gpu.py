@@ -6,7 +6,8 @@ threads per channel (1, 2, 4: each scans 16, 8, 4 of the 16 states), warps per p
 pipelining stages, and B/C handed to the kernel in their input dtype (bf16) or converted to fp32 first
 (the conversion is inside the timed call): fp32 rows save the kernel two bf16 -> fp32 conversions per
 element and state (the sm_90 SASS of the chunk loop: 10.3 -> 7.8 instructions per element and state with
-one thread per channel). Also the associative state-loop tiles (the default and the best of round 4) and
+one thread per channel). ``--prefetch``: the 2- and 4-lane tiles with and without ``ScanConfig.prefetch``
+(each next chunk's rows loaded into registers before the current chunk is computed). Also the associative state-loop tiles (the default and the best of round 4) and
 the N = 1 forward of the same shape, the denominator of the target.
 
 ``--bwd``: the backward (``scan_bwd_kernel``, rows = (channel, state) pairs, recomputing the forward per
@@ -17,7 +18,7 @@ Each row: GPU time of one call replayed from a CUDA graph (``triton.testing.do_b
 relative error against the rows kernel (``state_loop=False``) and its ratio to the N = 1 forward.
 Compiles first in ``--jobs`` processes (they fill Triton's cache), then times in this process.
 
-    PYTHONPATH=src python bench/n16_sweep_gpu.py --out results.json [--jobs 14] [--quick]
+    PYTHONPATH=src python bench/n16_sweep_gpu.py --out results.json [--jobs 14] [--quick | --prefetch | --bwd]
     PYTHONPATH=src TRITON_INTERPRET=1 python bench/n16_sweep_gpu.py --tiny   # CPU smoke run
 """
 
@@ -31,7 +32,7 @@ import torch
 
 from _sweep import bench as sweep_bench
 from _sweep import header, precompile, rel_error, run_job, scan_inputs
-from geomamba.ops.triton import ScanConfig, selective_scan_bwd, selective_scan_fwd
+from geomamba.ops.triton import ScanConfig, launch, selective_scan_bwd, selective_scan_fwd
 
 DEV = "cuda" if torch.cuda.is_available() else "cpu"
 GROUPS = 4
@@ -44,6 +45,13 @@ VARIANTS = [(ScanConfig(32, 32, 4, 2), False), (ScanConfig(32, 16, 2, 2), False)
 # --quick: the associative tiles and the sequential kernel without pipelining (the full sweep's winners)
 QUICK = VARIANTS[:2] + [
     (ScanConfig(32 * w // sg, 0, w, 1, sg), False) for sg, w in itertools.product((1, 2, 4), (1, 2, 4))
+]
+# --prefetch: the sequential kernel with 2 or 4 lanes per channel, with and without loading each next
+# chunk into registers ahead of its compute (ScanConfig.prefetch); B/C in bf16 converted per value, read as
+# int32 words of two values (launch.PACK_BF16_BC, the default) or converted to fp32 before the call
+PREFETCH = [
+    (ScanConfig(32 * w // sg, 0, w, 1, sg, pf), bc)
+    for sg, w, bc, pf in itertools.product((2, 4), (1, 2, 4), ("bf16", "bf16_words", "fp32"), (False, True))
 ]
 
 # --bwd: (tile, partial dB/dC sums); None = the default (the sequential kernel); chunk 0 = the sequential
@@ -58,8 +66,11 @@ def inputs(batch, dim, length, n=16, seed=0):
 
 
 def call(args, cfg, f32):
+    """``f32``: True or "fp32" (B/C converted to fp32 in the call), "bf16" (bf16 B/C converted value by
+    value in the kernel), False or "bf16_words" (read as words of two: the default)."""
     u, delta, A, B, C, *rest = args
-    if f32:
+    launch.PACK_BF16_BC = f32 != "bf16"
+    if f32 in (True, "fp32"):
         B, C = B.float(), C.float()
     return selective_scan_fwd(u, delta, A, B, C, *rest, True, config=cfg, state_loop=True)
 
@@ -138,13 +149,21 @@ def main(argv=None):
         "--quick", action="store_true", help="the associative tiles and the unpipelined sequential ones"
     )
     p.add_argument("--bwd", action="store_true", help="sweep the backward's tiles instead")
+    p.add_argument("--prefetch", action="store_true", help="the sequential tiles with and without prefetch")
     args = p.parse_args(argv)
     shapes, variants = SHAPES, QUICK if args.quick else VARIANTS
+    if args.prefetch:
+        variants = PREFETCH
     if args.bwd:
         variants = BWD_VARIANTS
     if args.tiny:
         shapes = [("tiny16", 1, 8, 32)]
         variants = [(ScanConfig(4, 16, 1, 1), False), (ScanConfig(4, 0, 1, 1, 2), True)]
+        if args.prefetch:
+            variants = [
+                (ScanConfig(4, 0, 1, 1, 2, True), "bf16_words"),
+                (ScanConfig(4, 0, 1, 1, 4, True), "bf16"),
+            ]
         if args.bwd:
             variants = [(None, None), (ScanConfig(2, 16, 1, 1), True)]
     jobs = [(c, f, d, L, args.bwd) for _, _, d, L in shapes for c, f in variants]
@@ -163,7 +182,7 @@ def main(argv=None):
             )
             continue
         print(
-            f"{r['shape']:11} {r['tile']!s:24} fp32 BC {r.get('bc_fp32')!s:5} {r.get('ms', float('nan')):8.3f} ms "
+            f"{r['shape']:11} {r['tile']!s:24} B/C {r.get('bc_fp32')!s:10} {r.get('ms', float('nan')):8.3f} ms "
             f"{r.get('x_n1', float('nan')):6.2f}x N=1  rel {r.get('rel_y', float('nan')):8.1e} {r.get('error', '')}"
         )
 

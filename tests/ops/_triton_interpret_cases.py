@@ -89,6 +89,23 @@ def _plain(
     return errs
 
 
+def _seq_bf16_words():
+    """The sequential N = 16 forward on bf16 inputs, B/C read as int32 words of two values against the
+    same kernel converting value by value (both exact conversions: the outputs must be equal)."""
+    from geomamba.ops.triton import ScanConfig, launch, selective_scan_fwd
+
+    bf = torch.bfloat16
+    u, delta, z = (torch.randn(2, 4, 32).to(bf) for _ in range(3))
+    A, D = -torch.rand(4, 16) - 0.1, torch.randn(4)
+    B, C = torch.randn(2, 2, 16, 32).to(bf), torch.randn(2, 2, 16, 32).to(bf)
+    cfg, out = ScanConfig(2, 0, 1, 1, 4, prefetch=True), {}
+    for pack in (True, False):
+        launch.PACK_BF16_BC = pack
+        out[pack] = selective_scan_fwd(u, delta * 0.5, A, B, C, D, z, None, True, config=cfg, state_loop=True)
+    launch.PACK_BF16_BC = True
+    return {"y": _rel(out[True][0], out[False][0]), "last_state": _rel(out[True][1], out[False][1])}
+
+
 def scan_order(t, h, w, k):
     """(batch, K, C, H*W) in image order -> each direction k's scan order (test helper, also for GPU)."""
     from geomamba.ops.cross_scan import cross_scan
@@ -168,6 +185,7 @@ def main() -> None:
     small = ScanConfig(2, 16, 4)
     wide = ScanConfig(2, 64, 4)
     seq4 = ScanConfig(2, 0, 1, 1, 4)
+    seq4_prefetch = ScanConfig(2, 0, 1, 1, 4, prefetch=True)
     # the round-1 path: one program per direction, fp32 atomics, transposed 3-D column tiles
     t3_atomic = SS2DOptions(col_t3=True, seq_k=False, dbc_atomic=True)
     colcopy = SS2DOptions(col_copy=True)
@@ -190,6 +208,14 @@ def main() -> None:
         "plain_N16_seq_4groups": lambda: _plain(
             2, 4, 21, 16, 2, d=True, z=True, bias=True, dlast=True, cfg=seq4, loop=True
         ),
+        # the same forward loading each next chunk ahead (prefetch), masked (L 21) and unmasked (L 24)
+        "plain_N16_seq_prefetch": lambda: _plain(
+            2, 4, 21, 16, 2, d=True, z=True, bias=True, dlast=True, cfg=seq4_prefetch, loop=True
+        ),
+        "plain_N16_seq_prefetch_even": lambda: _plain(
+            1, 4, 24, 16, 1, d=True, z=False, bias=True, dlast=False, cfg=seq4_prefetch, loop=True
+        ),
+        "plain_N16_seq_bf16_words": _seq_bf16_words,
         # all four directions, odd H and W
         "strided_copy": _strided_copy,
         "ss2d_K4_5x3": lambda: _ss2d(1, 4, 5, 3, 1, 4, cfg=small),
@@ -220,7 +246,8 @@ def main() -> None:
             1, 4, 150, 1, 1, d=True, z=False, bias=True, dlast=False, cfg=None, states=True, fwd_cfg=small
         ),
     }
-    print(json.dumps({name: fn() for name, fn in cases.items()}))
+    only = sys.argv[1:]  # case names to run (all when none are given)
+    print(json.dumps({name: fn() for name, fn in cases.items() if not only or name in only}))
 
 
 if __name__ == "__main__":

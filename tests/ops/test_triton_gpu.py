@@ -179,6 +179,8 @@ def _all_inputs(batch, dim, length, n, dt, groups=4):
         ((16, 0, 2, 1, 4), 16, "bf16", 4096),  # the default below 65536 channels: 4 threads per channel
         ((32, 0, 2, 1, 2), 16, "fp16", 300),  # the default from 65536 channels: 2; L not a chunk multiple
         ((32, 0, 1, 1, 1), 12, "fp32", 77),  # one thread per channel, padded state, 4-position chunks
+        ((16, 0, 2, 1, 4, True), 16, "bf16", 4096),  # 4 lanes, each next chunk loaded ahead (prefetch)
+        ((32, 0, 2, 1, 2, True), 12, "fp16", 300),  # prefetch with masks (L not a chunk multiple, padded N)
         ((32, 32, 4, 2), 16, "bf16", 300),  # the associative state-loop tile
     ],
 )

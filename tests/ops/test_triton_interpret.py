@@ -20,6 +20,7 @@ triton = pytest.importorskip("triton")
 
 CASES = Path(__file__).with_name("_triton_interpret_cases.py")
 SRC = Path(__file__).resolve().parents[2] / "src"
+_PLAIN_ALL = {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"}
 EXPECTED = {
     "plain_N4_G2_all": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"},
     "plain_N1_G1_bare": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC"},
@@ -27,6 +28,9 @@ EXPECTED = {
     "plain_N1_G2_all": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"},
     "plain_N16_G1": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
     "plain_N16_seq_4groups": {"y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz", "ddelta_bias"},
+    "plain_N16_seq_prefetch": _PLAIN_ALL,
+    "plain_N16_seq_prefetch_even": _PLAIN_ALL - {"dz"},
+    "plain_N16_seq_bf16_words": {"y", "last_state"},
     "strided_copy": {"transpose", "add_cast", "directions"},
     "ss2d_K4_5x3": {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},
     "ss2d_K4_20x3_N2": {"y", "dx", "ddelta", "dA", "dB", "dC", "dD", "ddelta_bias"},

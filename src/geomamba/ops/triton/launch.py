@@ -36,13 +36,16 @@ class ScanConfig:
     """Tile of one program: ``bd`` channels x ``chunk`` positions (x the padded state size); warps;
     ``num_stages``: software-pipelining depth of the chunk loop (``tl.range(num_stages=...)``: the next
     chunks' loads are issued while this one computes; 1 = none). ``state_groups`` (the sequential N = 16
-    forward, ``chunk = 0``): threads sharing one channel, each scanning ``N / state_groups`` states."""
+    forward, ``chunk = 0``): threads sharing one channel, each scanning ``N / state_groups`` states;
+    ``prefetch`` (sequential kernels): the next chunk's rows are loaded into registers while this one
+    computes (software pipelining without shared memory)."""
 
     bd: int
     chunk: int
     num_warps: int
     num_stages: int = 1
     state_groups: int = 1
+    prefetch: bool = False
 
 
 # Tiles by padded state size: (plain fwd, plain bwd, SS2D fwd, SS2D bwd); the tile holds BD * NP state rows
@@ -79,6 +82,9 @@ _STATE_LOOP_FWD = (ScanConfig(16, 0, 2, 1, 4), ScanConfig(32, 0, 2, 1, 2))
 _STATE_LOOP_SG2_CHANNELS = 1 << 16
 # N = 16 plain backward: the sequential kernel (scan_bwd_seq.py), 4 lanes per channel (untuned)
 _SEQ_BWD = ScanConfig(8, 0, 1, 1, 4)
+# The sequential N = 16 forward reads bf16 B/C rows as int32 words (two values each, split by a shift and a
+# mask) instead of converting each bf16 value (scan_fwd_n._bf16_pair_cols)
+PACK_BF16_BC = True
 
 
 def _pow2_divisor(n: int) -> int:
@@ -296,7 +302,9 @@ def _state_loop_fwd(u, delta, A32, B, C, D, z, delta_bias, delta_softplus, y, la
     if cfg.chunk == 0:  # sequential variant: state_groups threads per channel, 16-byte rows
         kernel = scan_fwd_seq_kernel
         bd, npad, sg, chunk, warps = _seq_tile(cfg, dim // groups, n, u.element_size())
-        even = {"EVEN": stride == length and length % chunk == 0 and n == npad, "SG": sg}
+        even = stride == length and length % chunk == 0 and n == npad
+        pack = PACK_BF16_BC and even and chunk == 8 and B.dtype == C.dtype == torch.bfloat16
+        even = {"EVEN": even, "SG": sg, "PREFETCH": cfg.prefetch, "PACK_BC": pack}
     else:
         kernel, even = scan_fwd_n_kernel, {}
         bd, npad = min(cfg.bd, _pow2_divisor(dim // groups)), triton.next_power_of_2(max(n, 1))

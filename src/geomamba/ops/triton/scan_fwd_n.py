@@ -120,6 +120,19 @@ def _cols(x, BD: tl.constexpr, CH: tl.constexpr):
 
 
 @triton.jit
+def _bf16_pair_cols(w, BD: tl.constexpr, CH: tl.constexpr):
+    """``(BD, CH // 2)`` int32 words, each two packed bf16 (the earlier position in the low half) -> tuple
+    of the CH fp32 columns in order: one shift or mask per value (a bf16 is the top half of its fp32)."""
+    ws = _cols(w, BD, CH // 2)
+    r = ()
+    for j in tl.static_range(CH // 2):
+        lo = (ws[j] << 16).to(tl.float32, bitcast=True)
+        hi = (ws[j] & -65536).to(tl.float32, bitcast=True)
+        r = r + (lo, hi)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
+    return r
+
+
+@triton.jit
 def _rows(c, BD: tl.constexpr, CH: tl.constexpr):
     """Inverse of ``_cols``: tuple of CH ``(BD,)`` columns -> ``(BD, CH)``."""
     if CH == 8:
@@ -148,6 +161,44 @@ def lane_rows(Dm, G, N, L, n_dblocks, BD: tl.constexpr, SG: tl.constexpr, NS: tl
     return b, d0, g, rr, ch, s0, rows, bc_rows
 
 
+@triton.jit
+def seq_chunk_rows(x_ptr, delta_ptr, B_ptr, C_ptr, rows, bc_rows, rr, s0, t0, Lm, N, L, NS: tl.constexpr,
+                   CH: tl.constexpr, EVEN: tl.constexpr, PACK_BC: tl.constexpr = False):  # fmt: skip
+    """The sequential kernels' raw rows of the chunk at positions ``t0 + [0, CH)`` (input dtype, zeros past
+    ``Lm`` or N): u and delta ``(rows, CH)`` and tuples of the ``NS`` B and C rows of each lane's states;
+    ``PACK_BC`` (bf16 B/C, ``EVEN``): those rows as ``(rows, CH // 2)`` int32 words (``_bf16_pair_cols``)."""
+    t = t0 + tl.arange(0, CH)
+    valid = (t < Lm)[None, :] & (rr >= 0)[:, None]
+    off = rows[:, None] + t[None, :]
+    if EVEN:
+        ur = tl.load(x_ptr + off)
+        dr = tl.load(delta_ptr + off)
+    else:
+        ur = tl.load(x_ptr + off, mask=valid, other=0.0)
+        dr = tl.load(delta_ptr + off, mask=valid, other=0.0)
+    if PACK_BC:  # word offsets (rows of L bf16, L and t0 multiples of CH)
+        bw = B_ptr.to(tl.pointer_type(tl.int32))
+        cw = C_ptr.to(tl.pointer_type(tl.int32))
+        w_off = (bc_rows // 2)[:, None] + (t0 // 2 + tl.arange(0, CH // 2))[None, :]
+    bc_off = bc_rows[:, None] + t[None, :]
+    bts = ()
+    cts = ()
+    for k in tl.static_range(NS):
+        if PACK_BC:
+            bt = tl.load(bw + w_off + k * (L // 2))
+            ct = tl.load(cw + w_off + k * (L // 2))
+        elif EVEN:
+            bt = tl.load(B_ptr + bc_off + k * L)
+            ct = tl.load(C_ptr + bc_off + k * L)
+        else:
+            bcm = valid & (s0 + k < N)[:, None]
+            bt = tl.load(B_ptr + bc_off + k * L, mask=bcm, other=0.0)
+            ct = tl.load(C_ptr + bc_off + k * L, mask=bcm, other=0.0)
+        bts = bts + (bt,)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
+        cts = cts + (ct,)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
+    return ur, dr, bts, cts
+
+
 @triton.jit(do_not_specialize=["Lv"])
 def scan_fwd_seq_kernel(
     x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, last_ptr,
@@ -155,6 +206,7 @@ def scan_fwd_seq_kernel(
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
     SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
     CH: tl.constexpr, STAGES: tl.constexpr, EVEN: tl.constexpr = False, SG: tl.constexpr = 1,
+    PREFETCH: tl.constexpr = False, PACK_BC: tl.constexpr = False,
 ):  # fmt: skip
     """Sequential variant: a thread owns one channel and ``NP / SG`` of its states (``SG`` threads, adjacent
     lanes, share a channel); per chunk of ``CH`` positions (one 16-byte load per row: 8 bf16/fp16 or 4
@@ -163,7 +215,10 @@ def scan_fwd_seq_kernel(
     and state, one of them exp2), and the ``SG`` partial outputs of a channel are summed across lanes.
     The gate is linear in y, so each partial is gated before the sum (and the D skip is added by the
     thread of state group 0). Same arguments and grid as ``scan_fwd_n_kernel`` (``BD`` channels per
-    program); ``EVEN``: L is a multiple of CH and N a power of two (no masks)."""
+    program); ``EVEN``: L is a multiple of CH and N a power of two (no masks); ``PREFETCH``: the next
+    chunk's rows are loaded (into registers) before this chunk is computed, so their latency is hidden
+    behind a chunk's arithmetic instead of stalling the warp; ``PACK_BC`` (bf16 B and C, ``EVEN``): their
+    rows are loaded as int32 words and split into fp32 by one shift or mask per value."""
     NS: tl.constexpr = NP // SG
     b, d0, _g, rr, ch, s0, rows, bc_rows = lane_rows(Dm, G, N, L, n_dblocks, BD, SG, NS)
     seq = tl.arange(0, CH)
@@ -181,11 +236,27 @@ def scan_fwd_seq_kernel(
         a2 = a2 + (an * 1.4426950408889634,)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
         hs = hs + (tl.zeros((BD * SG,), dtype=tl.float32),)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
     nc = tl.cdiv(Lm, CH)
+    if PREFETCH:
+        nxt = seq_chunk_rows(
+            x_ptr, delta_ptr, B_ptr, C_ptr, rows, bc_rows, rr, s0, 0, Lm, N, L, NS, CH, EVEN, PACK_BC
+        )
     for c in tl.range(0, nc, num_stages=STAGES):
         t = c * CH + seq
         valid = (t < Lm)[None, :] & (rr >= 0)[:, None]
         off = rows[:, None] + t[None, :]
-        u, dt = chunk_u_dt(x_ptr, delta_ptr, off, valid, bias, HAS_BIAS, SOFTPLUS, EVEN)
+        if PREFETCH:
+            cur = nxt
+            t_next = tl.minimum(c + 1, nc - 1) * CH  # the last chunk reloads itself (in bounds)
+            nxt = seq_chunk_rows(
+                x_ptr, delta_ptr, B_ptr, C_ptr, rows, bc_rows, rr, s0, t_next, Lm, N, L, NS, CH, EVEN, PACK_BC
+            )
+        else:
+            cur = seq_chunk_rows(
+                x_ptr, delta_ptr, B_ptr, C_ptr, rows, bc_rows, rr, s0, c * CH, Lm, N, L, NS, CH, EVEN, PACK_BC
+            )
+        ur, dr, bts, cts = cur
+        u = ur.to(tl.float32)
+        _dr, dt = delta_to_dt(dr.to(tl.float32), valid, bias, HAS_BIAS, SOFTPLUS, not EVEN)
         if HAS_D:
             y = Dv[:, None] * u
         else:
@@ -193,18 +264,14 @@ def scan_fwd_seq_kernel(
         dts = _cols(dt, BD * SG, CH)
         dtus = _cols(dt * u, BD * SG, CH)
         ys = _cols(y, BD * SG, CH)
-        bc_off = bc_rows[:, None] + t[None, :]
         new_hs = ()
         for k in tl.static_range(NS):
-            if EVEN:
-                bt = tl.load(B_ptr + bc_off + k * L)
-                ct = tl.load(C_ptr + bc_off + k * L)
+            if PACK_BC:
+                bs = _bf16_pair_cols(bts[k], BD * SG, CH)
+                cs = _bf16_pair_cols(cts[k], BD * SG, CH)
             else:
-                bcm = valid & (s0 + k < N)[:, None]
-                bt = tl.load(B_ptr + bc_off + k * L, mask=bcm, other=0.0)
-                ct = tl.load(C_ptr + bc_off + k * L, mask=bcm, other=0.0)
-            bs = _cols(bt.to(tl.float32), BD * SG, CH)
-            cs = _cols(ct.to(tl.float32), BD * SG, CH)
+                bs = _cols(bts[k].to(tl.float32), BD * SG, CH)
+                cs = _cols(cts[k].to(tl.float32), BD * SG, CH)
             h = hs[k]
             acc = ()
             for j in tl.static_range(CH):
