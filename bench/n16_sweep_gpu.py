@@ -7,12 +7,15 @@ pipelining stages, and B/C handed to the kernel in their input dtype (bf16) or c
 (the conversion is inside the timed call): fp32 rows save the kernel two bf16 -> fp32 conversions per
 element and state (the sm_90 SASS of the chunk loop: 10.3 -> 7.8 instructions per element and state with
 one thread per channel). ``--prefetch``: the 2- and 4-lane tiles with and without ``ScanConfig.prefetch``
-(each next chunk's rows loaded into registers before the current chunk is computed). Also the associative state-loop tiles (the default and the best of round 4) and
-the N = 1 forward of the same shape, the denominator of the target.
+(each next chunk's rows loaded into registers before the current chunk is computed) and with bf16 B/C
+converted value by value or read as int32 words of two values. Also the associative state-loop tiles (the
+default and the best of round 4) and the N = 1 forward of the same shape, the denominator of the target.
 
-``--bwd``: the backward (``scan_bwd_kernel``, rows = (channel, state) pairs, recomputing the forward per
-chunk) with ``bd`` channels per program x ``chunk`` positions, dB/dC by fp32 atomics or partial sums;
-relative error of every gradient against the default tile's.
+``--bwd``: the backward's tiles: the rows kernel (``scan_bwd_kernel``, rows = (channel, state) pairs,
+recomputing the forward per chunk) with ``bd`` channels per program x ``chunk`` positions, dB/dC by fp32
+atomics or partial sums, and the sequential kernel (``scan_bwd_seq_kernel``) with 2-8 lanes per channel;
+with ``--prefetch`` the sequential kernel's pass 1 with and without prefetch, B/C per value or as words.
+Relative error of every gradient against the default tile's.
 
 Each row: GPU time of one call replayed from a CUDA graph (``triton.testing.do_bench_cudagraph``), its
 relative error against the rows kernel (``state_loop=False``) and its ratio to the N = 1 forward.
@@ -60,6 +63,13 @@ BWD_VARIANTS = [(None, None), (ScanConfig(1, 32, 2, 1), False), (ScanConfig(2, 3
     (ScanConfig(r // sg, 0, r // 32, 1, sg), None) for sg, r in itertools.product((2, 4, 8), (32, 64, 128))
 ]
 
+# --bwd --prefetch: the sequential backward with 4 or 8 lanes per channel, pass 1 with and without prefetch,
+# B/C converted per value or read as words
+BWD_PREFETCH = [(None, None)] + [
+    (ScanConfig(32 // sg, 0, 1, 1, sg, pf), bc)
+    for sg, pf, bc in itertools.product((4, 8), (False, True), ("bf16", "bf16_words"))
+]
+
 
 def inputs(batch, dim, length, n=16, seed=0):
     return scan_inputs(batch, dim, length, n, GROUPS, seed=seed)[0]
@@ -76,6 +86,10 @@ def call(args, cfg, f32):
 
 
 def bwd_call(args, dy, cfg, partial):
+    """``partial``: the rows kernel's partial dB/dC sums (bool / None), or for the sequential kernel the B/C
+    reading as ``call``'s ``f32`` ("bf16" / "bf16_words")."""
+    if isinstance(partial, str):
+        launch.PACK_BF16_BC, partial = partial != "bf16", None
     return selective_scan_bwd(dy, *args, True, None, config=cfg, partial_dbc=partial)
 
 
@@ -155,7 +169,7 @@ def main(argv=None):
     if args.prefetch:
         variants = PREFETCH
     if args.bwd:
-        variants = BWD_VARIANTS
+        variants = BWD_PREFETCH if args.prefetch else BWD_VARIANTS
     if args.tiny:
         shapes = [("tiny16", 1, 8, 32)]
         variants = [(ScanConfig(4, 16, 1, 1), False), (ScanConfig(4, 0, 1, 1, 2), True)]
@@ -165,7 +179,11 @@ def main(argv=None):
                 (ScanConfig(4, 0, 1, 1, 4, True), "bf16"),
             ]
         if args.bwd:
-            variants = [(None, None), (ScanConfig(2, 16, 1, 1), True)]
+            variants = [
+                (None, None),
+                (ScanConfig(2, 16, 1, 1), True),
+                (ScanConfig(2, 0, 1, 1, 4, True), "bf16"),
+            ]
     jobs = [(c, f, d, L, args.bwd) for _, _, d, L in shapes for c, f in variants]
     log = precompile(_compile_job, jobs, args.jobs)
     res = header(log, timing="do_bench_cudagraph median (GPU time of CUDA-graph replays)")

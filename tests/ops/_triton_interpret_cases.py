@@ -90,9 +90,9 @@ def _plain(
 
 
 def _seq_bf16_words():
-    """The sequential N = 16 forward on bf16 inputs, B/C read as int32 words of two values against the
-    same kernel converting value by value (both exact conversions: the outputs must be equal)."""
-    from geomamba.ops.triton import ScanConfig, launch, selective_scan_fwd
+    """The sequential N = 16 forward and backward on bf16 inputs, B/C read as int32 words of two values
+    against the same kernels converting value by value (both exact conversions: results must be equal)."""
+    from geomamba.ops.triton import ScanConfig, launch, selective_scan_bwd, selective_scan_fwd
 
     bf = torch.bfloat16
     u, delta, z = (torch.randn(2, 4, 32).to(bf) for _ in range(3))
@@ -101,9 +101,13 @@ def _seq_bf16_words():
     cfg, out = ScanConfig(2, 0, 1, 1, 4, prefetch=True), {}
     for pack in (True, False):
         launch.PACK_BF16_BC = pack
-        out[pack] = selective_scan_fwd(u, delta * 0.5, A, B, C, D, z, None, True, config=cfg, state_loop=True)
+        ins = (u, delta * 0.5, A, B, C, D, z, None)
+        y, last = selective_scan_fwd(*ins, True, config=cfg, state_loop=True)
+        grads = selective_scan_bwd(y.float().sin().to(bf), *ins, True, None, config=cfg)
+        out[pack] = (y, last, *grads[:7])
     launch.PACK_BF16_BC = True
-    return {"y": _rel(out[True][0], out[False][0]), "last_state": _rel(out[True][1], out[False][1])}
+    names = ["y", "last_state", "du", "ddelta", "dA", "dB", "dC", "dD", "dz"]
+    return {name: _rel(a, b) for name, a, b in zip(names, out[True], out[False], strict=True)}
 
 
 def scan_order(t, h, w, k):

@@ -176,17 +176,17 @@ def _all_inputs(batch, dim, length, n, dt, groups=4):
 @pytest.mark.parametrize(
     ("cfg", "n", "dtype", "length"),
     [
-        ((16, 0, 2, 1, 4), 16, "bf16", 4096),  # the default below 65536 channels: 4 threads per channel
-        ((32, 0, 2, 1, 2), 16, "fp16", 300),  # the default from 65536 channels: 2; L not a chunk multiple
-        ((32, 0, 1, 1, 1), 12, "fp32", 77),  # one thread per channel, padded state, 4-position chunks
-        ((16, 0, 2, 1, 4, True), 16, "bf16", 4096),  # 4 lanes, each next chunk loaded ahead (prefetch)
+        ((32, 0, 2, 1, 2, True), 16, "bf16", 4096),  # the default: 2 lanes, next chunk loaded ahead, B/C words
+        ((16, 0, 2, 1, 4), 16, "bf16", 4096),  # 4 threads per channel, no prefetch
         ((32, 0, 2, 1, 2, True), 12, "fp16", 300),  # prefetch with masks (L not a chunk multiple, padded N)
+        ((32, 0, 2, 1, 2, True), 16, "fp32", 256),  # prefetch, fp32 (4-position chunks, no masks)
+        ((32, 0, 1, 1, 1), 12, "fp32", 77),  # one thread per channel, padded state, 4-position chunks
         ((32, 32, 4, 2), 16, "bf16", 300),  # the associative state-loop tile
     ],
 )
 def test_state_loop_forward_tiles(cfg, n, dtype, length):
-    """The N = 16 forward's tiles (sequential kernel with 1, 2 or 4 threads per channel, associative)
-    against the reference, with every optional input."""
+    """The N = 16 forward's tiles (sequential kernel with 1, 2 or 4 threads per channel, with and without
+    prefetch; associative) against the reference, with every optional input."""
     from geomamba.ops.triton import ScanConfig, selective_scan_fwd
 
     dt, batch, dim = DTYPES[dtype], 3, 64

@@ -72,14 +72,14 @@ _BWD_N1_BY_LENGTH = (
 )
 
 # Plain forward with the state loop (scan_fwd_n.py) from this padded state size up. Its default is the
-# sequential kernel (chunk 0) with ``state_groups`` threads per channel: 4 while batch x D is below
-# _STATE_LOOP_SG2_CHANNELS, else 2. H100 sweep (bench/n16_sweep_gpu.py, bf16, batch 16, N 16, G 4; GPU time
-# of graph replays): L 4096, D 1024: 0.819 ms (2 per channel: 0.899; one: 1.41; the associative 32 x 32
-# tile of round 4: 1.091); L 256, D 4096: 0.185 ms with 2 per channel (4: 0.205; associative: 0.281).
-# Software pipelining (num_stages > 1) and fp32 B/C rows were slower at both shapes.
+# sequential kernel (chunk 0): 2 threads per channel (8 states each), 32 channels and 2 warps per program,
+# each next chunk's rows loaded into registers while the current one computes (prefetch), bf16 B/C read
+# as int32 words (PACK_BF16_BC). H100 sweep (bench/n16_sweep_gpu.py --prefetch, bf16, batch 16, N 16, G 4;
+# GPU time of graph replays): L 4096, D 1024: 0.580 ms (without prefetch 0.824; 4 threads per channel
+# with prefetch 0.779, the previous default 4 threads without prefetch 0.822); L 256, D 4096: 0.134 ms
+# (previous default 0.184). Triton's own pipelining (num_stages > 1) and fp32 B/C rows were slower.
 STATE_LOOP_MIN_N = 16
-_STATE_LOOP_FWD = (ScanConfig(16, 0, 2, 1, 4), ScanConfig(32, 0, 2, 1, 2))
-_STATE_LOOP_SG2_CHANNELS = 1 << 16
+_STATE_LOOP_FWD = ScanConfig(32, 0, 2, 1, 2, prefetch=True)
 # N = 16 plain backward: the sequential kernel (scan_bwd_seq.py), 4 lanes per channel (untuned)
 _SEQ_BWD = ScanConfig(8, 0, 1, 1, 4)
 # The sequential N = 16 forward reads bf16 B/C rows as int32 words (two values each, split by a shift and a
@@ -298,7 +298,7 @@ def _seq_tile(cfg, per_group, n, itemsize):
 def _state_loop_fwd(u, delta, A32, B, C, D, z, delta_bias, delta_softplus, y, last, stride, length, config):
     batch, dim, _ = u.shape
     groups, n = B.shape[1], A32.shape[1]
-    cfg = config or _STATE_LOOP_FWD[batch * dim >= _STATE_LOOP_SG2_CHANNELS]
+    cfg = config or _STATE_LOOP_FWD
     if cfg.chunk == 0:  # sequential variant: state_groups threads per channel, 16-byte rows
         kernel = scan_fwd_seq_kernel
         bd, npad, sg, chunk, warps = _seq_tile(cfg, dim // groups, n, u.element_size())
@@ -328,7 +328,10 @@ def _seq_bwd(
     scratch of ``4 * NP / CH`` bytes per element)."""
     batch, dim, _ = u.shape
     groups, n = B.shape[1], A32.shape[1]
-    bd, npad, sg, chunk, warps = _seq_tile(config or _SEQ_BWD, dim // groups, n, u.element_size())
+    cfg = config or _SEQ_BWD
+    bd, npad, sg, chunk, warps = _seq_tile(cfg, dim // groups, n, u.element_size())
+    even = stride == length and length % chunk == 0 and n == npad
+    pack = PACK_BF16_BC and even and chunk == 8 and B.dtype == C.dtype == torch.bfloat16
     st = torch.empty(batch * dim * triton.cdiv(stride, chunk) * npad, device=u.device, dtype=torch.float32)
     n_db = dim // bd
     opt, flags = optional_inputs(D, delta_bias, z, A32, u, delta_softplus)
@@ -337,7 +340,7 @@ def _seq_bwd(
             u, delta, A32, B, C, *opt, dy, or_dummy(dlast, A32), st,
             du, ddelta, dA, dB, dC, or_dummy(dD, dA), or_dummy(dbias, dA), or_dummy(dz, du),
             dim, groups, n, stride, length, n_db, TINY=stride != length, **flags, HAS_DLAST=dlast is not None,
-            BD=bd, NP=npad, CH=chunk, SG=sg, num_warps=warps,
+            BD=bd, NP=npad, CH=chunk, SG=sg, EVEN=even, PACK_BC=pack, PREFETCH=cfg.prefetch, num_warps=warps,
         )  # fmt: skip
 
 

@@ -25,8 +25,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from geomamba.ops.triton._common import channel_sum, state_rows
-from geomamba.ops.triton.scan_fwd_n import _cols, _rows, chunk_u_dt, lane_rows
+from geomamba.ops.triton._common import channel_sum, delta_to_dt, state_rows
+from geomamba.ops.triton.scan_fwd_n import _cols, _rows, bc_cols, lane_rows, seq_chunk_rows
 
 
 @triton.jit(do_not_specialize=["Lv"])
@@ -36,8 +36,10 @@ def scan_bwd_seq_kernel(
     Dm, G, N, L, Lv, n_dblocks,
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
     SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr,
-    SG: tl.constexpr,
+    SG: tl.constexpr, EVEN: tl.constexpr = False, PACK_BC: tl.constexpr = False, PREFETCH: tl.constexpr = False,
 ):  # fmt: skip
+    """``EVEN``, ``PACK_BC``: as the forward's (``scan_fwd_seq_kernel``); ``PREFETCH``: pass 1 loads each
+    next chunk's rows while the current one computes."""
     NS: tl.constexpr = NP // SG
     R: tl.constexpr = BD * SG
     b, d0, g, rr, ch, s0, rows, bc_rows = lane_rows(Dm, G, N, L, n_dblocks, BD, SG, NS)
@@ -71,19 +73,48 @@ def scan_bwd_seq_kernel(
             ps = ps + (tl.zeros((R,), dtype=tl.float32),)  # noqa: RUF005
 
     # pass 1: the states entering every chunk
+    if PREFETCH:
+        nxt = seq_chunk_rows(
+            x_ptr, delta_ptr, B_ptr, C_ptr, rows, bc_rows, rr, s0, 0, Lm, N, L, NS, CH, EVEN, PACK_BC, False
+        )
     for c in range(0, nc):
         t = c * CH + seq
         valid = (t < Lm)[None, :] & (rr >= 0)[:, None]
-        off = rows[:, None] + t[None, :]
-        u, dt = chunk_u_dt(x_ptr, delta_ptr, off, valid, bias, HAS_BIAS, SOFTPLUS, False)
+        if PREFETCH:
+            cur = nxt
+            nxt = seq_chunk_rows(
+                x_ptr, delta_ptr, B_ptr, C_ptr, rows, bc_rows, rr, s0, tl.minimum(c + 1, nc - 1) * CH, Lm, N, L,
+                NS, CH, EVEN, PACK_BC, False,
+            )  # fmt: skip
+        else:
+            cur = seq_chunk_rows(
+                x_ptr,
+                delta_ptr,
+                B_ptr,
+                C_ptr,
+                rows,
+                bc_rows,
+                rr,
+                s0,
+                c * CH,
+                Lm,
+                N,
+                L,
+                NS,
+                CH,
+                EVEN,
+                PACK_BC,
+                False,
+            )
+        ur, dr, bts, _cts = cur
+        u = ur.to(tl.float32)
+        _dr, dt = delta_to_dt(dr.to(tl.float32), valid, bias, HAS_BIAS, SOFTPLUS, not EVEN)
         dts = _cols(dt, R, CH)
         dtus = _cols(dt * u, R, CH)
-        bc_off = bc_rows[:, None] + t[None, :]
         new_hs = ()
         for k in tl.static_range(NS):
             tl.store(st_ptr + st_rows + c * NP + k, hs[k])
-            bt = tl.load(B_ptr + bc_off + k * L, mask=valid & (s0 + k < N)[:, None], other=0.0)
-            bs = _cols(bt.to(tl.float32), R, CH)
+            bs = bc_cols(bts[k], R, CH, PACK_BC)
             h = hs[k]
             for j in tl.static_range(CH):
                 h = tl.exp2(dts[j] * a2[k]) * h + dtus[j] * bs[j]
@@ -102,14 +133,16 @@ def scan_bwd_seq_kernel(
         tv = t < Lm
         valid = tv[None, :] & (rr >= 0)[:, None]
         valid_d = tv[None, :] & (dd >= 0)[:, None]
-        off = rows[:, None] + t[None, :]
         off_d = rows_d[:, None] + t[None, :]
-        u, dt = chunk_u_dt(x_ptr, delta_ptr, off, valid, bias, HAS_BIAS, SOFTPLUS, False)
+        ur, dr, bts, cts = seq_chunk_rows(
+            x_ptr, delta_ptr, B_ptr, C_ptr, rows, bc_rows, rr, s0, c * CH, Lm, N, L, NS, CH, EVEN, PACK_BC
+        )
+        u = ur.to(tl.float32)
+        _dr, dt = delta_to_dt(dr.to(tl.float32), valid, bias, HAS_BIAS, SOFTPLUS, not EVEN)
         dout = tl.load(dy_ptr + off_d, mask=valid_d, other=0.0).to(tl.float32)
         us = _cols(u, R, CH)
         dts = _cols(dt, R, CH)
         dtus = _cols(dt * u, R, CH)
-        bc_off = bc_rows[:, None] + t[None, :]
         # the chunk's decays and states, from its entry state
         es = ()
         hh = ()
@@ -119,9 +152,8 @@ def scan_bwd_seq_kernel(
         for _j in tl.static_range(CH):
             ypart = ypart + (tl.zeros((R,), dtype=tl.float32),)  # noqa: RUF005
         for k in tl.static_range(NS):
-            kmask = valid & (s0 + k < N)[:, None]
-            bs = _cols(tl.load(B_ptr + bc_off + k * L, mask=kmask, other=0.0).to(tl.float32), R, CH)
-            cs = _cols(tl.load(C_ptr + bc_off + k * L, mask=kmask, other=0.0).to(tl.float32), R, CH)
+            bs = bc_cols(bts[k], R, CH, PACK_BC)
+            cs = bc_cols(cts[k], R, CH, PACK_BC)
             h = tl.load(st_ptr + st_rows + c * NP + k)
             ek = ()
             hk = (h,)  # hk[j] = h_{j-1}; hk[0] = the entry state

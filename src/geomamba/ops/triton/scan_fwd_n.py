@@ -163,10 +163,12 @@ def lane_rows(Dm, G, N, L, n_dblocks, BD: tl.constexpr, SG: tl.constexpr, NS: tl
 
 @triton.jit
 def seq_chunk_rows(x_ptr, delta_ptr, B_ptr, C_ptr, rows, bc_rows, rr, s0, t0, Lm, N, L, NS: tl.constexpr,
-                   CH: tl.constexpr, EVEN: tl.constexpr, PACK_BC: tl.constexpr = False):  # fmt: skip
+                   CH: tl.constexpr, EVEN: tl.constexpr, PACK_BC: tl.constexpr = False,
+                   WITH_C: tl.constexpr = True):  # fmt: skip
     """The sequential kernels' raw rows of the chunk at positions ``t0 + [0, CH)`` (input dtype, zeros past
     ``Lm`` or N): u and delta ``(rows, CH)`` and tuples of the ``NS`` B and C rows of each lane's states;
-    ``PACK_BC`` (bf16 B/C, ``EVEN``): those rows as ``(rows, CH // 2)`` int32 words (``_bf16_pair_cols``)."""
+    ``PACK_BC`` (bf16 B/C, ``EVEN``): those rows as ``(rows, CH // 2)`` int32 words (``_bf16_pair_cols``);
+    ``WITH_C`` False: C is not read (an empty tuple)."""
     t = t0 + tl.arange(0, CH)
     valid = (t < Lm)[None, :] & (rr >= 0)[:, None]
     off = rows[:, None] + t[None, :]
@@ -176,27 +178,41 @@ def seq_chunk_rows(x_ptr, delta_ptr, B_ptr, C_ptr, rows, bc_rows, rr, s0, t0, Lm
     else:
         ur = tl.load(x_ptr + off, mask=valid, other=0.0)
         dr = tl.load(delta_ptr + off, mask=valid, other=0.0)
-    if PACK_BC:  # word offsets (rows of L bf16, L and t0 multiples of CH)
-        bw = B_ptr.to(tl.pointer_type(tl.int32))
-        cw = C_ptr.to(tl.pointer_type(tl.int32))
-        w_off = (bc_rows // 2)[:, None] + (t0 // 2 + tl.arange(0, CH // 2))[None, :]
+    bw = B_ptr.to(tl.pointer_type(tl.int32))
+    cw = C_ptr.to(tl.pointer_type(tl.int32))
+    w_off = (bc_rows // 2)[:, None] + (t0 // 2 + tl.arange(0, CH // 2))[None, :]  # words (PACK_BC only)
     bc_off = bc_rows[:, None] + t[None, :]
     bts = ()
     cts = ()
     for k in tl.static_range(NS):
-        if PACK_BC:
-            bt = tl.load(bw + w_off + k * (L // 2))
-            ct = tl.load(cw + w_off + k * (L // 2))
-        elif EVEN:
-            bt = tl.load(B_ptr + bc_off + k * L)
-            ct = tl.load(C_ptr + bc_off + k * L)
-        else:
-            bcm = valid & (s0 + k < N)[:, None]
-            bt = tl.load(B_ptr + bc_off + k * L, mask=bcm, other=0.0)
-            ct = tl.load(C_ptr + bc_off + k * L, mask=bcm, other=0.0)
+        bt = _bc_row(B_ptr, bw, bc_off, w_off, valid, s0, k, N, L, EVEN, PACK_BC)
         bts = bts + (bt,)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
-        cts = cts + (ct,)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
+        if WITH_C:
+            ct = _bc_row(C_ptr, cw, bc_off, w_off, valid, s0, k, N, L, EVEN, PACK_BC)
+            cts = cts + (ct,)  # noqa: RUF005 (the Triton frontend builds tuples by concatenation)
     return ur, dr, bts, cts
+
+
+@triton.jit
+def _bc_row(ptr, wptr, off, w_off, valid, s0, k: tl.constexpr, N, L, EVEN: tl.constexpr, PACK: tl.constexpr):
+    """State ``s0 + k``'s B or C row of a chunk (see ``seq_chunk_rows``)."""
+    if PACK:
+        r = tl.load(wptr + w_off + k * (L // 2))
+    elif EVEN:
+        r = tl.load(ptr + off + k * L)
+    else:
+        r = tl.load(ptr + off + k * L, mask=valid & (s0 + k < N)[:, None], other=0.0)
+    return r
+
+
+@triton.jit
+def bc_cols(raw, R: tl.constexpr, CH: tl.constexpr, PACK: tl.constexpr):
+    """A raw B/C row of ``seq_chunk_rows`` -> tuple of its CH fp32 columns."""
+    if PACK:
+        r = _bf16_pair_cols(raw, R, CH)
+    else:
+        r = _cols(raw.to(tl.float32), R, CH)
+    return r
 
 
 @triton.jit(do_not_specialize=["Lv"])
@@ -266,12 +282,8 @@ def scan_fwd_seq_kernel(
         ys = _cols(y, BD * SG, CH)
         new_hs = ()
         for k in tl.static_range(NS):
-            if PACK_BC:
-                bs = _bf16_pair_cols(bts[k], BD * SG, CH)
-                cs = _bf16_pair_cols(cts[k], BD * SG, CH)
-            else:
-                bs = _cols(bts[k].to(tl.float32), BD * SG, CH)
-                cs = _cols(cts[k].to(tl.float32), BD * SG, CH)
+            bs = bc_cols(bts[k], BD * SG, CH, PACK_BC)
+            cs = bc_cols(cts[k], BD * SG, CH, PACK_BC)
             h = hs[k]
             acc = ()
             for j in tl.static_range(CH):
