@@ -176,7 +176,7 @@ def _all_inputs(batch, dim, length, n, dt, groups=4):
 @pytest.mark.parametrize(
     ("cfg", "n", "dtype", "length"),
     [
-        ((32, 0, 2, 1, 2, True), 16, "bf16", 4096),  # the default: 2 lanes, next chunk loaded ahead, B/C words
+        ((32, 0, 2, 1, 2, True), 16, "bf16", 4096),  # the default (2 lanes, prefetch, B/C words)
         ((16, 0, 2, 1, 4), 16, "bf16", 4096),  # 4 threads per channel, no prefetch
         ((32, 0, 2, 1, 2, True), 12, "fp16", 300),  # prefetch with masks (L not a chunk multiple, padded N)
         ((32, 0, 2, 1, 2, True), 16, "fp32", 256),  # prefetch, fp32 (4-position chunks, no masks)
