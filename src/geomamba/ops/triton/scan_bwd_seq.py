@@ -88,24 +88,9 @@ def scan_bwd_seq_kernel(
             )  # fmt: skip
         else:
             cur = seq_chunk_rows(
-                x_ptr,
-                delta_ptr,
-                B_ptr,
-                C_ptr,
-                rows,
-                bc_rows,
-                rr,
-                s0,
-                c * CH,
-                Lm,
-                N,
-                L,
-                NS,
-                CH,
-                EVEN,
-                PACK_BC,
+                x_ptr, delta_ptr, B_ptr, C_ptr, rows, bc_rows, rr, s0, c * CH, Lm, N, L, NS, CH, EVEN, PACK_BC,
                 False,
-            )
+            )  # fmt: skip
         ur, dr, bts, _cts = cur
         u = ur.to(tl.float32)
         _dr, dt = delta_to_dt(dr.to(tl.float32), valid, bias, HAS_BIAS, SOFTPLUS, not EVEN)
