@@ -21,7 +21,7 @@ Each row: GPU time of one call replayed from a CUDA graph (``triton.testing.do_b
 relative error against the rows kernel (``state_loop=False``) and its ratio to the N = 1 forward.
 Compiles first in ``--jobs`` processes (they fill Triton's cache), then times in this process.
 
-    PYTHONPATH=src python bench/n16_sweep_gpu.py --out results.json [--jobs 14] [--quick | --prefetch | --bwd]
+    PYTHONPATH=src python bench/n16_sweep_gpu.py --out results.json [--jobs 14] [--quick | --prefetch | --bwd] [--dtype fp16]
     PYTHONPATH=src TRITON_INTERPRET=1 python bench/n16_sweep_gpu.py --tiny   # CPU smoke run
 """
 
@@ -71,8 +71,12 @@ BWD_PREFETCH = [(None, None)] + [
 ]
 
 
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+DTYPE = "bf16"  # --dtype: the inputs' dtype (u, delta, B, C, z)
+
+
 def inputs(batch, dim, length, n=16, seed=0):
-    return scan_inputs(batch, dim, length, n, GROUPS, seed=seed)[0]
+    return scan_inputs(batch, dim, length, n, GROUPS, dtype=DTYPES[DTYPE], seed=seed)[0]
 
 
 def call(args, cfg, f32):
@@ -94,7 +98,8 @@ def bwd_call(args, dy, cfg, partial):
 
 
 def _compile(job):
-    cfg, f32, dim, length, bwd = job
+    global DTYPE
+    cfg, f32, dim, length, bwd, DTYPE = job
     args = inputs(1, dim, length)
     if bwd:
         bwd_call(args, args[0].clone(), cfg, f32)
@@ -164,7 +169,12 @@ def main(argv=None):
     )
     p.add_argument("--bwd", action="store_true", help="sweep the backward's tiles instead")
     p.add_argument("--prefetch", action="store_true", help="the sequential tiles with and without prefetch")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16", help="the inputs' dtype")
     args = p.parse_args(argv)
+    global DTYPE
+    DTYPE = args.dtype
+    if args.dtype != "bf16" and args.prefetch and not args.bwd:  # (B/C words apply to bf16 only)
+        PREFETCH[:] = [(c, bc) for c, bc in PREFETCH if bc == "bf16" and c.num_warps == 2]
     shapes, variants = SHAPES, QUICK if args.quick else VARIANTS
     if args.prefetch:
         variants = PREFETCH
@@ -184,9 +194,10 @@ def main(argv=None):
                 (ScanConfig(2, 16, 1, 1), True),
                 (ScanConfig(2, 0, 1, 1, 4, True), "bf16"),
             ]
-    jobs = [(c, f, d, L, args.bwd) for _, _, d, L in shapes for c, f in variants]
+    jobs = [(c, f, d, L, args.bwd, DTYPE) for _, _, d, L in shapes for c, f in variants]
     log = precompile(_compile_job, jobs, args.jobs)
     res = header(log, timing="do_bench_cudagraph median (GPU time of CUDA-graph replays)")
+    res["dtype"] = DTYPE
     res["rows"] = bwd_rows(shapes, variants) if args.bwd else rows(shapes, variants)
     if args.out:
         with open(args.out, "w") as f:
