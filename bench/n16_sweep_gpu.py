@@ -72,11 +72,11 @@ BWD_PREFETCH = [(None, None)] + [
 
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-DTYPE = "bf16"  # --dtype: the inputs' dtype (u, delta, B, C, z)
 
 
-def inputs(batch, dim, length, n=16, seed=0):
-    return scan_inputs(batch, dim, length, n, GROUPS, dtype=DTYPES[DTYPE], seed=seed)[0]
+def inputs(batch, dim, length, dtype, n=16, seed=0):
+    """The scan's inputs, ``dtype`` (a DTYPES key) for u, delta, B, C and z."""
+    return scan_inputs(batch, dim, length, n, GROUPS, dtype=DTYPES[dtype], seed=seed)[0]
 
 
 def call(args, cfg, f32):
@@ -98,9 +98,8 @@ def bwd_call(args, dy, cfg, partial):
 
 
 def _compile(job):
-    global DTYPE
-    cfg, f32, dim, length, bwd, DTYPE = job
-    args = inputs(1, dim, length)
+    cfg, f32, dim, length, bwd, dtype = job
+    args = inputs(1, dim, length, dtype)
     if bwd:
         bwd_call(args, args[0].clone(), cfg, f32)
     else:
@@ -115,12 +114,12 @@ def bench(fn):
     return sweep_bench(fn, rep=60, graphs=True)
 
 
-def rows(shapes, variants):
+def rows(shapes, variants, dtype):
     out = []
     for name, batch, dim, length in shapes:
-        args = inputs(batch, dim, length)
+        args = inputs(batch, dim, length, dtype)
         y_ref, last_ref = selective_scan_fwd(*args, True, state_loop=False)
-        one = inputs(batch, dim, length, n=1)
+        one = inputs(batch, dim, length, dtype, n=1)
         n1_ms = bench(lambda a=one: selective_scan_fwd(*a, True))
         out.append(dict(shape=name, tile="n1_forward", ms=n1_ms))
         print(json.dumps(out[-1]), flush=True)
@@ -139,10 +138,10 @@ def rows(shapes, variants):
     return out
 
 
-def bwd_rows(shapes, variants):
+def bwd_rows(shapes, variants, dtype):
     out = []
     for name, batch, dim, length in shapes:
-        args = inputs(batch, dim, length)
+        args = inputs(batch, dim, length, dtype)
         dy = torch.randn_like(args[0])
         ref = bwd_call(args, dy, None, None)
         for cfg, partial in variants:
@@ -171,13 +170,11 @@ def main(argv=None):
     p.add_argument("--prefetch", action="store_true", help="the sequential tiles with and without prefetch")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16", help="the inputs' dtype")
     args = p.parse_args(argv)
-    global DTYPE
-    DTYPE = args.dtype
-    if args.dtype != "bf16" and args.prefetch and not args.bwd:  # (B/C words apply to bf16 only)
-        PREFETCH[:] = [(c, bc) for c, bc in PREFETCH if bc == "bf16" and c.num_warps == 2]
     shapes, variants = SHAPES, QUICK if args.quick else VARIANTS
     if args.prefetch:
         variants = PREFETCH
+        if args.dtype != "bf16":  # B/C words apply to bf16 only
+            variants = [(c, bc) for c, bc in PREFETCH if bc == "bf16" and c.num_warps == 2]
     if args.bwd:
         variants = BWD_PREFETCH if args.prefetch else BWD_VARIANTS
     if args.tiny:
@@ -194,11 +191,11 @@ def main(argv=None):
                 (ScanConfig(2, 16, 1, 1), True),
                 (ScanConfig(2, 0, 1, 1, 4, True), "bf16"),
             ]
-    jobs = [(c, f, d, L, args.bwd, DTYPE) for _, _, d, L in shapes for c, f in variants]
+    jobs = [(c, f, d, L, args.bwd, args.dtype) for _, _, d, L in shapes for c, f in variants]
     log = precompile(_compile_job, jobs, args.jobs)
     res = header(log, timing="do_bench_cudagraph median (GPU time of CUDA-graph replays)")
-    res["dtype"] = DTYPE
-    res["rows"] = bwd_rows(shapes, variants) if args.bwd else rows(shapes, variants)
+    res["dtype"] = args.dtype
+    res["rows"] = (bwd_rows if args.bwd else rows)(shapes, variants, args.dtype)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(res, f, indent=1)
