@@ -194,7 +194,6 @@ def main() -> None:
     t3_atomic = SS2DOptions(col_t3=True, seq_k=False, dbc_atomic=True)
     colcopy = SS2DOptions(col_copy=True)
     colcopy_atomic = SS2DOptions(col_copy=True, dbc_atomic=True)
-    native = SS2DOptions(col_native=True)
     cases = {
         # L not a multiple of the chunk, groups, z gate, D, delta_bias and dlast_state
         "plain_N4_G2_all": lambda: _plain(2, 4, 37, 4, 2, d=True, z=True, bias=True, dlast=True, cfg=small),
@@ -235,18 +234,6 @@ def main() -> None:
         # column-major directions through launcher-made transposed copies (backward col_copy), K = 4 and 2
         "ss2d_K4_13x9_colcopy": lambda: _ss2d(1, 4, 13, 9, 2, 4, cfg=small, opts=colcopy),
         "ss2d_K2_5x7_colcopy_atomic": lambda: _ss2d(1, 2, 5, 7, 1, 2, cfg=small, opts=colcopy_atomic),
-        # the forward's native column tiles: 4 whole columns per chunk (masked rows and columns); columns
-        # longer than the chunk (TI 32 > 16, one column per tile) with N = 2; per-direction atomics
-        "ss2d_K4_13x9_native": lambda: _ss2d(2, 4, 13, 9, 1, 4, cfg=wide, opts=native),
-        "ss2d_K4_20x3_N2_native": lambda: _ss2d(1, 2, 20, 3, 2, 4, cfg=small, opts=native),
-        # the forward's walked columns (all columns per tile, rows one by one), K = 4 with N = 2, K = 2
-        "ss2d_K4_13x9_walk": lambda: _ss2d(2, 4, 13, 9, 2, 4, cfg=wide, opts=SS2DOptions(col_walk=True)),
-        "ss2d_K2_6x5_walk_atomic": lambda: _ss2d(
-            1, 2, 6, 5, 1, 2, cfg=small, opts=SS2DOptions(col_walk=True, seq_k=False)
-        ),
-        "ss2d_K2_6x5_native_atomic": lambda: _ss2d(
-            1, 2, 6, 5, 1, 2, cfg=small, opts=SS2DOptions(col_native=True, seq_k=False)
-        ),
         "plain_N2_G2_atomic_dbc": lambda: _plain(
             2, 4, 37, 2, 2, d=True, z=False, bias=True, dlast=False, cfg=small, partial=False
         ),

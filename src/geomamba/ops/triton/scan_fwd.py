@@ -10,9 +10,6 @@ reduction over the NP rows of a channel), D skip, SiLU(z) gate, then ``y`` is wr
 Fused SS2D: the K directions of a block of channels merge in place, either by fp32 atomic adds from
 K programs (``SEQ_K = False``) or by one program that runs the K directions in turn and accumulates
 with plain loads and stores, the last direction writing the output in its dtype (``SEQ_K = True``).
-The column-major directions are read as sequence-order chunks (gather or transposed tiles, ``_fwd_seq``)
-or, with ``COL_T3 = 2`` (``SS2DOptions(col_native=True)``), on the image's own ``(TI rows, TO columns)``
-tiles (``_fwd_cols``): a scan down every column, a scan across the columns' totals, no reordering.
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ from geomamba.ops.triton._common import (
     emit_tile,
     flat_mask,
     load_tile,
-    softplus,
 )
 
 
@@ -125,193 +121,6 @@ def _fwd_seq(
 
 
 @triton.jit
-def _fwd_cols(
-    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, acc_ptr,
-    x_base, dl_base, bc_base, prm0, L, H, W, N,
-    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr,
-    REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
-):  # fmt: skip
-    """A column-major direction (sequence: column after column, top to bottom; REVERSE: the reverse) on
-    ``(R, TI, TO)`` tiles in the image's layout: ``TI >= H`` rows (whole columns, padded to a power of 2)
-    of ``TO`` adjacent columns, loads contiguous along the columns. Per chunk: ``tl.associative_scan``
-    down each column (axis 1) gives every position's map from its column's entry state; the scan of the
-    columns' totals across the chunk (axis 2) gives the state after each column, shifted by one column
-    (a ``TO x TO`` selection) to the state entering it; the chunk's entry state is the carry. Masked
-    positions (rows >= H, columns >= W) are identities (``dt = 0``)."""
-    R: tl.constexpr = BD * NP
-    rr = tl.arange(0, R)
-    rd = rr // NP
-    rn = rr % NP
-    nmask = rn < N
-    dd = tl.arange(0, BD)
-    hi = tl.arange(0, TI)
-    wi = tl.arange(0, TO)
-    a2 = tl.load(A_ptr + (prm0 + rd) * N + rn, mask=nmask, other=0.0) * 1.4426950408889634
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + prm0 + rd).to(tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + prm0 + dd).to(tl.float32)
-    x_rows = (x_base + rd.to(tl.int64) * L)[:, None, None]
-    dl_rows = (dl_base + rd.to(tl.int64) * L)[:, None, None]
-    bc_rows = (bc_base + rn.to(tl.int64) * L)[:, None, None]
-    out_rows = (x_base + dd.to(tl.int64) * L)[:, None, None]
-    if REVERSE:
-        col_end = hi == 0  # a column's last position in scan order
-        chunk_end = wi == 0
-        prev = wi[None, :] == wi[:, None] + 1  # (w, w'): w' is scanned just before w
-        first = wi == TO - 1
-    else:
-        col_end = hi == TI - 1
-        chunk_end = wi == TO - 1
-        prev = wi[None, :] == wi[:, None] - 1
-        first = wi == 0
-    nc = tl.cdiv(W, TO)
-    h = tl.zeros((R,), dtype=tl.float32)
-    for it in range(0, nc):
-        if REVERSE:
-            c = nc - 1 - it
-        else:
-            c = it
-        w = c * TO + wi
-        off = (hi[:, None] * W + w[None, :])[None, :, :]
-        msk = ((hi[:, None] < H) & (w[None, :] < W))[None, :, :]
-        u = tl.load(x_ptr + x_rows + off, mask=msk, other=0.0).to(tl.float32)
-        dr = tl.load(delta_ptr + dl_rows + off, mask=msk, other=0.0).to(tl.float32)
-        bmask = msk & nmask[:, None, None]
-        Bt = tl.load(B_ptr + bc_rows + off, mask=bmask, other=0.0).to(tl.float32)
-        Ct = tl.load(C_ptr + bc_rows + off, mask=bmask, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dr = dr + bias[:, None, None]
-        if SOFTPLUS:
-            dt = softplus(dr)
-        else:
-            dt = dr
-        dt = tl.where(msk, dt, 0.0)
-        aa, hh = tl.associative_scan(
-            (tl.exp2(dt * a2[:, None, None]), dt * u * Bt), 1, combine_fwd, reverse=REVERSE
-        )
-        ta = tl.sum(tl.where(col_end[None, :, None], aa, 0.0), 1)  # (R, TO) column totals
-        tb = tl.sum(tl.where(col_end[None, :, None], hh, 0.0), 1)
-        pa, pb = tl.associative_scan((ta, tb), 1, combine_fwd, reverse=REVERSE)
-        after = pa * h[:, None] + pb  # state after each column
-        entry = tl.sum(tl.where(prev[None, :, :], after[:, None, :], 0.0), 2)
-        entry = tl.where(first[None, :], h[:, None], entry)
-        hs = hh + aa * entry[:, None, :]
-        h = tl.sum(tl.where(chunk_end[None, :], after, 0.0), 1)
-        y = hs * Ct
-        if NP > 1:
-            y = tl.sum(tl.reshape(y, (BD, NP, TI, TO)), 1)
-        if HAS_D:
-            if NP > 1:
-                u = tl.max(tl.reshape(u, (BD, NP, TI, TO)), 1)
-            y = y + Dv[:, None, None] * u
-        if MODE >= 3:
-            y = y + tl.load(acc_ptr + out_rows + off, mask=msk, other=0.0)
-        if MODE == 0:
-            tl.store(y_ptr + out_rows + off, y.to(y_ptr.dtype.element_ty), mask=msk)
-        elif MODE == 4:
-            tl.store(y_ptr + out_rows + off, y.to(y_ptr.dtype.element_ty), mask=msk)
-        elif MODE == 1:
-            tl.atomic_add(acc_ptr + out_rows + off, y, mask=msk, sem="relaxed")
-        else:
-            tl.store(acc_ptr + out_rows + off, y, mask=msk)
-
-
-@triton.jit
-def _fwd_cols_walk(
-    x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, acc_ptr,
-    x_base, dl_base, bc_base, prm0, L, H, W, N,
-    HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, MODE: tl.constexpr,
-    REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, WP: tl.constexpr, STAGES: tl.constexpr,
-):  # fmt: skip
-    """A column-major direction walked row by row on ``(R, WP)`` tiles (all ``W`` columns, padded to
-    ``WP``; each thread keeps its columns' states): walk 1 composes every column's recurrence (product
-    of the decays, state from zero), a scan across the columns' totals gives the state entering each
-    column (the sequence starts from zero), walk 2 runs the recurrence again from those states and
-    writes y row by row. Loads and stores are whole image rows; the second walk rereads its rows."""
-    R: tl.constexpr = BD * NP
-    rr = tl.arange(0, R)
-    rd = rr // NP
-    rn = rr % NP
-    nmask = rn < N
-    dd = tl.arange(0, BD)
-    wi = tl.arange(0, WP)
-    wmask = wi < W
-    a2 = tl.load(A_ptr + (prm0 + rd) * N + rn, mask=nmask, other=0.0) * 1.4426950408889634
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + prm0 + rd).to(tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + prm0 + dd).to(tl.float32)
-    x_rows = (x_base + rd.to(tl.int64) * L)[:, None] + wi[None, :]
-    dl_rows = (dl_base + rd.to(tl.int64) * L)[:, None] + wi[None, :]
-    bc_rows = (bc_base + rn.to(tl.int64) * L)[:, None] + wi[None, :]
-    out_rows = (x_base + dd.to(tl.int64) * L)[:, None] + wi[None, :]
-    m2 = wmask[None, :] & (rr >= 0)[:, None]
-    bm = wmask[None, :] & nmask[:, None]
-    om = wmask[None, :] & (dd >= 0)[:, None]
-    ta = tl.full((R, WP), 1.0, dtype=tl.float32)
-    tb = tl.zeros((R, WP), dtype=tl.float32)
-    for i in tl.range(0, H, num_stages=STAGES):
-        if REVERSE:
-            o = (H - 1 - i) * W
-        else:
-            o = i * W
-        u = tl.load(x_ptr + x_rows + o, mask=m2, other=0.0).to(tl.float32)
-        dr = tl.load(delta_ptr + dl_rows + o, mask=m2, other=0.0).to(tl.float32)
-        Bt = tl.load(B_ptr + bc_rows + o, mask=bm, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dr = dr + bias[:, None]
-        if SOFTPLUS:
-            dt = softplus(dr)
-        else:
-            dt = dr
-        dt = tl.where(m2, dt, 0.0)
-        a = tl.exp2(dt * a2[:, None])
-        ta = ta * a
-        tb = a * tb + dt * u * Bt
-    _, after = tl.associative_scan((ta, tb), 1, combine_fwd, reverse=REVERSE)
-    if REVERSE:
-        prev = wi[None, :] == wi[:, None] + 1  # (w, w'): w' is scanned just before w
-    else:
-        prev = wi[None, :] == wi[:, None] - 1
-    st = tl.sum(tl.where(prev[None, :, :], after[:, None, :], 0.0), 2)  # entering state (0 for the first)
-    for i in tl.range(0, H, num_stages=STAGES):
-        if REVERSE:
-            o = (H - 1 - i) * W
-        else:
-            o = i * W
-        u = tl.load(x_ptr + x_rows + o, mask=m2, other=0.0).to(tl.float32)
-        dr = tl.load(delta_ptr + dl_rows + o, mask=m2, other=0.0).to(tl.float32)
-        Bt = tl.load(B_ptr + bc_rows + o, mask=bm, other=0.0).to(tl.float32)
-        Ct = tl.load(C_ptr + bc_rows + o, mask=bm, other=0.0).to(tl.float32)
-        if HAS_BIAS:
-            dr = dr + bias[:, None]
-        if SOFTPLUS:
-            dt = softplus(dr)
-        else:
-            dt = dr
-        dt = tl.where(m2, dt, 0.0)
-        st = tl.exp2(dt * a2[:, None]) * st + dt * u * Bt
-        y = st * Ct
-        if NP > 1:
-            y = tl.sum(tl.reshape(y, (BD, NP, WP)), 1)
-        if HAS_D:
-            if NP > 1:
-                u = tl.max(tl.reshape(u, (BD, NP, WP)), 1)
-            y = y + Dv[:, None] * u
-        if MODE >= 3:
-            y = y + tl.load(acc_ptr + out_rows + o, mask=om, other=0.0)
-        if MODE == 0:
-            tl.store(y_ptr + out_rows + o, y.to(y_ptr.dtype.element_ty), mask=om)
-        elif MODE == 4:
-            tl.store(y_ptr + out_rows + o, y.to(y_ptr.dtype.element_ty), mask=om)
-        elif MODE == 1:
-            tl.atomic_add(acc_ptr + out_rows + o, y, mask=om, sem="relaxed")
-        else:
-            tl.store(acc_ptr + out_rows + o, y, mask=om)
-
-
-@triton.jit
 def _fwd_dir(
     x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
     b, k, d0, g, Dm, K, G, N, L, Lv, H, W,
@@ -326,25 +135,12 @@ def _fwd_dir(
     bc_base = ((b * K + k) * G + g).to(tl.int64) * N * L
     last_base = ((b * K + k) * Dm + d0).to(tl.int64) * N
     st_base = ((b * Dm + d0).to(tl.int64) * NSC) * N
-    if COLMAJOR and T3 == 3:  # columns walked row by row (SS2D, no z, no last state)
-        _fwd_cols_walk(
-            x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, acc_ptr,
-            x_base, dl_base, bc_base, k * Dm + d0, L, H, W, N,
-            HAS_D, HAS_BIAS, SOFTPLUS, MODE, REVERSE, BD, NP, TO, STAGES,
-        )  # fmt: skip
-    elif COLMAJOR and T3 == 2:  # native column tiles (SS2D, no z, no last state)
-        _fwd_cols(
-            x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, y_ptr, acc_ptr,
-            x_base, dl_base, bc_base, k * Dm + d0, L, H, W, N,
-            HAS_D, HAS_BIAS, SOFTPLUS, MODE, REVERSE, BD, NP, TO, TI,
-        )  # fmt: skip
-    else:
-        _fwd_seq(
-            x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr, st_ptr,
-            x_base, dl_base, bc_base, k * Dm + d0, last_base, st_base, L, Lv, H, W, N, NSC,
-            TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, MODE, COLMAJOR, T3, REVERSE, BD, NP, TO, TI,
-            STAGES, SC,
-        )  # fmt: skip
+    _fwd_seq(
+        x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr, st_ptr,
+        x_base, dl_base, bc_base, k * Dm + d0, last_base, st_base, L, Lv, H, W, N, NSC,
+        TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, MODE, COLMAJOR, T3, REVERSE, BD, NP, TO, TI, STAGES,
+        SC,
+    )  # fmt: skip
 
 
 @triton.jit(do_not_specialize=["Lv"])

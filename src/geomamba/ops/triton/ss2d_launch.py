@@ -49,10 +49,7 @@ class SS2DOptions:
     sums, summed by the launcher). ``col_copy`` (backward, with ``seq_k``): the launcher transposes x, dy
     and the column-major directions' delta/B/C into their scan order first, so the kernel scans every
     direction as coalesced rows, and transposes ddelta/dB/dC/dx of those directions back (``col_t3`` and
-    ``columns`` are then unused). ``col_native`` (forward only; the backward ignores it): the column-major
-    directions run on the image's own tiles of whole columns (``scan_fwd._fwd_cols``: a scan down the
-    columns and one across their totals, no reordering through shared memory), for maps of at most
-    ``NATIVE_MAX_ROWS`` rows (taller ones take ``col_t3``).
+    ``columns`` are then unused).
 
     Defaults per phase: ``SS2D_DEFAULTS``. On an H100 (triton 3.6) the transposed tiles gave wrong
     BACKWARD gradients for some tiles (e.g. (rows, TO, TI) = (4, 4, 32) with 2 warps, (2, 16, 32) with
@@ -65,8 +62,6 @@ class SS2DOptions:
     seq_k: bool = True
     dbc_atomic: bool = False
     col_copy: bool = False
-    col_native: bool = False
-    col_walk: bool = False
 
 
 # Options per phase when the caller gives none (bench/ss2d_route_gpu.py and bench/bwd_sweep_gpu.py
@@ -99,31 +94,9 @@ def backward_options(x: torch.Tensor) -> SS2DOptions:
     return SS2D_DEFAULTS["backward_large" if x.shape[-2] * x.shape[-1] >= floor else "backward"]
 
 
-# Tallest map whose columns the native column tiles take whole (one tile column = TI >= H padded rows)
-NATIVE_MAX_ROWS = 1024
-
-
-def _native(opts: SS2DOptions, h: int) -> bool:
-    return opts.col_native and h <= NATIVE_MAX_ROWS
-
-
-# Widest map whose rows the walked column tiles take whole
-WALK_MAX_COLUMNS = 256
-
-
-def _col_mode(opts: SS2DOptions, h: int, w: int):
-    """COL_T3 of the forward kernel: 3 walked columns, 2 native tiles, else the transposed flag."""
-    if opts.col_walk and w <= WALK_MAX_COLUMNS:
-        return 3
-    return 2 if _native(opts, h) else opts.col_t3
-
-
-def _colmajor_tile(h: int, chunk: int, columns: int = 0, whole: bool = False) -> tuple[int, int]:
-    """(TO columns, TI rows) of a column-major chunk: whole (padded) columns when they fit, always with
-    ``whole`` (the native tiles: TI >= H even when a column is longer than ``chunk``)."""
-    ti = triton.next_power_of_2(max(h, 1))
-    if not whole:
-        ti = min(ti, chunk)
+def _colmajor_tile(h: int, chunk: int, columns: int = 0) -> tuple[int, int]:
+    """(TO columns, TI rows) of a column-major chunk: whole (padded) columns when they fit."""
+    ti = min(triton.next_power_of_2(max(h, 1)), chunk)
     to = chunk // ti
     if columns > 0:
         to = min(to, triton.next_power_of_2(columns))
@@ -176,9 +149,7 @@ def _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions):
 def _ss2d_launch_geometry(n, dm, h, w, backward, config, opts):
     # col_copy scans every direction as flat rows: the plain scan's tile
     npad, cfg = pick_config(n, dm, h * w, backward=backward, ss2d=not opts.col_copy, override=config)
-    to_c, ti_c = _colmajor_tile(h, cfg.chunk, opts.columns, whole=not backward and _native(opts, h))
-    if not backward and _col_mode(opts, h, w) == 3:
-        to_c, ti_c = triton.next_power_of_2(w), 1  # the walked tile: all columns
+    to_c, ti_c = _colmajor_tile(h, cfg.chunk, opts.columns)
     nc_max = max(triton.cdiv(h * w, cfg.chunk), triton.cdiv(w, to_c) * triton.cdiv(h, ti_c))
     return npad, cfg, to_c, ti_c, nc_max
 
@@ -206,7 +177,7 @@ def ss2d_fwd(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config
         scan_fwd_kernel[(progs,)](
             x, delta, A32, B, C, *opt, y, acc, A32, A32,
             dm, k, 1, n, h * w, h * w, h, w, n_db, 0, TINY=False, **flags, STORE_LAST=False,
-            SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=_col_mode(opts, h, w),
+            SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
             BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
         )  # fmt: skip
     return acc.to(x.dtype) if atomic else y
