@@ -113,3 +113,23 @@ def test_bad_arguments():
         SS2DCore(8, directions=3)
     with pytest.raises(ValueError, match=r"SS2DCore expects x of shape \(B, d_inner=8, H, W\)"):
         SS2DCore(8)(torch.randn(1, 4, 3, 3))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_contiguous_keep_grad_format(channels_last):
+    """The core's contiguous copy on CUDA: the same values, contiguous, and the gradient comes back in the
+    input's memory format (what the convolution before it wants), with the same values."""
+    from geomamba.layers.ss2d import contiguous_keep_grad_format
+
+    x = torch.randn(2, 3, 4, 5)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    y = contiguous_keep_grad_format(x)
+    assert y.is_contiguous() and torch.equal(y, x)
+    g = torch.randn(2, 3, 4, 5)
+    y.backward(g)
+    assert torch.equal(x.grad, g)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert x.grad.is_contiguous(memory_format=fmt)
+    assert x.grad.is_contiguous() is not channels_last
