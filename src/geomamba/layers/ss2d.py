@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import LayerNorm
 
-from geomamba.ops.ss2d_scan import ss2d_scan
+from geomamba.ops.ss2d_scan import memory_format_of, ss2d_scan
 
 __all__ = ["SS2D", "SS2DCore", "contiguous_keep_grad_format"]
 
@@ -27,8 +27,7 @@ __all__ = ["SS2D", "SS2DCore", "contiguous_keep_grad_format"]
 class _ContiguousKeepGradFormat(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x):
-        cl = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
-        ctx.fmt = torch.channels_last if cl else torch.contiguous_format
+        ctx.fmt = memory_format_of(x)
         return x.contiguous()
 
     @staticmethod

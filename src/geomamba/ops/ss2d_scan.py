@@ -70,8 +70,9 @@ def _c(t: Optional[Tensor]) -> Optional[Tensor]:
     return None if t is None else t.contiguous()
 
 
-def _out_format(x: Tensor) -> torch.memory_format:
-    """The output's memory format: channels-last for a channels-last x, else contiguous."""
+def memory_format_of(x: Tensor) -> torch.memory_format:
+    """x's memory format: channels-last for a channels-last (not also contiguous) x, else contiguous (the
+    SS2D scan's output takes its input's)."""
     if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
     return torch.contiguous_format
@@ -95,12 +96,12 @@ def _ss2d_fwd(
     else:
         args = (_c(x), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
         y = be.ss2d_fwd(*args) if be.ss2d_fwd is not None else composed_ss2d_fwd(be, *args)
-    return y.contiguous(memory_format=_out_format(x))
+    return y.contiguous(memory_format=memory_format_of(x))
 
 
 @_ss2d_fwd.register_fake
 def _ss2d_fwd_fake(x, delta, A, B, C, D, delta_bias, directions, backend):
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_out_format(x))
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
 
 
 @torch.library.custom_op("geomamba::ss2d_scan_bwd", mutates_args=())
