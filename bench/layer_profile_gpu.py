@@ -16,7 +16,10 @@ compiled training step runs it; this script records
 
 Prints a table and writes ``bench/results/layer_profile_gpu_<gpu>.json``.
 
-    PYTHONPATH=src python bench/layer_profile_gpu.py [--steps 5] [--out PATH]
+    PYTHONPATH=src python bench/layer_profile_gpu.py [--steps 5] [--out PATH] [--layout image]
+
+``--layout image`` runs the layer with delta/B/C in image order (``layers.ss2d.CUDA_SCAN_LAYOUT``, the
+layout before the "lines" one; JSON name suffix ``_image``).
     PYTHONPATH=src python bench/layer_profile_gpu.py --tiny     # CPU smoke run of the script
 """
 
@@ -33,6 +36,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+import geomamba.layers.ss2d as ss2d_layer
 from _sweep import bench, header
 from geomamba.layers.ss2d import SS2D
 from geomamba.ops.ss2d_scan import ss2d_scan
@@ -207,7 +211,14 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=5, help="profiled steps per shape")
     p.add_argument("--tiny", action="store_true", help="tiny shapes on any device (smoke test of the script)")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default bench/results/...<gpu>.json)")
+    p.add_argument(
+        "--layout",
+        choices=["lines", "image"],
+        default="lines",
+        help="delta/B/C layout the layer uses on CUDA",
+    )
     args = p.parse_args(argv)
+    ss2d_layer.CUDA_SCAN_LAYOUT = args.layout
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     graphs = dev.type == "cuda"
     shapes = [("tiny", 2, 16, 8, 8)] if args.tiny else SHAPES
@@ -225,10 +236,12 @@ def main(argv=None) -> int:
             f"{r['shape']:8} {r['step_ms']:8.3f} {prof['kernel_us'] / 1e3:10.3f} {prof['launches']:8.0f}  {kinds}  |  {pcs}"
         )
     gpu = torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"
-    out = args.out or RESULTS / f"layer_profile_gpu_{re.sub(r'[^a-z0-9]+', '_', gpu.lower()).strip('_')}.json"
+    suffix = "_image" if args.layout == "image" else ""
+    slug = re.sub(r"[^a-z0-9]+", "_", gpu.lower()).strip("_")
+    out = args.out or RESULTS / f"layer_profile_gpu_{slug}{suffix}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     timing = "step and pieces: CUDA-graph replays (median ms); kernels: profiler, us per step"
-    out.write_text(json.dumps({**header([], timing=timing), "rows": rows}, indent=1))
+    out.write_text(json.dumps({**header([], timing=timing), "layout": args.layout, "rows": rows}, indent=1))
     print("wrote", out)
     return 0
 

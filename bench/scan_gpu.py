@@ -39,6 +39,7 @@ import torch
 import triton
 
 from geomamba.layers.ss2d import SS2D
+from geomamba.ops.cross_scan import to_line_order
 from geomamba.ops.selective_scan._backends import get_backend
 from geomamba.ops.selective_scan.naive import selective_scan_naive
 from geomamba.ops.ss2d_scan import composed_ss2d_bwd, composed_ss2d_fwd
@@ -155,6 +156,11 @@ def _core_row(name, shape, dev, copy_gbs, cfg=None):
     t_cb = bench(lambda: composed_ss2d_bwd(be, dy, *fargs))
     t_rf = bench(lambda: ss2d_fwd_routed(*fargs))
     t_rb = bench(lambda: ss2d_bwd_routed(dy, *fargs))
+    # the "lines" layout (what SS2DCore gives on CUDA): delta/B/C's column-major directions column-major
+    largs = (s["x"], *(to_line_order(s[key], h, w).contiguous() if key in ("delta", "B", "C") else s[key]
+                       for key in ("delta", "A", "B", "C", "D", "delta_bias")), k)  # fmt: skip
+    t_lf = bench(lambda: ss2d_fwd(*largs, config=cfg, layout="lines"))
+    t_lb = bench(lambda: ss2d_bwd(dy, *largs, config=cfg, layout="lines"))
     es = 2
     fwd_b = (2 * batch * dm * length + batch * k * dm * length + 2 * batch * k * n * length) * es
     bwd_b = (3 * batch * dm * length + 2 * batch * k * dm * length + 4 * batch * k * n * length) * es
@@ -162,6 +168,7 @@ def _core_row(name, shape, dev, copy_gbs, cfg=None):
         shape=name, batch=batch, d_inner=dm, H=h, W=w, N=n, K=k, dtype="bf16",
         config=None if cfg is None else [cfg.bd, cfg.chunk, cfg.num_warps, cfg.num_stages],
         fused_fwd_ms=t_f, fused_bwd_ms=t_b, composed_fwd_ms=t_cf, composed_bwd_ms=t_cb,
+        fused_lines_fwd_ms=t_lf, fused_lines_bwd_ms=t_lb, fused_lines_speedup_fwd_bwd=(t_cf + t_cb) / (t_lf + t_lb),
         routed_fwd_ms=t_rf, routed_bwd_ms=t_rb,
         routed_fused=[fused_ss2d(h, w, n, backward=False), fused_ss2d(h, w, n, backward=True)],
         fused_speedup_fwd=t_cf / t_f, fused_speedup_bwd=t_cb / t_b,
@@ -356,6 +363,8 @@ def main(argv=None) -> int:
             f"{r['shape']:12} N={r['N']:<3} {cfg:>9} fused {r['fused_fwd_ms']:.3f}/{r['fused_bwd_ms']:.3f} ms"
             f" composed {r['composed_fwd_ms']:.3f}/{r['composed_bwd_ms']:.3f} ms  fused speedup fwd"
             f" {r['fused_speedup_fwd']:.2f}x bwd {r['fused_speedup_bwd']:.2f}x  routed {r['routed_fused']}"
+            f"  lines {r['fused_lines_fwd_ms']:.3f}/{r['fused_lines_bwd_ms']:.3f} ms"
+            f" ({r['fused_lines_speedup_fwd_bwd']:.2f}x composed)"
             f" {r['routed_fwd_ms']:.3f}/{r['routed_bwd_ms']:.3f} ms = {r['routed_speedup_fwd_bwd']:.2f}x"
         )
     if layer:

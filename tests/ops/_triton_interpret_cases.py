@@ -118,8 +118,10 @@ def scan_order(t, h, w, k):
     return torch.stack([cross_scan(t[:, i].reshape(b, c, h, w), 4)[:, i] for i in range(k)], 1)
 
 
-def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None):
-    from geomamba.ops.cross_scan import cross_merge, cross_scan
+def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None, layout="image"):
+    """Fused SS2D forward and backward against the naive scan in float64; with ``layout="lines"`` the
+    kernels get delta/B/C (and give their gradients) in the "lines" layout."""
+    from geomamba.ops.cross_scan import cross_merge, cross_scan, to_line_order
     from geomamba.ops.selective_scan.naive import selective_scan_naive
     from geomamba.ops.triton import ss2d_bwd, ss2d_fwd
 
@@ -143,10 +145,15 @@ def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None):
     dy = torch.randn_like(y_ref)
     (y_ref * dy).sum().backward()
     f32 = [t.float() for t in ins]
-    errs = {"y": _rel(ss2d_fwd(*f32, k, config=cfg, options=opts), y_ref)}
-    grads = ss2d_bwd(dy.float(), *f32, k, config=cfg, options=opts)
-    for name, g, t in zip(["x", "delta", "A", "B", "C", "D", "delta_bias"], grads, r, strict=True):
-        errs["d" + name] = _rel(g, t.grad)
+    expect = [t.grad for t in r]
+    if layout == "lines":
+        for i in (1, 3, 4):  # delta, B, C and their gradients
+            f32[i], expect[i] = to_line_order(f32[i], h, w), to_line_order(expect[i], h, w)
+    kw = dict(config=cfg, options=opts, layout=layout)
+    errs = {"y": _rel(ss2d_fwd(*f32, k, **kw), y_ref)}
+    grads = ss2d_bwd(dy.float(), *f32, k, **kw)
+    for name, g, e in zip(["x", "delta", "A", "B", "C", "D", "delta_bias"], grads, expect, strict=True):
+        errs["d" + name] = _rel(g, e)
     return errs
 
 
@@ -234,6 +241,13 @@ def main() -> None:
         # column-major directions through launcher-made transposed copies (backward col_copy), K = 4 and 2
         "ss2d_K4_13x9_colcopy": lambda: _ss2d(1, 4, 13, 9, 2, 4, cfg=small, opts=colcopy),
         "ss2d_K2_5x7_colcopy_atomic": lambda: _ss2d(1, 2, 5, 7, 1, 2, cfg=small, opts=colcopy_atomic),
+        # the "lines" layout: read and written as is (default options: every direction a row scan), K = 4
+        # and 2 with partial-sum dB/dC; and through the gathering kernels (converted to image order)
+        "ss2d_K4_13x9_lines": lambda: _ss2d(2, 4, 13, 9, 2, 4, cfg=small, layout="lines"),
+        "ss2d_K2_5x7_lines_partial": lambda: _ss2d(1, 2, 5, 7, 1, 2, cfg=small, opts=colcopy, layout="lines"),
+        "ss2d_K4_5x3_lines_gather": lambda: _ss2d(
+            1, 4, 5, 3, 1, 4, cfg=small, opts=t3_atomic, layout="lines"
+        ),
         "plain_N2_G2_atomic_dbc": lambda: _plain(
             2, 4, 37, 2, 2, d=True, z=False, bias=True, dlast=False, cfg=small, partial=False
         ),

@@ -1,9 +1,17 @@
-"""cross_scan / cross_merge / to_scan_order / from_scan_order: values, round trips, adjointness."""
+"""cross_scan / cross_merge / to_scan_order / from_scan_order / to_line_order / from_line_order: values,
+round trips, adjointness."""
 
 import pytest
 import torch
 
-from geomamba.ops import cross_merge, cross_scan, from_scan_order, to_scan_order
+from geomamba.ops import (
+    cross_merge,
+    cross_scan,
+    from_line_order,
+    from_scan_order,
+    to_line_order,
+    to_scan_order,
+)
 
 
 def test_exact_values_on_a_small_grid():
@@ -33,6 +41,21 @@ def test_scan_order_round_trip_and_consistency(k):
     repeated = x.flatten(2)[:, None].expand(2, k, 4, h * w)
     assert torch.equal(to_scan_order(repeated, h, w), cross_scan(x, k))
     torch.testing.assert_close(from_scan_order(t, h, w).sum(1), cross_merge(t, h, w).flatten(2))
+
+
+@pytest.mark.parametrize("k", [1, 2, 4])
+def test_line_order_is_scan_order_without_reversal(k):
+    h, w = 3, 5
+    t = torch.randn(2, k, 4, h * w)
+    lines = to_line_order(t, h, w)
+    assert torch.equal(from_line_order(lines, h, w), t)
+    scan = to_scan_order(t, h, w)
+    for j in range(k):  # direction j's line order = its scan order, reversed back for j = 2, 3
+        assert torch.equal(lines[:, j], scan[:, j].flip(-1) if j >= 2 else scan[:, j])
+    if k > 1:  # the column-major slices are transposed (not a no-op)
+        assert not torch.equal(lines[:, 1], t[:, 1])
+    with pytest.raises(ValueError, match="to_line_order expects"):
+        to_line_order(torch.randn(1, 3, 2, 6), 2, 3)
 
 
 @pytest.mark.parametrize("k", [1, 2, 4])

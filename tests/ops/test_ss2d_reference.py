@@ -106,7 +106,7 @@ def test_opcheck_channels_last():
     """The fake kernel's output strides match the real ones for a channels-last x (torch.compile)."""
     inputs = _inputs(1, 4, 3, 5, 1, 4, torch.float32, seed=3)
     inputs["x"] = inputs["x"].contiguous(memory_format=torch.channels_last)
-    args = (*inputs.values(), 4, "ref")
+    args = (*inputs.values(), 4, "ref", "image")
     torch.library.opcheck(
         torch.ops.geomamba.ss2d_scan.default, args, test_utils=("test_schema", "test_faketensor")
     )

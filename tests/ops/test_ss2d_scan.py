@@ -4,8 +4,10 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from geomamba.ops import cross_merge, cross_scan, ss2d_scan, to_scan_order
+from geomamba.ops import cross_merge, cross_scan, ss2d_scan, to_line_order, to_scan_order
+from geomamba.ops.selective_scan._backends import get_backend
 from geomamba.ops.selective_scan.naive import selective_scan_naive
+from geomamba.ops.ss2d_scan import composed_ss2d_bwd, composed_ss2d_fwd
 
 
 def make_inputs(b, d, h, w, n, k, dtype=torch.float64):
@@ -53,6 +55,34 @@ def test_ss2d_scan_matches_composed_path(k, h, w, n):
         torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-9, msg=name)
 
 
+@pytest.mark.parametrize("k", [2, 4])
+def test_lines_layout_gives_the_image_layouts_values_and_gradients(k):
+    """layout="lines" (delta/B/C with the column-major directions column-major) is the same function:
+    y equal, gradients equal after the same reordering; through the op (the reference backend converts
+    to image order) and through the composed path (which reads "lines" directly)."""
+    h, w = 3, 5
+    inputs = make_inputs(2, 3, h, w, 2, k)
+    names = list(inputs)
+    y = ss2d_scan(**inputs, directions=k)
+    dy = torch.randn_like(y)
+    grads = torch.autograd.grad((y * dy).sum(), list(inputs.values()))
+    expected = {n: to_line_order(g, h, w) if n in ("delta", "B", "C") else g for n, g in zip(names, grads)}
+    lines = {n: to_line_order(t, h, w) if n in ("delta", "B", "C") else t for n, t in inputs.items()}
+    y_lines = ss2d_scan(**lines, directions=k, layout="lines")
+    torch.testing.assert_close(y_lines, y, rtol=1e-12, atol=1e-12)
+    got = dict(zip(names, torch.autograd.grad((y_lines * dy).sum(), list(lines.values()))))
+    for n in names:
+        torch.testing.assert_close(got[n], expected[n], rtol=1e-12, atol=1e-12, msg=n)
+    be = get_backend("ref")
+    args = [t.detach() for t in lines.values()]
+    torch.testing.assert_close(composed_ss2d_fwd(be, *args, k, layout="lines"), y.detach())
+    composed_grads = composed_ss2d_bwd(be, dy, *args, k, layout="lines")
+    for n, g in zip(names, composed_grads):
+        torch.testing.assert_close(g, expected[n], msg=n)
+    with pytest.raises(ValueError, match="layout must be one of"):
+        ss2d_scan(**lines, directions=k, layout="columns")
+
+
 def test_optional_d_and_bias_and_fp32():
     inputs = make_inputs(1, 4, 3, 3, 2, 4, dtype=torch.float32)
     inputs["D"] = inputs["delta_bias"] = None
@@ -78,7 +108,9 @@ def test_flops_and_opcheck():
         ss2d_scan(**inputs).sum().backward()
     counts = {str(key): v for key, v in counter.get_flop_counts()["Global"].items()}
     assert counts["geomamba.ss2d_scan"] == 9 * b * k * d * h * w * n
-    result = torch.library.opcheck(torch.ops.geomamba.ss2d_scan.default, (*inputs.values(), k, "ref"))
+    result = torch.library.opcheck(
+        torch.ops.geomamba.ss2d_scan.default, (*inputs.values(), k, "ref", "image")
+    )
     assert set(result.values()) == {"SUCCESS"}
 
 

@@ -259,21 +259,30 @@ def _ss2d_reference(ins, k):
     return cross_merge(ys.view(batch, k, dm, length), h, w), r
 
 
-def _ss2d_case(batch, dm, h, w, n, k, dtype, options=None):
+def _ss2d_case(batch, dm, h, w, n, k, dtype, options=None, layout="image"):
+    """Fused forward and backward against the float64 reference; ``layout="lines"``: delta/B/C given (and
+    their gradients expected) in the "lines" layout."""
+    from geomamba.ops.cross_scan import to_line_order
     from geomamba.ops.triton import ss2d_bwd, ss2d_fwd
 
     ins = _ss2d_inputs(batch, dm, h, w, n, k, dtype)
     y_ref, r = _ss2d_reference(ins, k)
     dy = torch.randn_like(y_ref).to(dtype).double()
     (y_ref * dy).sum().backward()
+    expect = [leaf.grad for leaf in r]
+    if layout == "lines":
+        for i in (1, 3, 4):
+            ins[i], expect[i] = to_line_order(ins[i], h, w).contiguous(), to_line_order(expect[i], h, w)
     x = ins[0]
-    y = ss2d_fwd(*ins, k, options=options)
+    y = ss2d_fwd(*ins, k, options=options, layout=layout)
     assert y.dtype == dtype and y.shape == x.shape
     errs = {"y": _rel(y, y_ref)}
-    grads = ss2d_bwd(dy.to(dtype), *ins, k, options=options)
-    for name, g, t, leaf in zip(["x", "delta", "A", "B", "C", "D", "delta_bias"], grads, ins, r, strict=True):
+    grads = ss2d_bwd(dy.to(dtype), *ins, k, options=options, layout=layout)
+    for name, g, t, e in zip(
+        ["x", "delta", "A", "B", "C", "D", "delta_bias"], grads, ins, expect, strict=True
+    ):
         assert g.dtype == t.dtype and g.shape == t.shape, name
-        errs["d" + name] = _rel(g, leaf.grad)
+        errs["d" + name] = _rel(g, e)
     bad = {k: v for k, v in errs.items() if not v < _tol(dtype)}
     assert not bad, f"relative errors over {_tol(dtype)}: {bad}"
     return ins, dy, y, grads
@@ -304,6 +313,36 @@ def test_fused_ss2d_matches_reference_and_composed(n, k, dtype, h, w, batch):
     }
     bad = {name: v for name, v in errs.items() if not v < _tol(DTYPES[dtype])}
     assert not bad, f"fused vs composed Triton, relative errors: {bad}"
+
+
+@pytest.mark.parametrize(
+    ("k", "dtype", "h", "w", "batch", "options"),
+    [
+        (4, "fp32", 13, 9, 2, None),  # odd map, default options for "lines": every direction a row scan
+        (4, "bf16", 64, 64, 2, None),
+        (4, "bf16", 32, 32, 3, None),
+        (2, "bf16", 16, 48, 1, None),
+        (4, "bf16", 16, 16, 2, dict(col_copy=True)),  # partial-sum dB/dC
+        (4, "fp32", 13, 9, 1, dict(col_t3=False)),  # the gathering kernels: converted to image order
+    ],
+)
+def test_fused_ss2d_lines_layout(k, dtype, h, w, batch, options):
+    """delta/B/C in the "lines" layout (what SS2DCore gives on CUDA) against the reference, and against the
+    composed Triton path reading the same layout."""
+    from geomamba.ops.ss2d_scan import composed_ss2d_bwd, composed_ss2d_fwd
+    from geomamba.ops.triton import SS2DOptions
+    from geomamba.ops.triton.route import _triton_backend
+
+    opts = None if options is None else SS2DOptions(**options)
+    ins, dy, y, grads = _ss2d_case(batch, 8, h, w, 1, k, DTYPES[dtype], options=opts, layout="lines")
+    be = _triton_backend()
+    y_c = composed_ss2d_fwd(be, *ins, k, layout="lines")
+    g_c = composed_ss2d_bwd(be, dy.to(y.dtype), *ins, k, layout="lines")
+    errs = {"y": _rel(y, y_c)} | {
+        f"d{i}": _rel(a, b) for i, (a, b) in enumerate(zip(grads, g_c, strict=True))
+    }
+    bad = {name: v for name, v in errs.items() if not v < _tol(DTYPES[dtype])}
+    assert not bad, f"fused vs composed Triton (lines), relative errors: {bad}"
 
 
 _T3_BWD = pytest.mark.xfail(

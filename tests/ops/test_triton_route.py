@@ -56,10 +56,14 @@ def test_routed_entry_points_call_the_chosen_path(monkeypatch):
 
     ss2d_scan_mod = importlib.import_module("geomamba.ops.ss2d_scan")  # the module, not the function
     calls = []
-    monkeypatch.setattr(route, "ss2d_fwd", lambda *a: calls.append("fused_fwd"))
-    monkeypatch.setattr(route, "ss2d_bwd", lambda *a: calls.append("fused_bwd"))
-    monkeypatch.setattr(ss2d_scan_mod, "composed_ss2d_fwd", lambda be, *a: calls.append(("fwd", be.name)))
-    monkeypatch.setattr(ss2d_scan_mod, "composed_ss2d_bwd", lambda be, *a: calls.append(("bwd", be.name)))
+    monkeypatch.setattr(route, "ss2d_fwd", lambda *a, **kw: calls.append("fused_fwd"))
+    monkeypatch.setattr(route, "ss2d_bwd", lambda *a, **kw: calls.append("fused_bwd"))
+    monkeypatch.setattr(
+        ss2d_scan_mod, "composed_ss2d_fwd", lambda be, *a, **kw: calls.append(("fwd", be.name))
+    )
+    monkeypatch.setattr(
+        ss2d_scan_mod, "composed_ss2d_bwd", lambda be, *a, **kw: calls.append(("bwd", be.name))
+    )
     monkeypatch.setattr(route, "_triton_backend", lambda: type("B", (), {"name": "triton"})())
     x = torch.zeros(1, 2, 8, 8)
     A1, A16 = torch.zeros(8, 1), torch.zeros(8, 16)

@@ -19,9 +19,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import LayerNorm
 
+from geomamba.ops.cross_scan import to_line_order
 from geomamba.ops.ss2d_scan import memory_format_of, ss2d_scan
 
-__all__ = ["SS2D", "SS2DCore", "contiguous_keep_grad_format"]
+__all__ = ["CUDA_SCAN_LAYOUT", "SS2D", "SS2DCore", "contiguous_keep_grad_format"]
+
+# The layout of delta/B/C that SS2DCore hands ss2d_scan on CUDA: "lines" (the column-major directions
+# column-major, read as rows by the fused kernels) or "image" (the layout before; benchmarks set it to
+# compare the two: bench/layer_profile_gpu.py --layout).
+CUDA_SCAN_LAYOUT = "lines"
 
 
 class _ContiguousKeepGradFormat(torch.autograd.Function):
@@ -115,6 +121,7 @@ class SS2DCore(nn.Module):
         sdt = torch.float64 if self.A_logs.dtype == torch.float64 else torch.float32
         bias = self.dt_projs_bias.to(sdt)
         w_x = self.x_proj_weight.to(x.dtype).reshape(-1, d)
+        layout = "image"
         if x.device.type == "cpu":
             # The reference backend's image-layout scan reads x and delta channels-last, as they are: x
             # (channels-last from the convolutions) is not copied, delta is laid out (B, K, L, D) in memory
@@ -138,9 +145,17 @@ class SS2DCore(nn.Module):
             # One copy at most (x arrives channels-last from a conv on a permuted map), then every tensor
             # the scan reads is made contiguous by its matmul: einsum would copy x for its bmm and return
             # delta (K times the size of x) as a strided view that the scan kernels copy again.
+            # The projections' outputs are put in the "lines" layout (the column-major directions'
+            # positions column-major): a transpose of the R + 2N projected rows only, after which dt_proj
+            # writes delta so and the fused kernels read every direction's delta/B/C as rows and return
+            # their gradients so (no transposed copies of delta or of its gradient; ops.ss2d_scan).
             x = contiguous_keep_grad_format(x)
             x_dbl = torch.matmul(w_x, x.view(b, d, h * w))
-            dts, bs, cs = torch.split(x_dbl.view(b, k, r + 2 * n, h * w), [r, n, n], dim=2)
+            layout = CUDA_SCAN_LAYOUT
+            x_dbl = x_dbl.view(b, k, r + 2 * n, h * w)
+            if layout == "lines":
+                x_dbl = to_line_order(x_dbl, h, w)
+            dts, bs, cs = torch.split(x_dbl, [r, n, n], dim=2)
             dts = torch.matmul(self.dt_projs_weight.to(dts.dtype), dts)  # (K, D, R) @ (B, K, R, L)
         return ss2d_scan(
             x,
@@ -152,6 +167,7 @@ class SS2DCore(nn.Module):
             None if bias is None else bias.reshape(-1),
             k,
             self.backend,
+            layout,
         )
 
 

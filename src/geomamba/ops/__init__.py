@@ -5,7 +5,14 @@
 variable ``GEOMAMBA_SCAN_BACKEND``), see :mod:`geomamba.ops.selective_scan`.
 """
 
-from geomamba.ops.cross_scan import cross_merge, cross_scan, from_scan_order, to_scan_order
+from geomamba.ops.cross_scan import (
+    cross_merge,
+    cross_scan,
+    from_line_order,
+    from_scan_order,
+    to_line_order,
+    to_scan_order,
+)
 from geomamba.ops.selective_scan import (
     BackendUnavailableError,
     available_backends,
@@ -19,9 +26,11 @@ __all__ = [
     "available_backends",
     "cross_merge",
     "cross_scan",
+    "from_line_order",
     "from_scan_order",
     "register_backend",
     "selective_scan",
     "ss2d_scan",
+    "to_line_order",
     "to_scan_order",
 ]

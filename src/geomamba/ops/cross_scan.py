@@ -10,6 +10,10 @@ column-major reversed; K=2 uses the first two, K=1 row-major only.
 * ``to_scan_order(t: (B, K, C, H*W), h, w)`` reorders slice k, given in image (row-major) order, into
   direction k's order; ``from_scan_order`` is its inverse. ``cross_scan(x)`` is ``to_scan_order`` of x
   repeated K times and ``cross_merge(y)`` is ``from_scan_order(y).sum(1)``.
+* ``to_line_order(t: (B, K, C, H*W), h, w)`` reorders slice k, given in image order, into the line order
+  of direction k without its reversal: row-major for k = 0, 2 (unchanged), column-major for k = 1, 3
+  (transposed). ``from_line_order`` is its inverse. The fused SS2D kernels read per-direction inputs in
+  this ``"lines"`` layout as contiguous rows (``geomamba.ops.ss2d_scan``, ``layout="lines"``).
 
 Plain PyTorch indexing (transpose / flip); autograd provides the backward.
 """
@@ -19,7 +23,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["cross_merge", "cross_scan", "from_scan_order", "to_scan_order"]
+__all__ = [
+    "cross_merge",
+    "cross_scan",
+    "from_line_order",
+    "from_scan_order",
+    "to_line_order",
+    "to_scan_order",
+]
 
 
 def _check_directions(directions: int) -> None:
@@ -90,3 +101,24 @@ def from_scan_order(t: Tensor, h: int, w: int) -> Tensor:
         parts.append(t[:, 2].flip(-1))
         parts.append(_transpose_seq(t[:, 3].flip(-1), w, h))
     return torch.stack(parts, dim=1)
+
+
+def _odd_transposed(t: Tensor, rows: int, cols: int) -> Tensor:
+    k = t.shape[1]
+    if k == 1:
+        return t
+    parts = [t[:, j] if j % 2 == 0 else _transpose_seq(t[:, j], rows, cols) for j in range(k)]
+    return torch.stack(parts, dim=1)
+
+
+def to_line_order(t: Tensor, h: int, w: int) -> Tensor:
+    """``(B, K, C, H*W)`` in image order -> slice k in direction k's line order, not reversed: slices 0
+    and 2 unchanged (row-major), slices 1 and 3 column-major (same shape)."""
+    _check_seq("to_line_order", t, h, w)
+    return _odd_transposed(t, h, w)
+
+
+def from_line_order(t: Tensor, h: int, w: int) -> Tensor:
+    """Inverse of :func:`to_line_order`: slice k in direction k's line order -> image order."""
+    _check_seq("from_line_order", t, h, w)
+    return _odd_transposed(t, w, h)

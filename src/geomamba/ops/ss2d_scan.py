@@ -1,11 +1,16 @@
 """``ss2d_scan``: the SS2D scan on the image layout, as the custom op ``geomamba::ss2d_scan``.
 
-``ss2d_scan(x, delta, A, B, C, D=None, delta_bias=None, directions=4, backend="auto") -> y``
+``ss2d_scan(x, delta, A, B, C, D=None, delta_bias=None, directions=4, backend="auto", layout="image") -> y``
 
 * x ``(batch, D, H, W)``: the map, shared by all K = ``directions`` scans (never copied K times by a
   fused backend);
 * delta ``(batch, K, D, H*W)`` and B, C ``(batch, K, N, H*W)``: per direction, in IMAGE (row-major
-  pixel) order: x_proj / dt_proj are pointwise, so they are computed on the image layout;
+  pixel) order (``layout="image"``): x_proj / dt_proj are pointwise, so they are computed on the image
+  layout; or with ``layout="lines"`` slices 1 and 3 (the column-major directions) column-major instead
+  (``cross_scan.to_line_order``; the reversal is never stored). A pointwise projection writes either
+  layout at the same cost, and the fused Triton kernels read ``"lines"`` as contiguous rows (no
+  transposed copies of delta/B/C, none of their gradients); the gradients come back in the inputs'
+  layout. Backends that read only ``"image"`` get converted inputs;
 * A ``(K*D, N)``; D and delta_bias ``(K*D,)`` (direction k owns rows ``k*D .. k*D + D - 1``);
 * y ``(batch, D, H, W)`` in x's dtype and memory format (channels-last for a channels-last x) = sum
   over k of the selective scan (softplus on delta + bias) run in direction k's order (0 row-major,
@@ -29,45 +34,78 @@ import torch
 from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
-from geomamba.ops.cross_scan import cross_merge, cross_scan, from_scan_order, to_scan_order
+from geomamba.ops.cross_scan import (
+    cross_merge,
+    cross_scan,
+    from_line_order,
+    from_scan_order,
+    to_line_order,
+    to_scan_order,
+)
 from geomamba.ops.selective_scan import check_scan_args
 from geomamba.ops.selective_scan._backends import Backend, resolve_backend
 from geomamba.ops.selective_scan._op import scan_flops
 
-__all__ = ["composed_ss2d_bwd", "composed_ss2d_fwd", "ss2d_scan"]
+__all__ = ["LAYOUTS", "composed_ss2d_bwd", "composed_ss2d_fwd", "ss2d_scan"]
 
 
-def _scan_inputs(x, delta, B, C, directions):
+LAYOUTS = ("image", "lines")
+
+
+def _to_scan(t, h, w, layout):
+    """Per-direction tensor in ``layout`` -> scan order (``"lines"``: only the reversed ones change)."""
+    if layout == "image":
+        return to_scan_order(t, h, w)
+    return t if t.shape[1] < 4 else torch.cat([t[:, :2], t[:, 2:].flip(-1)], dim=1)
+
+
+def _from_scan(t, h, w, layout):
+    """Inverse of :func:`_to_scan`."""
+    return from_scan_order(t, h, w) if layout == "image" else _to_scan(t, h, w, layout)
+
+
+def _scan_inputs(x, delta, B, C, directions, layout):
     b, d, h, w = x.shape
     k, length = directions, h * w
     xs = cross_scan(x, k).reshape(b, k * d, length)
-    ds = to_scan_order(delta, h, w).reshape(b, k * d, length)
-    return xs, ds, to_scan_order(B, h, w), to_scan_order(C, h, w)
+    ds = _to_scan(delta, h, w, layout).reshape(b, k * d, length)
+    return xs, ds, _to_scan(B, h, w, layout), _to_scan(C, h, w, layout)
 
 
-def composed_ss2d_fwd(be: Backend, x, delta, A, B, C, D, delta_bias, directions):
-    """SS2D forward as reorder + ``be.fwd`` + cross_merge."""
+def composed_ss2d_fwd(be: Backend, x, delta, A, B, C, D, delta_bias, directions, layout="image"):
+    """SS2D forward as reorder + ``be.fwd`` + cross_merge (delta/B/C in ``layout``)."""
     b, d, h, w = x.shape
-    xs, ds, Bs, Cs = _scan_inputs(x, delta, B, C, directions)
+    xs, ds, Bs, Cs = _scan_inputs(x, delta, B, C, directions, layout)
     y, _ = be.fwd(xs, ds, A, Bs, Cs, D, None, delta_bias, True)
     return cross_merge(y.view(b, directions, d, h * w), h, w)
 
 
-def composed_ss2d_bwd(be: Backend, dy, x, delta, A, B, C, D, delta_bias, directions):
+def composed_ss2d_bwd(be: Backend, dy, x, delta, A, B, C, D, delta_bias, directions, layout="image"):
     """SS2D backward as the adjoint of :func:`composed_ss2d_fwd`:
-    ``(dx, ddelta, dA, dB, dC, dD, ddelta_bias)``."""
+    ``(dx, ddelta, dA, dB, dC, dD, ddelta_bias)``, ddelta/dB/dC in ``layout``."""
     b, d, h, w = x.shape
     k, length = directions, h * w
-    xs, ds, Bs, Cs = _scan_inputs(x, delta, B, C, directions)
+    xs, ds, Bs, Cs = _scan_inputs(x, delta, B, C, directions, layout)
     dys = cross_scan(dy, k).reshape(b, k * d, length)
     du, dds, dA, dBs, dCs, dD, _, dbias = be.bwd(dys, xs, ds, A, Bs, Cs, D, None, delta_bias, True, None)
     dx = cross_merge(du.view(b, k, d, length), h, w)
-    ddelta = from_scan_order(dds.view(b, k, d, length), h, w)
-    return dx, ddelta, dA, from_scan_order(dBs, h, w), from_scan_order(dCs, h, w), dD, dbias
+    ddelta = _from_scan(dds.view(b, k, d, length), h, w, layout)
+    return dx, ddelta, dA, _from_scan(dBs, h, w, layout), _from_scan(dCs, h, w, layout), dD, dbias
 
 
 def _c(t: Optional[Tensor]) -> Optional[Tensor]:
     return None if t is None else t.contiguous()
+
+
+def _native_layout(be: Backend, layout: str, x: Tensor, delta: Tensor, B: Tensor, C: Tensor):
+    """``(delta, B, C, keyword args)`` for ``be``'s SS2D pair: ``layout`` if the pair reads it, else the
+    inputs converted to ``"image"``."""
+    if layout == "image":
+        return delta, B, C, {}
+    if layout in be.ss2d_layouts:
+        return delta, B, C, {"layout": layout}
+    h, w = x.shape[-2:]
+    return (*(from_line_order(t, h, w) for t in (delta, B, C)), {})
 
 
 def memory_format_of(x: Tensor) -> torch.memory_format:
@@ -89,18 +127,22 @@ def _ss2d_fwd(
     delta_bias: Optional[Tensor],
     directions: int,
     backend: str,
+    layout: str,
 ) -> Tensor:
     be = resolve_backend(backend, x.device, x.dtype)
-    if be.ss2d_fwd is not None and be.ss2d_strided:
-        y = be.ss2d_fwd(x, delta, _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
-    else:
+    if be.ss2d_fwd is None:
         args = (_c(x), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
-        y = be.ss2d_fwd(*args) if be.ss2d_fwd is not None else composed_ss2d_fwd(be, *args)
+        y = composed_ss2d_fwd(be, *args, layout=layout)
+    else:
+        delta, B, C, kw = _native_layout(be, layout, x, delta, B, C)
+        if not be.ss2d_strided:
+            x, delta = x.contiguous(), delta.contiguous()
+        y = be.ss2d_fwd(x, delta, _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions, **kw)
     return y.contiguous(memory_format=memory_format_of(x))
 
 
 @_ss2d_fwd.register_fake
-def _ss2d_fwd_fake(x, delta, A, B, C, D, delta_bias, directions, backend):
+def _ss2d_fwd_fake(x, delta, A, B, C, D, delta_bias, directions, backend, layout):
     return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
 
 
@@ -116,25 +158,43 @@ def _ss2d_bwd(
     delta_bias: Optional[Tensor],
     directions: int,
     backend: str,
+    layout: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
     """``(dx, ddelta, dA, dB, dC, dD, ddelta_bias)``; an empty tensor stands for None."""
     be = resolve_backend(backend, x.device, x.dtype)
-    args = (_c(dy), _c(x), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
-    grads = be.ss2d_bwd(*args) if be.ss2d_bwd is not None else composed_ss2d_bwd(be, *args)
+    if be.ss2d_bwd is None:
+        args = (_c(dy), _c(x), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
+        grads = composed_ss2d_bwd(be, *args, layout=layout)
+    else:
+        dl, Bi, Ci, kw = _native_layout(be, layout, x, delta, B, C)
+        args = (_c(dy), _c(x), _c(dl), _c(A), _c(Bi), _c(Ci), _c(D), _c(delta_bias), directions)
+        grads = be.ss2d_bwd(*args, **kw)
+        if layout != "image" and not kw:  # converted to image order: gradients back to the layout
+            h, w = x.shape[-2:]
+            dx, ddelta, dA, dB, dC, dD, dbias = grads
+            grads = (
+                dx,
+                to_line_order(ddelta, h, w),
+                dA,
+                to_line_order(dB, h, w),
+                to_line_order(dC, h, w),
+                dD,
+                dbias,
+            )
     return tuple(x.new_empty(0) if g is None else g.contiguous() for g in grads)
 
 
 @_ss2d_bwd.register_fake
-def _ss2d_bwd_fake(dy, x, delta, A, B, C, D, delta_bias, directions, backend):
+def _ss2d_bwd_fake(dy, x, delta, A, B, C, D, delta_bias, directions, backend, layout):
     return tuple(
         x.new_empty(0) if t is None else t.new_empty(t.shape) for t in (x, delta, A, B, C, D, delta_bias)
     )
 
 
 def _setup_context(ctx, inputs, output):
-    x, delta, A, B, C, D, delta_bias, directions, backend = inputs
+    x, delta, A, B, C, D, delta_bias, directions, backend, layout = inputs
     ctx.save_for_backward(x, delta, A, B, C, D, delta_bias)
-    ctx.directions, ctx.backend = directions, backend
+    ctx.directions, ctx.backend, ctx.layout = directions, backend, layout
 
 
 def _backward(ctx, dy):
@@ -142,10 +202,10 @@ def _backward(ctx, dy):
     if dy.is_cuda:  # as the forward's inputs (see ss2d_scan): a copy torch.compile fuses into dy's producer
         dy = dy.contiguous()
     grads = torch.ops.geomamba.ss2d_scan_bwd(
-        dy, x, delta, A, B, C, D, delta_bias, ctx.directions, ctx.backend
+        dy, x, delta, A, B, C, D, delta_bias, ctx.directions, ctx.backend, ctx.layout
     )
     present = (x, delta, A, B, C, D, delta_bias)
-    return (*(None if t is None else g for g, t in zip(grads, present)), None, None)
+    return (*(None if t is None else g for g, t in zip(grads, present)), None, None, None)
 
 
 _ss2d_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -173,11 +233,16 @@ def ss2d_scan(
     delta_bias: Optional[Tensor] = None,
     directions: int = 4,
     backend: str = "auto",
+    layout: str = "image",
 ) -> Tensor:
-    """The K-direction SS2D scan on the image layout (see the module docstring); differentiable."""
+    """The K-direction SS2D scan on the image layout (see the module docstring); differentiable.
+    ``layout``: how delta/B/C hold each direction, ``"image"`` or ``"lines"`` (column-major directions
+    column-major)."""
     where = "ss2d_scan"
     if directions not in (1, 2, 4):
         raise ValueError(f"{where}: directions must be 1, 2 or 4, got {directions!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"{where}: layout must be one of {LAYOUTS}, got {layout!r}")
     if not isinstance(x, Tensor) or x.dim() != 4:
         raise ValueError(f"{where}: x must have shape (batch, D, H, W), got {getattr(x, 'shape', type(x))}")
     b, d, h, w = x.shape
@@ -214,4 +279,6 @@ def ss2d_scan(
         # (B and C are slices of one projection) is copied by torch.compile's generated code, fused with
         # its producer, instead of by a strided copy inside the op; a no-op for contiguous tensors.
         x, delta, B, C = (t.contiguous() for t in (x, delta, B, C))
-    return torch.ops.geomamba.ss2d_scan(x, delta, A, B, C, D, delta_bias, int(directions), str(backend))
+    return torch.ops.geomamba.ss2d_scan(
+        x, delta, A, B, C, D, delta_bias, int(directions), str(backend), str(layout)
+    )

@@ -18,6 +18,8 @@ A backend is registered with :func:`register_backend` and provides
   -> (dx, ddelta, dA, dB, dC, dD, ddelta_bias)`` (see :func:`geomamba.ops.ss2d_scan`); a backend
   without them runs SS2D as reorder + its ``fwd``/``bwd`` + merge. With ``ss2d_strided=True`` the
   backend's ``ss2d_fwd`` takes x and delta with any strides (no ``contiguous`` copy before the call).
+  ``ss2d_layouts`` names the layouts of delta/B/C the pair reads (``"image"``, and ``"lines"`` when it
+  also takes the keyword ``layout="lines"``); the op converts other layouts to ``"image"`` for it.
 
 Choice (:func:`resolve_backend`): ``"auto"`` (or the ``GEOMAMBA_SCAN_BACKEND`` environment variable,
 which overrides ``"auto"`` only) takes the first of ``_PREFERENCE`` that is registered, available and
@@ -86,6 +88,7 @@ class Backend:
     ss2d_strided: bool = False
     fwd_states: Callable | None = None
     states_shape: Callable | None = None
+    ss2d_layouts: tuple[str, ...] = ("image",)
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -107,6 +110,7 @@ def register_backend(
     ss2d_strided: bool = False,
     fwd_states: Callable | None = None,
     states_shape: Callable | None = None,
+    ss2d_layouts: tuple[str, ...] = ("image",),
 ) -> Backend:
     """Add (or replace) backend ``name`` in the table and return its entry."""
     if not name or not isinstance(name, str) or name == "auto":
@@ -126,6 +130,7 @@ def register_backend(
         ss2d_strided=ss2d_strided,
         fwd_states=fwd_states,
         states_shape=states_shape,
+        ss2d_layouts=tuple(ss2d_layouts),
     )
     _BACKENDS[name] = entry
     return entry

@@ -73,6 +73,7 @@ def _register() -> bool:
         ss2d_bwd=ss2d_bwd_routed,
         fwd_states=functools.partial(selective_scan_fwd, return_states=True),
         states_shape=states_shape,
+        ss2d_layouts=("image", "lines"),
     )
     return True
 

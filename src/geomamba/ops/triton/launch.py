@@ -276,9 +276,9 @@ def selective_scan_fwd(
     opt, flags = optional_inputs(D, delta_bias, z, A32, u, delta_softplus)
     with _device_ctx(u):
         scan_fwd_kernel[(batch * n_db,)](
-            u, delta, A32, B, C, *opt, y, y, last, states if sc else last,
+            u, delta, A32, B, C, *opt, y, y, last, states if sc else last, y, y,
             dim, 1, groups, n, stride, length, 1, stride, n_db, states.shape[2] if sc else 0, TINY=tiny,
-            **flags, STORE_LAST=True, SS2D=False, SEQ_K=False, KC=1, COL_T3=False,
+            **flags, STORE_LAST=True, SS2D=False, SEQ_K=False, KC=1, COL_T3=False, COL_COPY=False,
             BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=1, TI_C=cfg.chunk, STAGES=cfg.num_stages, SC=sc,
             num_warps=cfg.num_warps,
         )  # fmt: skip

@@ -65,19 +65,21 @@ def _triton_backend():
     return get_backend("triton")
 
 
-def ss2d_fwd_routed(x, delta, A, B, C, D=None, delta_bias=None, directions=4):
+def ss2d_fwd_routed(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, layout="image"):
     """The backend's SS2D forward: fused kernels or the composed path, by :func:`fused_ss2d`."""
     if fused_ss2d(x.shape[-2], x.shape[-1], A.shape[-1], backward=False):
-        return ss2d_fwd(x, delta, A, B, C, D, delta_bias, directions)
+        return ss2d_fwd(x, delta, A, B, C, D, delta_bias, directions, layout=layout)
     from geomamba.ops.ss2d_scan import composed_ss2d_fwd
 
-    return composed_ss2d_fwd(_triton_backend(), x, delta, A, B, C, D, delta_bias, directions)
+    return composed_ss2d_fwd(_triton_backend(), x, delta, A, B, C, D, delta_bias, directions, layout=layout)
 
 
-def ss2d_bwd_routed(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4):
+def ss2d_bwd_routed(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, layout="image"):
     """The backend's SS2D backward: fused kernels or the composed path, by :func:`fused_ss2d`."""
     if fused_ss2d(x.shape[-2], x.shape[-1], A.shape[-1], backward=True):
-        return ss2d_bwd(dy, x, delta, A, B, C, D, delta_bias, directions)
+        return ss2d_bwd(dy, x, delta, A, B, C, D, delta_bias, directions, layout=layout)
     from geomamba.ops.ss2d_scan import composed_ss2d_bwd
 
-    return composed_ss2d_bwd(_triton_backend(), dy, x, delta, A, B, C, D, delta_bias, directions)
+    return composed_ss2d_bwd(
+        _triton_backend(), dy, x, delta, A, B, C, D, delta_bias, directions, layout=layout
+    )

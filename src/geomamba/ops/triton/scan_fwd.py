@@ -146,10 +146,10 @@ def _fwd_dir(
 @triton.jit(do_not_specialize=["Lv"])
 def scan_fwd_kernel(
     x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr, st_ptr,
-    Dm, K, G, N, L, Lv, H, W, n_dblocks, NSC,
+    xT_ptr, accT_ptr, Dm, K, G, N, L, Lv, H, W, n_dblocks, NSC,
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
     SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, SS2D: tl.constexpr, SEQ_K: tl.constexpr,
-    KC: tl.constexpr, COL_T3: tl.constexpr,
+    KC: tl.constexpr, COL_T3: tl.constexpr, COL_COPY: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr, TO_C: tl.constexpr, TI_C: tl.constexpr,
     STAGES: tl.constexpr, SC: tl.constexpr = 0,
 ):  # fmt: skip
@@ -161,6 +161,11 @@ def scan_fwd_kernel(
     ``SEQ_K = False``: grid ``batch * n_dblocks * K`` (k fastest), y merged by atomic adds into the fp32
     ``acc`` when K > 1 (else stored into y). ``SEQ_K = True``: grid ``batch * n_dblocks``, the program
     runs the ``KC`` (= K, constexpr) directions in turn through ``acc`` and the last one writes y.
+
+    ``COL_COPY`` (SS2D, ``SEQ_K``, K = 2 or 4): delta/B/C in the ``"lines"`` layout (directions 1 and 3
+    column-major) and ``xT`` ``(batch, Dm, W, H)`` (x transposed by the launcher), so every direction is a
+    flat, coalesced row scan: the row directions accumulate into ``acc`` (image order, fp32), the column
+    ones into ``accT`` (column-major, fp32), and the launcher writes ``y = acc + accT^T``.
 
     ``SC > 0`` (plain scan only): also write the state after every ``SC``-th position into ``st_ptr``
     ``(batch, Dm, NSC, N)`` fp32 (entry j: after position ``(j + 1) * SC - 1``; ``NSC = cdiv(L, SC) - 1``):
@@ -184,6 +189,29 @@ def scan_fwd_kernel(
             TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, 0, False, False, False, BD, NP, 1, CH, STAGES,
             st_ptr, NSC, SC,
         )  # fmt: skip
+    elif SEQ_K and COL_COPY:
+        _fwd_dir(
+            x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
+            b, 0, d0, g, Dm, K, G, N, L, Lv, H, W,
+            TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, False, False, False, BD, NP, 1, CH, STAGES,
+        )  # fmt: skip
+        _fwd_dir(
+            xT_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, accT_ptr, last_ptr,
+            b, 1, d0, g, Dm, K, G, N, L, Lv, W, H,
+            TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, False, False, False, BD, NP, 1, CH, STAGES,
+        )  # fmt: skip
+        if KC == 4:
+            tl.debug_barrier()
+            _fwd_dir(
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
+                b, 2, d0, g, Dm, K, G, N, L, Lv, H, W,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, False, False, True, BD, NP, 1, CH, STAGES,
+            )  # fmt: skip
+            _fwd_dir(
+                xT_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, accT_ptr, last_ptr,
+                b, 3, d0, g, Dm, K, G, N, L, Lv, W, H,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, False, False, True, BD, NP, 1, CH, STAGES,
+            )  # fmt: skip
     elif SEQ_K:
         if KC == 1:
             _fwd_dir(

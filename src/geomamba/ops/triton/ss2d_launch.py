@@ -1,7 +1,9 @@
 """Python launchers of the fused SS2D kernels: ``ss2d_fwd`` / ``ss2d_bwd`` and their options.
 
 Shapes: x ``(batch, Dm, H, W)``; delta ``(batch, K, Dm, H*W)`` and B, C ``(batch, K, N, H*W)`` in image
-(row-major) order; A ``(K*Dm, N)``; D, delta_bias ``(K*Dm,)``. State and accumulation are fp32 whatever
+(row-major) order (``layout="image"``) or with directions 1 and 3 column-major (``layout="lines"``, see
+``geomamba.ops.cross_scan.to_line_order``; the gradients come back in the same layout); A ``(K*Dm, N)``;
+D, delta_bias ``(K*Dm,)``. State and accumulation are fp32 whatever
 the input dtype; outputs and gradients take their input's dtype. The kernels are those of the plain scan
 (``scan_fwd.py``, ``scan_bwd.py``) with ``SS2D=True``.
 """
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
+from geomamba.ops.cross_scan import from_line_order, to_line_order
 from geomamba.ops.triton.copy import strided_copy_, transposed
 from geomamba.ops.triton.launch import (
     _check,
@@ -46,10 +49,12 @@ class SS2DOptions:
     ``columns``: most image columns per column-major chunk (0 = as many as fill the chunk). ``seq_k``:
     one program runs the K directions in turn and merges y / dx with plain loads and stores (False: one
     program per direction, fp32 atomics). ``dbc_atomic``: dB/dC by atomics (False: per-block partial
-    sums, summed by the launcher). ``col_copy`` (backward, with ``seq_k``): the launcher transposes x, dy
-    and the column-major directions' delta/B/C into their scan order first, so the kernel scans every
-    direction as coalesced rows, and transposes ddelta/dB/dC/dx of those directions back (``col_t3`` and
-    ``columns`` are then unused).
+    sums, summed by the launcher). ``col_copy`` (with ``seq_k``): the kernel scans every direction as
+    coalesced rows of the ``"lines"`` layout: the launcher transposes x (and dy) into the column-major
+    order, and for ``layout="image"`` inputs also the column-major directions' delta/B/C (and their
+    gradients back); the column-major directions' y / dx are merged back by one transposed add
+    (``col_t3`` and ``columns`` are then unused). A kernel that does not read the caller's layout gets
+    converted inputs (``cross_scan.to_line_order`` / ``from_line_order``).
 
     Defaults per phase: ``SS2D_DEFAULTS``. On an H100 (triton 3.6) the transposed tiles gave wrong
     BACKWARD gradients for some tiles (e.g. (rows, TO, TI) = (4, 4, 32) with 2 warps, (2, 16, 32) with
@@ -76,6 +81,9 @@ SS2D_DEFAULTS = {
     "forward": SS2DOptions(col_t3=True),
     "backward": SS2DOptions(col_t3=False),
     "backward_large": SS2DOptions(col_copy=True, dbc_atomic=True),
+    # inputs in the "lines" layout: every direction a row scan, only x / dy transposed (and y / dx back)
+    "forward_lines": SS2DOptions(col_copy=True),
+    "backward_lines": SS2DOptions(col_copy=True, dbc_atomic=True),
 }
 COL_COPY_MIN_PIXELS = 1024
 # While a CUDA graph is captured (the compiled training step under ``reduce-overhead``) a replay pays no
@@ -85,10 +93,13 @@ COL_COPY_MIN_PIXELS = 1024
 COL_COPY_MIN_PIXELS_CAPTURED = 256
 
 
-def backward_options(x: torch.Tensor) -> SS2DOptions:
-    """The backward's default options for the map ``x (batch, D, H, W)``: ``SS2D_DEFAULTS["backward_large"]``
-    (transposed copies) from ``COL_COPY_MIN_PIXELS`` pixels up, or from ``COL_COPY_MIN_PIXELS_CAPTURED``
-    while the current CUDA stream is capturing a graph; ``SS2D_DEFAULTS["backward"]`` (gather) below."""
+def backward_options(x: torch.Tensor, layout: str = "image") -> SS2DOptions:
+    """The backward's default options for the map ``x (batch, D, H, W)``: ``SS2D_DEFAULTS["backward_lines"]``
+    for the ``"lines"`` layout; for ``"image"``, ``SS2D_DEFAULTS["backward_large"]`` (transposed copies)
+    from ``COL_COPY_MIN_PIXELS`` pixels up, or from ``COL_COPY_MIN_PIXELS_CAPTURED`` while the current CUDA
+    stream is capturing a graph, and ``SS2D_DEFAULTS["backward"]`` (gather) below."""
+    if layout == "lines":
+        return SS2D_DEFAULTS["backward_lines"]
     capturing = x.is_cuda and torch.cuda.is_current_stream_capturing()
     floor = COL_COPY_MIN_PIXELS_CAPTURED if capturing else COL_COPY_MIN_PIXELS
     return SS2D_DEFAULTS["backward_large" if x.shape[-2] * x.shape[-1] >= floor else "backward"]
@@ -124,8 +135,21 @@ def _from_col_order(dst, src, cols, h, w):
     strided_copy_(_dirs(dst, cols, h, w), _dirs(src, cols, w, h).transpose(-1, -2))
 
 
-def _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions):
+def _lines_kernel(opts, k):
+    """Whether the kernel reads the "lines" layout (column-major directions as rows) with ``opts``."""
+    return opts.col_copy and opts.seq_k and k > 1
+
+
+def _to_kernel_layout(layout, lines, h, w, *ts):
+    """delta/B/C from the caller's ``layout`` to the kernel's (``lines``: the "lines" layout)."""
+    if lines == (layout == "lines"):
+        return ts
+    return tuple((to_line_order if lines else from_line_order)(t, h, w) for t in ts)
+
+
+def _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions, layout="image"):
     _check(directions in (1, 2, 4), f"directions must be 1, 2 or 4, got {directions}")
+    _check(layout in ("image", "lines"), f"layout must be 'image' or 'lines', got {layout!r}")
     _check(x.dim() == 4, f"x must be (batch, D, H, W), got {tuple(x.shape)}")
     batch, dm, h, w = x.shape
     k, length = directions, h * w
@@ -154,11 +178,15 @@ def _ss2d_launch_geometry(n, dm, h, w, backward, config, opts):
     return npad, cfg, to_c, ti_c, nc_max
 
 
-def ss2d_fwd(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None):
+def ss2d_fwd(
+    x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None, layout="image"
+):
     """Fused SS2D scan: ``y (batch, Dm, H, W)`` in x.dtype, the K directional scans merged (summed)."""
-    batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions)
-    opts = options or SS2D_DEFAULTS["forward"]
+    batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions, layout)
+    opts = options or SS2D_DEFAULTS["forward_lines" if layout == "lines" else "forward"]
+    lines = _lines_kernel(opts, k)
     x, delta, B, C = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
+    delta, B, C = _to_kernel_layout(layout, lines, h, w, delta, B, C)
     A32 = A.detach().float().contiguous()
     y = torch.empty_like(x)
     if x.numel() == 0:
@@ -169,26 +197,42 @@ def ss2d_fwd(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config
         if atomic
         else (torch.empty(x.shape, device=x.device, dtype=torch.float32) if k > 1 else y)
     )
+    if lines:
+        xT, accT = transposed(x), torch.empty(batch, dm, w, h, device=x.device, dtype=torch.float32)
+    else:
+        xT = accT = x
     npad, cfg, to_c, ti_c, _ = _ss2d_launch_geometry(n, dm, h, w, False, config, opts)
     n_db = dm // cfg.bd
     progs = batch * n_db * (1 if opts.seq_k else k)
     opt, flags = optional_inputs(D, delta_bias, None, A32, x)
     with _device_ctx(x):
         scan_fwd_kernel[(progs,)](
-            x, delta, A32, B, C, *opt, y, acc, A32, A32,
+            x, delta, A32, B, C, *opt, y, acc, A32, A32, xT, accT,
             dm, k, 1, n, h * w, h * w, h, w, n_db, 0, TINY=False, **flags, STORE_LAST=False,
-            SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
+            SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3, COL_COPY=lines,
             BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
         )  # fmt: skip
+    if lines:
+        return strided_copy_(y, accT.transpose(-1, -2), add=acc)
     return acc.to(x.dtype) if atomic else y
 
 
-def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None):
-    """Backward of the fused SS2D scan: ``(dx, ddelta, dA, dB, dC, dD, ddelta_bias)``."""
-    batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions)
+def ss2d_bwd(
+    dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None, layout="image"
+):
+    """Backward of the fused SS2D scan: ``(dx, ddelta, dA, dB, dC, dD, ddelta_bias)``, ddelta/dB/dC in
+    ``layout``."""
+    batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions, layout)
     _check(dy.shape == x.shape, f"dy must have x's shape {tuple(x.shape)}, got {tuple(dy.shape)}")
-    opts = options or backward_options(x)
+    opts = options or backward_options(x, layout)
+    col_copy = _lines_kernel(opts, k)
+    # the kernel reads "lines" (col_copy) or "image"; col_copy on "image" inputs transposes the column
+    # directions itself (below); a gathering kernel on "lines" inputs gets them in image order
+    to_image = layout == "lines" and not col_copy and k > 1
+    native = col_copy and layout == "lines"
     x, delta, B, C, dy = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous(), dy.contiguous()
+    if to_image:
+        delta, B, C = _to_kernel_layout(layout, False, h, w, delta, B, C)
     A32 = A.detach().float().contiguous()
     dev, f32 = x.device, torch.float32
     atomic = k > 1 and not opts.seq_k
@@ -202,15 +246,17 @@ def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, co
     dC = torch.zeros(C.shape, device=dev, dtype=f32)
     dD = torch.zeros(k * dm, device=dev, dtype=f32) if D is not None else None
     dbias = torch.zeros(k * dm, device=dev, dtype=f32) if delta_bias is not None else None
-    col_copy = opts.col_copy and opts.seq_k and k > 1
     if col_copy:
         cols = [1, 3] if k == 4 else [1]  # (dxacc: fp32, as k > 1 and seq_k)
         accT = torch.empty(batch, dm, w, h, device=dev, dtype=f32)
         xT, dyT = transposed(x), transposed(dy)
-        deltaT, BT, CT = (_to_col_order(t, cols, h, w) for t in (delta, B, C))
-        ddeltaT = torch.empty_like(delta)
-        dBT = torch.zeros(B.shape, device=dev, dtype=f32)
-        dCT = torch.zeros(C.shape, device=dev, dtype=f32)
+        if native:  # the column directions' inputs and gradients are already column-major
+            deltaT, BT, CT, ddeltaT, dBT, dCT = delta, B, C, ddelta, dB, dC
+        else:
+            deltaT, BT, CT = (_to_col_order(t, cols, h, w) for t in (delta, B, C))
+            ddeltaT = torch.empty_like(delta)
+            dBT = torch.zeros(B.shape, device=dev, dtype=f32)
+            dCT = torch.zeros(C.shape, device=dev, dtype=f32)
     else:
         xT = deltaT = BT = CT = dyT = accT = ddeltaT = x
     if x.numel() > 0:
@@ -223,7 +269,7 @@ def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, co
             dBp = torch.empty(batch, k, n_db, n, h * w, device=dev, dtype=f32)
             dCp = torch.empty_like(dBp)
             if col_copy:
-                dBT, dCT = torch.empty_like(dBp), torch.empty_like(dBp)
+                dBT, dCT = (dBp, dCp) if native else (torch.empty_like(dBp), torch.empty_like(dBp))
         opt, flags = optional_inputs(D, delta_bias, None, A32, x)
         with _device_ctx(x):
             scan_bwd_kernel[(progs,)](
@@ -238,15 +284,18 @@ def ss2d_bwd(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, co
             )  # fmt: skip
         if partial:
             dB, dC = dBp.sum(2), dCp.sum(2)
-            if col_copy:
+            if col_copy and not native:
                 dBT, dCT = dBT.sum(2), dCT.sum(2)
         if atomic:
             dx = dxacc.to(x.dtype)
-        if col_copy:
+        if col_copy and not native:
             _from_col_order(ddelta, ddeltaT, cols, h, w)
             _from_col_order(dB, dBT, cols, h, w)
             _from_col_order(dC, dCT, cols, h, w)
+        if col_copy:
             strided_copy_(dx, accT.transpose(-1, -2), add=dxacc)
     else:
         ddelta.zero_()
+    if to_image:
+        ddelta, dB, dC = _to_kernel_layout("image", True, h, w, ddelta, dB, dC)
     return (dx, ddelta, *in_input_dtypes((dA, dB, dC, dD, dbias), (A, B, C, D, delta_bias)))
