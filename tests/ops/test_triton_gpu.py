@@ -539,27 +539,3 @@ def test_routing_module_is_the_registered_one():
     from geomamba.ops.selective_scan._backends import get_backend
 
     assert get_backend("triton").ss2d_fwd is route.ss2d_fwd_routed
-
-
-@pytest.mark.parametrize(("h", "w"), [(32, 32), (13, 9)])
-def test_line_order_op_eager_and_captured(h, w):
-    """geomamba::line_order on CUDA: PyTorch's copies eagerly, the tiled Triton transpose inside a CUDA
-    graph (as in the compiled layer); both equal to_line_order, and the inverse restores the input."""
-    from geomamba.ops.cross_scan import to_line_order
-    from geomamba.ops.line_order import line_order
-
-    t = torch.randn(3, 4, 18, h * w, device="cuda").to(torch.bfloat16)
-    ref = to_line_order(t, h, w)
-    assert torch.equal(line_order(t, h, w), ref)
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):  # warm-up (kernel compilation) outside the capture
-        line_order(line_order(t, h, w), h, w, inverse=True)
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        out = line_order(t, h, w)
-        back = line_order(out, h, w, inverse=True)
-    graph.replay()
-    torch.cuda.synchronize()
-    assert torch.equal(out, ref) and torch.equal(back, t)

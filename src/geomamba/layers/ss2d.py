@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import LayerNorm
 
-from geomamba.ops.line_order import line_order
+from geomamba.ops.cross_scan import to_line_order
 from geomamba.ops.ss2d_scan import memory_format_of, ss2d_scan
 
 __all__ = ["CUDA_SCAN_LAYOUT", "SS2D", "SS2DCore", "contiguous_keep_grad_format"]
@@ -154,7 +154,7 @@ class SS2DCore(nn.Module):
             layout = CUDA_SCAN_LAYOUT
             x_dbl = x_dbl.view(b, k, r + 2 * n, h * w)
             if layout == "lines":
-                x_dbl = line_order(x_dbl, h, w)  # (a custom op: inductor's transposes are slow here)
+                x_dbl = to_line_order(x_dbl, h, w)
             dts, bs, cs = torch.split(x_dbl, [r, n, n], dim=2)
             dts = torch.matmul(self.dt_projs_weight.to(dts.dtype), dts)  # (K, D, R) @ (B, K, R, L)
         return ss2d_scan(
