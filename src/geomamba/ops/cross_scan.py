@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "LAYOUTS",
     "cross_merge",
     "cross_scan",
     "from_line_order",
@@ -31,6 +32,9 @@ __all__ = [
     "to_line_order",
     "to_scan_order",
 ]
+
+# Layouts of the SS2D scan's per-direction tensors: image order, or "lines" (see to_line_order).
+LAYOUTS = ("image", "lines")
 
 
 def _check_directions(directions: int) -> None:

@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.utils.flop_counter import register_flop_formula
 
 from geomamba.ops.cross_scan import (
+    LAYOUTS,
     cross_merge,
     cross_scan,
     from_line_order,
@@ -46,10 +47,7 @@ from geomamba.ops.selective_scan import check_scan_args
 from geomamba.ops.selective_scan._backends import Backend, resolve_backend
 from geomamba.ops.selective_scan._op import scan_flops
 
-__all__ = ["LAYOUTS", "composed_ss2d_bwd", "composed_ss2d_fwd", "ss2d_scan"]
-
-
-LAYOUTS = ("image", "lines")
+__all__ = ["composed_ss2d_bwd", "composed_ss2d_fwd", "ss2d_scan"]
 
 
 def _to_scan(t, h, w, layout):
@@ -170,17 +168,8 @@ def _ss2d_bwd(
         args = (_c(dy), _c(x), _c(dl), _c(A), _c(Bi), _c(Ci), _c(D), _c(delta_bias), directions)
         grads = be.ss2d_bwd(*args, **kw)
         if layout != "image" and not kw:  # converted to image order: gradients back to the layout
-            h, w = x.shape[-2:]
-            dx, ddelta, dA, dB, dC, dD, dbias = grads
-            grads = (
-                dx,
-                to_line_order(ddelta, h, w),
-                dA,
-                to_line_order(dB, h, w),
-                to_line_order(dC, h, w),
-                dD,
-                dbias,
-            )
+            h, w = x.shape[-2:]  # (ddelta, dB, dC are grads 1, 3, 4)
+            grads = tuple(to_line_order(g, h, w) if i in (1, 3, 4) else g for i, g in enumerate(grads))
     return tuple(x.new_empty(0) if g is None else g.contiguous() for g in grads)
 
 

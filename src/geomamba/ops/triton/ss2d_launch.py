@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import triton
 
-from geomamba.ops.cross_scan import from_line_order, to_line_order
+from geomamba.ops.cross_scan import LAYOUTS, from_line_order, to_line_order
 from geomamba.ops.triton.copy import strided_copy_, transposed
 from geomamba.ops.triton.launch import (
     _check,
@@ -149,7 +149,7 @@ def _to_kernel_layout(layout, lines, h, w, *ts):
 
 def _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions, layout="image"):
     _check(directions in (1, 2, 4), f"directions must be 1, 2 or 4, got {directions}")
-    _check(layout in ("image", "lines"), f"layout must be 'image' or 'lines', got {layout!r}")
+    _check(layout in LAYOUTS, f"layout must be one of {LAYOUTS}, got {layout!r}")
     _check(x.dim() == 4, f"x must be (batch, D, H, W), got {tuple(x.shape)}")
     batch, dm, h, w = x.shape
     k, length = directions, h * w
@@ -228,11 +228,11 @@ def ss2d_bwd(
     col_copy = _lines_kernel(opts, k)
     # the kernel reads "lines" (col_copy) or "image"; col_copy on "image" inputs transposes the column
     # directions itself (below); a gathering kernel on "lines" inputs gets them in image order
-    to_image = layout == "lines" and not col_copy and k > 1
+    to_image = layout == "lines" and not col_copy
     native = col_copy and layout == "lines"
     x, delta, B, C, dy = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous(), dy.contiguous()
     if to_image:
-        delta, B, C = _to_kernel_layout(layout, False, h, w, delta, B, C)
+        delta, B, C = (from_line_order(t, h, w) for t in (delta, B, C))
     A32 = A.detach().float().contiguous()
     dev, f32 = x.device, torch.float32
     atomic = k > 1 and not opts.seq_k
@@ -297,5 +297,5 @@ def ss2d_bwd(
     else:
         ddelta.zero_()
     if to_image:
-        ddelta, dB, dC = _to_kernel_layout("image", True, h, w, ddelta, dB, dC)
+        ddelta, dB, dC = (to_line_order(t, h, w) for t in (ddelta, dB, dC))
     return (dx, ddelta, *in_input_dtypes((dA, dB, dC, dD, dbias), (A, B, C, D, delta_bias)))
