@@ -159,8 +159,11 @@ def _core_row(name, shape, dev, copy_gbs, cfg=None):
     # the "lines" layout (what SS2DCore gives on CUDA): delta/B/C's column-major directions column-major
     largs = (s["x"], *(to_line_order(s[key], h, w).contiguous() if key in ("delta", "B", "C") else s[key]
                        for key in ("delta", "A", "B", "C", "D", "delta_bias")), k)  # fmt: skip
-    t_lf = bench(lambda: ss2d_fwd(*largs, config=cfg, layout="lines"))
-    t_lb = bench(lambda: ss2d_bwd(dy, *largs, config=cfg, layout="lines"))
+    # as the op runs it: the forward stores the chunk-entry states, the backward reads them
+    t_lf = bench(lambda: ss2d_fwd(*largs, config=cfg, layout="lines", return_states=True))
+    states = ss2d_fwd(*largs, config=cfg, layout="lines", return_states=True)[1]
+    t_lb = bench(lambda: ss2d_bwd(dy, *largs, config=cfg, layout="lines", states=states))
+    t_lbr = bench(lambda: ss2d_bwd(dy, *largs, config=cfg, layout="lines"))
     es = 2
     fwd_b = (2 * batch * dm * length + batch * k * dm * length + 2 * batch * k * n * length) * es
     bwd_b = (3 * batch * dm * length + 2 * batch * k * dm * length + 4 * batch * k * n * length) * es
@@ -169,6 +172,7 @@ def _core_row(name, shape, dev, copy_gbs, cfg=None):
         config=None if cfg is None else [cfg.bd, cfg.chunk, cfg.num_warps, cfg.num_stages],
         fused_fwd_ms=t_f, fused_bwd_ms=t_b, composed_fwd_ms=t_cf, composed_bwd_ms=t_cb,
         fused_lines_fwd_ms=t_lf, fused_lines_bwd_ms=t_lb, fused_lines_speedup_fwd_bwd=(t_cf + t_cb) / (t_lf + t_lb),
+        fused_lines_bwd_recompute_ms=t_lbr, fused_lines_states_shape=list(states.shape),
         routed_fwd_ms=t_rf, routed_bwd_ms=t_rb,
         routed_fused=[fused_ss2d(h, w, n, backward=False), fused_ss2d(h, w, n, backward=True)],
         fused_speedup_fwd=t_cf / t_f, fused_speedup_bwd=t_cb / t_b,
@@ -364,6 +368,7 @@ def main(argv=None) -> int:
             f" composed {r['composed_fwd_ms']:.3f}/{r['composed_bwd_ms']:.3f} ms  fused speedup fwd"
             f" {r['fused_speedup_fwd']:.2f}x bwd {r['fused_speedup_bwd']:.2f}x  routed {r['routed_fused']}"
             f"  lines {r['fused_lines_fwd_ms']:.3f}/{r['fused_lines_bwd_ms']:.3f} ms"
+            f" (bwd recomputing states {r['fused_lines_bwd_recompute_ms']:.3f})"
             f" ({r['fused_lines_speedup_fwd_bwd']:.2f}x composed)"
             f" {r['routed_fwd_ms']:.3f}/{r['routed_bwd_ms']:.3f} ms = {r['routed_speedup_fwd_bwd']:.2f}x"
         )

@@ -118,9 +118,11 @@ def scan_order(t, h, w, k):
     return torch.stack([cross_scan(t[:, i].reshape(b, c, h, w), 4)[:, i] for i in range(k)], 1)
 
 
-def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None, layout="image"):
+def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None, layout="image", states=False):
     """Fused SS2D forward and backward against the naive scan in float64; with ``layout="lines"`` the
-    kernels get delta/B/C (and give their gradients) in the "lines" layout."""
+    kernels get delta/B/C (and give their gradients) in the "lines" layout. ``states``: the forward
+    returns its chunk-entry states and the backward reads them (``stored``: 0 when it stored some;
+    ``ignored``: 0 when the backward's ddelta depends on them)."""
     from geomamba.ops.cross_scan import cross_merge, cross_scan, to_line_order
     from geomamba.ops.selective_scan.naive import selective_scan_naive
     from geomamba.ops.triton import ss2d_bwd, ss2d_fwd
@@ -150,8 +152,16 @@ def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None, layout="image"):
         for i in (1, 3, 4):  # delta, B, C and their gradients
             f32[i], expect[i] = to_line_order(f32[i], h, w), to_line_order(expect[i], h, w)
     kw = dict(config=cfg, options=opts, layout=layout)
-    errs = {"y": _rel(ss2d_fwd(*f32, k, **kw), y_ref)}
-    grads = ss2d_bwd(dy.float(), *f32, k, **kw)
+    if states:
+        y, st = ss2d_fwd(*f32, k, **kw, return_states=True)
+        errs = {"y": _rel(y, y_ref), "stored": float(st.dim() != 5 or st.shape[3] == 0)}
+        grads = ss2d_bwd(dy.float(), *f32, k, **kw, states=st)
+        # the backward really reads them: wrong states give a wrong ddelta ("ignored": 0)
+        ddelta_bad = ss2d_bwd(dy.float(), *f32, k, **kw, states=torch.full_like(st, 3.0))[1]
+        errs["ignored"] = float(_rel(ddelta_bad, expect[1]) < 1e-2)
+    else:
+        errs = {"y": _rel(ss2d_fwd(*f32, k, **kw), y_ref)}
+        grads = ss2d_bwd(dy.float(), *f32, k, **kw)
     for name, g, e in zip(["x", "delta", "A", "B", "C", "D", "delta_bias"], grads, expect, strict=True):
         errs["d" + name] = _rel(g, e)
     return errs
@@ -247,6 +257,14 @@ def main() -> None:
         "ss2d_K2_5x7_lines_partial": lambda: _ss2d(1, 2, 5, 7, 1, 2, cfg=small, opts=colcopy, layout="lines"),
         "ss2d_K4_5x3_lines_gather": lambda: _ss2d(
             1, 4, 5, 3, 1, 4, cfg=small, opts=t3_atomic, layout="lines"
+        ),
+        # the "lines" forward stores every direction's chunk-entry states (the reversed ones from the end)
+        # and the backward reads them instead of recomputing; H*W not a chunk multiple; K = 4 and 2
+        "ss2d_K4_13x23_lines_states": lambda: _ss2d(
+            1, 4, 13, 23, 1, 4, cfg=None, layout="lines", states=True
+        ),
+        "ss2d_K2_9x15_lines_states_N2": lambda: _ss2d(
+            2, 2, 9, 15, 2, 2, cfg=None, layout="lines", states=True
         ),
         "plain_N2_G2_atomic_dbc": lambda: _plain(
             2, 4, 37, 2, 2, d=True, z=False, bias=True, dlast=False, cfg=small, partial=False

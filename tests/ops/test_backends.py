@@ -219,3 +219,52 @@ def test_saved_forward_states_reach_the_backward_eager_and_compiled(clean_table)
             "half", fwd=ref_fwd, bwd=ref_bwd, is_available=lambda: (True, ""),
             supports_device=lambda d: True, fwd_states=fwd_states,
         )  # fmt: skip
+
+
+def test_saved_ss2d_states_reach_the_backward_eager_and_compiled(clean_table):
+    """A backend with ``ss2d_fwd_states``: the SS2D op's second output is saved by autograd and handed to
+    ``ss2d_bwd(..., states=...)`` (eager, and under torch.compile, whose fake kernel asks
+    ``ss2d_states_shape`` with the map's shape); ``ss2d_scan`` returns y only; the gradients are the
+    reference's."""
+    from geomamba.ops.selective_scan import get_backend
+
+    ref, seen, asked = get_backend("ref"), [], []
+
+    def fwd_states(*args, **kw):
+        return ref.ss2d_fwd(*args, **kw), torch.full((2, 3), 5.0)
+
+    def bwd(*args, states=None, **kw):
+        seen.append(None if states is None else states.clone())
+        return ref.ss2d_bwd(*args, **kw)
+
+    def states_shape(batch, dm, h, w, k, n, layout):
+        asked.append((batch, dm, h, w, k, n, layout))
+        return (2, 3)
+
+    register_backend(
+        "stateful2d", fwd=ref_fwd, bwd=ref_bwd, is_available=lambda: (True, ""),
+        supports_device=lambda device: True, ss2d_fwd=ref.ss2d_fwd, ss2d_bwd=bwd,
+        ss2d_fwd_states=fwd_states, ss2d_states_shape=states_shape,
+    )  # fmt: skip
+    inputs = ss2d_inputs()
+    grads = []
+    for fn in (
+        lambda *a: ss2d_scan(*a, backend="ref"),
+        lambda *a: ss2d_scan(*a, backend="stateful2d"),
+        torch.compile(lambda *a: ss2d_scan(*a, backend="stateful2d"), backend="aot_eager"),
+    ):
+        leaves = [t.detach().clone().requires_grad_() for t in inputs]
+        y = fn(*leaves)
+        assert isinstance(y, torch.Tensor) and y.shape == leaves[0].shape
+        y.square().sum().backward()
+        grads.append([t.grad for t in leaves])
+    assert len(seen) == 2 and all(s is not None and s.shape == (2, 3) and (s == 5).all() for s in seen)
+    assert asked and set(asked) == {(1, 2, 3, 3, 4, 1, "image")}
+    for g in grads[1:]:
+        for a, b in zip(g, grads[0], strict=True):
+            torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="ss2d_fwd_states and ss2d_states_shape"):
+        register_backend(
+            "half2d", fwd=ref_fwd, bwd=ref_bwd, is_available=lambda: (True, ""),
+            supports_device=lambda d: True, ss2d_fwd=ref.ss2d_fwd, ss2d_bwd=bwd, ss2d_fwd_states=fwd_states,
+        )  # fmt: skip

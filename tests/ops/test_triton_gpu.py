@@ -274,10 +274,16 @@ def _ss2d_case(batch, dm, h, w, n, k, dtype, options=None, layout="image"):
         for i in (1, 3, 4):
             ins[i], expect[i] = to_line_order(ins[i], h, w).contiguous(), to_line_order(expect[i], h, w)
     x = ins[0]
-    y = ss2d_fwd(*ins, k, options=options, layout=layout)
+    y, states = ss2d_fwd(*ins, k, options=options, layout=layout, return_states=True)
     assert y.dtype == dtype and y.shape == x.shape
     errs = {"y": _rel(y, y_ref)}
-    grads = ss2d_bwd(dy.to(dtype), *ins, k, options=options, layout=layout)
+    grads = ss2d_bwd(dy.to(dtype), *ins, k, options=options, layout=layout, states=states)
+    if states.dim() == 5 and states.shape[3] > 0:
+        # the "lines" forward stored its chunk-entry states (default options): the backward that read
+        # them agrees with the one recomputing them
+        assert layout == "lines" and options is None
+        again = ss2d_bwd(dy.to(dtype), *ins, k, options=options, layout=layout)
+        errs |= {f"recomputed_{i}": _rel(a, b) for i, (a, b) in enumerate(zip(grads, again, strict=True))}
     for name, g, t, e in zip(
         ["x", "delta", "A", "B", "C", "D", "delta_bias"], grads, ins, expect, strict=True
     ):

@@ -16,6 +16,11 @@
   over k of the selective scan (softplus on delta + bias) run in direction k's order (0 row-major,
   1 column-major, 2 row-major reversed, 3 column-major reversed) and mapped back to image positions.
 
+The forward op returns ``(y, states)``: ``states`` is an implementation detail of the autograd formula
+(as for ``geomamba::selective_scan``): the fp32 chunk-entry states of a backend with ``ss2d_fwd_states``
+(the Triton backend's fused "lines" kernels), else an empty ``(0,)`` tensor; the backward op takes it
+back and skips recomputing them. ``ss2d_scan`` returns y only.
+
 The composed path (the fallback of any backend without ``ss2d_fwd``/``ss2d_bwd``): reorder to scan
 order + that backend's selective scan (G = K groups) + ``cross_merge``; the backward is the adjoint of
 each step (``cross_scan`` of dy, the scan backward, ``cross_merge`` / ``from_scan_order`` of the
@@ -126,8 +131,9 @@ def _ss2d_fwd(
     directions: int,
     backend: str,
     layout: str,
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     be = resolve_backend(backend, x.device, x.dtype)
+    states = None
     if be.ss2d_fwd is None:
         args = (_c(x), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
         y = composed_ss2d_fwd(be, *args, layout=layout)
@@ -135,18 +141,37 @@ def _ss2d_fwd(
         delta, B, C, kw = _native_layout(be, layout, x, delta, B, C)
         if not be.ss2d_strided:
             x, delta = x.contiguous(), delta.contiguous()
-        y = be.ss2d_fwd(x, delta, _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions, **kw)
-    return y.contiguous(memory_format=memory_format_of(x))
+        args = (x, delta, _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
+        if be.ss2d_fwd_states is not None:
+            y, states = be.ss2d_fwd_states(*args, **kw)
+        else:
+            y = be.ss2d_fwd(*args, **kw)
+    if states is None:
+        states = x.new_empty(0, dtype=torch.float32)
+    return y.contiguous(memory_format=memory_format_of(x)), states.contiguous()
+
+
+def _ss2d_states_shape(be, x, A, directions, layout) -> tuple[int, ...]:
+    if be.ss2d_fwd is None or be.ss2d_states_shape is None:
+        return (0,)
+    native = layout == "image" or layout in be.ss2d_layouts
+    b, d, h, w = x.shape
+    return tuple(be.ss2d_states_shape(b, d, h, w, directions, A.shape[1], layout if native else "image"))
 
 
 @_ss2d_fwd.register_fake
 def _ss2d_fwd_fake(x, delta, A, B, C, D, delta_bias, directions, backend, layout):
-    return torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x))
+    be = resolve_backend(backend, x.device, x.dtype)
+    return (
+        torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x)),
+        x.new_empty(_ss2d_states_shape(be, x, A, directions, layout), dtype=torch.float32),
+    )
 
 
 @torch.library.custom_op("geomamba::ss2d_scan_bwd", mutates_args=())
 def _ss2d_bwd(
     dy: Tensor,
+    states: Tensor,
     x: Tensor,
     delta: Tensor,
     A: Tensor,
@@ -158,23 +183,26 @@ def _ss2d_bwd(
     backend: str,
     layout: str,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``(dx, ddelta, dA, dB, dC, dD, ddelta_bias)``; an empty tensor stands for None."""
+    """``(dx, ddelta, dA, dB, dC, dD, ddelta_bias)``; an empty tensor stands for None. ``states``: the
+    forward op's second output (a ``(0,)`` tensor: none saved)."""
     be = resolve_backend(backend, x.device, x.dtype)
     if be.ss2d_bwd is None:
         args = (_c(dy), _c(x), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
         grads = composed_ss2d_bwd(be, *args, layout=layout)
     else:
         dl, Bi, Ci, kw = _native_layout(be, layout, x, delta, B, C)
+        if not (states.dim() == 1 and states.numel() == 0):
+            kw["states"] = states
         args = (_c(dy), _c(x), _c(dl), _c(A), _c(Bi), _c(Ci), _c(D), _c(delta_bias), directions)
         grads = be.ss2d_bwd(*args, **kw)
-        if layout != "image" and not kw:  # converted to image order: gradients back to the layout
+        if layout != "image" and "layout" not in kw:  # converted to image order: gradients back
             h, w = x.shape[-2:]  # (ddelta, dB, dC are grads 1, 3, 4)
             grads = tuple(to_line_order(g, h, w) if i in (1, 3, 4) else g for i, g in enumerate(grads))
     return tuple(x.new_empty(0) if g is None else g.contiguous() for g in grads)
 
 
 @_ss2d_bwd.register_fake
-def _ss2d_bwd_fake(dy, x, delta, A, B, C, D, delta_bias, directions, backend, layout):
+def _ss2d_bwd_fake(dy, states, x, delta, A, B, C, D, delta_bias, directions, backend, layout):
     return tuple(
         x.new_empty(0) if t is None else t.new_empty(t.shape) for t in (x, delta, A, B, C, D, delta_bias)
     )
@@ -182,16 +210,17 @@ def _ss2d_bwd_fake(dy, x, delta, A, B, C, D, delta_bias, directions, backend, la
 
 def _setup_context(ctx, inputs, output):
     x, delta, A, B, C, D, delta_bias, directions, backend, layout = inputs
-    ctx.save_for_backward(x, delta, A, B, C, D, delta_bias)
+    ctx.save_for_backward(x, delta, A, B, C, D, delta_bias, output[1])
+    ctx.mark_non_differentiable(output[1])
     ctx.directions, ctx.backend, ctx.layout = directions, backend, layout
 
 
-def _backward(ctx, dy):
-    x, delta, A, B, C, D, delta_bias = ctx.saved_tensors
+def _backward(ctx, dy, dstates):
+    x, delta, A, B, C, D, delta_bias, states = ctx.saved_tensors
     if dy.is_cuda:  # as the forward's inputs (see ss2d_scan): a copy torch.compile fuses into dy's producer
         dy = dy.contiguous()
     grads = torch.ops.geomamba.ss2d_scan_bwd(
-        dy, x, delta, A, B, C, D, delta_bias, ctx.directions, ctx.backend, ctx.layout
+        dy, states, x, delta, A, B, C, D, delta_bias, ctx.directions, ctx.backend, ctx.layout
     )
     present = (x, delta, A, B, C, D, delta_bias)
     return (*(None if t is None else g for g, t in zip(grads, present)), None, None, None)
@@ -207,7 +236,9 @@ def _ss2d_fwd_flops(x_shape, delta_shape, A_shape, *args, out_shape=None, **kwar
 
 
 @register_flop_formula(torch.ops.geomamba.ss2d_scan_bwd)
-def _ss2d_bwd_flops(dy_shape, x_shape, delta_shape, A_shape, *args, out_shape=None, **kwargs) -> int:
+def _ss2d_bwd_flops(
+    dy_shape, states_shape, x_shape, delta_shape, A_shape, *args, out_shape=None, **kwargs
+) -> int:
     b, k, d, length = delta_shape
     return 2 * scan_flops(b, k * d, length, A_shape[1])
 
@@ -270,4 +301,4 @@ def ss2d_scan(
         x, delta, B, C = (t.contiguous() for t in (x, delta, B, C))
     return torch.ops.geomamba.ss2d_scan(
         x, delta, A, B, C, D, delta_bias, int(directions), str(backend), str(layout)
-    )
+    )[0]

@@ -20,6 +20,9 @@ A backend is registered with :func:`register_backend` and provides
   backend's ``ss2d_fwd`` takes x and delta with any strides (no ``contiguous`` copy before the call).
   ``ss2d_layouts`` names the layouts of delta/B/C the pair reads (``"image"``, and ``"lines"`` when it
   also takes the keyword ``layout="lines"``); the op converts other layouts to ``"image"`` for it.
+  Optionally ``ss2d_fwd_states`` (the arguments of ``ss2d_fwd``) ``-> (y, states)`` with
+  ``ss2d_states_shape(batch, D, H, W, K, N, layout) -> shape``: as ``fwd_states`` for the SS2D pair
+  (fp32 states, ``(0,)`` when none; handed back as ``ss2d_bwd(..., states=states)``).
 
 Choice (:func:`resolve_backend`): ``"auto"`` (or the ``GEOMAMBA_SCAN_BACKEND`` environment variable,
 which overrides ``"auto"`` only) takes the first of ``_PREFERENCE`` that is registered, available and
@@ -89,6 +92,8 @@ class Backend:
     fwd_states: Callable | None = None
     states_shape: Callable | None = None
     ss2d_layouts: tuple[str, ...] = ("image",)
+    ss2d_fwd_states: Callable | None = None
+    ss2d_states_shape: Callable | None = None
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -111,6 +116,8 @@ def register_backend(
     fwd_states: Callable | None = None,
     states_shape: Callable | None = None,
     ss2d_layouts: tuple[str, ...] = ("image",),
+    ss2d_fwd_states: Callable | None = None,
+    ss2d_states_shape: Callable | None = None,
 ) -> Backend:
     """Add (or replace) backend ``name`` in the table and return its entry."""
     if not name or not isinstance(name, str) or name == "auto":
@@ -119,6 +126,11 @@ def register_backend(
         raise ValueError(f"register_backend({name!r}): give both ss2d_fwd and ss2d_bwd or neither")
     if (fwd_states is None) != (states_shape is None):
         raise ValueError(f"register_backend({name!r}): give both fwd_states and states_shape or neither")
+    if (ss2d_fwd_states is None) != (ss2d_states_shape is None) or (ss2d_fwd_states and ss2d_fwd is None):
+        raise ValueError(
+            f"register_backend({name!r}): give both ss2d_fwd_states and ss2d_states_shape or neither "
+            "(and only with ss2d_fwd / ss2d_bwd)"
+        )
     entry = Backend(
         name,
         fwd,
@@ -131,6 +143,8 @@ def register_backend(
         fwd_states=fwd_states,
         states_shape=states_shape,
         ss2d_layouts=tuple(ss2d_layouts),
+        ss2d_fwd_states=ss2d_fwd_states,
+        ss2d_states_shape=ss2d_states_shape,
     )
     _BACKENDS[name] = entry
     return entry

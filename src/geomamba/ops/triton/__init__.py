@@ -19,7 +19,13 @@ import torch
 import triton  # an ImportError here is the reason the backend is unavailable
 
 from geomamba.ops.triton.launch import ScanConfig, selective_scan_bwd, selective_scan_fwd, states_shape
-from geomamba.ops.triton.route import fused_ss2d, ss2d_bwd_routed, ss2d_fwd_routed
+from geomamba.ops.triton.route import (
+    fused_ss2d,
+    ss2d_bwd_routed,
+    ss2d_fwd_routed,
+    ss2d_fwd_states_routed,
+    ss2d_states_shape_routed,
+)
 from geomamba.ops.triton.ss2d_launch import SS2D_DEFAULTS, SS2DOptions, ss2d_bwd, ss2d_fwd
 
 __all__ = [
@@ -74,6 +80,8 @@ def _register() -> bool:
         fwd_states=functools.partial(selective_scan_fwd, return_states=True),
         states_shape=states_shape,
         ss2d_layouts=("image", "lines"),
+        ss2d_fwd_states=ss2d_fwd_states_routed,
+        ss2d_states_shape=ss2d_states_shape_routed,
     )
     return True
 

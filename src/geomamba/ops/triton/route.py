@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import os
 
-from geomamba.ops.triton.ss2d_launch import ss2d_bwd, ss2d_fwd
+import torch
+
+from geomamba.ops.triton.ss2d_launch import ss2d_bwd, ss2d_fwd, ss2d_states_shape
 
 __all__ = [
     "ENV_FUSED",
@@ -26,6 +28,8 @@ __all__ = [
     "fused_ss2d",
     "ss2d_bwd_routed",
     "ss2d_fwd_routed",
+    "ss2d_fwd_states_routed",
+    "ss2d_states_shape_routed",
 ]
 
 ENV_FUSED = "GEOMAMBA_SS2D_FUSED"
@@ -65,6 +69,16 @@ def _triton_backend():
     return get_backend("triton")
 
 
+def _both_fused(h, w, n):
+    return fused_ss2d(h, w, n, backward=False) and fused_ss2d(h, w, n, backward=True)
+
+
+def ss2d_states_shape_routed(batch, dm, h, w, k, n, layout="image"):
+    """Shape of the states :func:`ss2d_fwd_states_routed` returns: those of the fused kernels when both
+    phases run fused (``ss2d_launch.ss2d_states_shape``), else ``(0,)``."""
+    return ss2d_states_shape(batch, dm, h, w, k, n, layout) if _both_fused(h, w, n) else (0,)
+
+
 def ss2d_fwd_routed(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, layout="image"):
     """The backend's SS2D forward: fused kernels or the composed path, by :func:`fused_ss2d`."""
     if fused_ss2d(x.shape[-2], x.shape[-1], A.shape[-1], backward=False):
@@ -74,10 +88,22 @@ def ss2d_fwd_routed(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *,
     return composed_ss2d_fwd(_triton_backend(), x, delta, A, B, C, D, delta_bias, directions, layout=layout)
 
 
-def ss2d_bwd_routed(dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, layout="image"):
-    """The backend's SS2D backward: fused kernels or the composed path, by :func:`fused_ss2d`."""
+def ss2d_fwd_states_routed(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, layout="image"):
+    """``(y, states)``: the forward and the states its backward reads (shape
+    :func:`ss2d_states_shape_routed`; ``(0,)``: none, the backward recomputes)."""
+    if _both_fused(x.shape[-2], x.shape[-1], A.shape[-1]):
+        return ss2d_fwd(x, delta, A, B, C, D, delta_bias, directions, layout=layout, return_states=True)
+    y = ss2d_fwd_routed(x, delta, A, B, C, D, delta_bias, directions, layout=layout)
+    return y, x.new_empty(0, dtype=torch.float32)
+
+
+def ss2d_bwd_routed(
+    dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, layout="image", states=None
+):
+    """The backend's SS2D backward: fused kernels or the composed path, by :func:`fused_ss2d`
+    (``states``: from :func:`ss2d_fwd_states_routed`, read by the fused kernels)."""
     if fused_ss2d(x.shape[-2], x.shape[-1], A.shape[-1], backward=True):
-        return ss2d_bwd(dy, x, delta, A, B, C, D, delta_bias, directions, layout=layout)
+        return ss2d_bwd(dy, x, delta, A, B, C, D, delta_bias, directions, layout=layout, states=states)
     from geomamba.ops.ss2d_scan import composed_ss2d_bwd
 
     return composed_ss2d_bwd(

@@ -37,6 +37,7 @@ __all__ = [
     "backward_options",
     "ss2d_bwd",
     "ss2d_fwd",
+    "ss2d_states_shape",
 ]
 
 
@@ -178,10 +179,32 @@ def _ss2d_launch_geometry(n, dm, h, w, backward, config, opts):
     return npad, cfg, to_c, ti_c, nc_max
 
 
+def _states_chunk(n, dm, h, w, k, layout):
+    """Positions per chunk-entry state that the forward stores for the default backward (its chunk),
+    or 0 where that backward does not read them: it must run the "lines" kernel (``layout="lines"``,
+    K > 1, ``SS2D_DEFAULTS["backward_lines"]``), whose flat chunks the forward's directions share."""
+    opts = SS2D_DEFAULTS["backward_lines"]
+    if layout != "lines" or not _lines_kernel(opts, k) or h * w == 0:
+        return 0
+    return _ss2d_launch_geometry(n, dm, h, w, True, None, opts)[1].chunk
+
+
+def ss2d_states_shape(batch, dm, h, w, k, n, layout="image"):
+    """Shape of the states ``ss2d_fwd(..., return_states=True)`` returns (default options) for x
+    ``(batch, dm, h, w)``:
+    ``(batch, K, dm, cdiv(H*W, chunk) - 1, N)`` fp32 (the state entering each of the default backward's
+    chunks after the first, per direction, in its scan order), or ``(0,)`` where none is stored."""
+    sc = _states_chunk(n, dm, h, w, k, layout)
+    return (batch, k, dm, triton.cdiv(h * w, sc) - 1, n) if sc else (0,)
+
+
 def ss2d_fwd(
-    x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None, layout="image"
-):
-    """Fused SS2D scan: ``y (batch, Dm, H, W)`` in x.dtype, the K directional scans merged (summed)."""
+    x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None, layout="image",
+    return_states=False,
+):  # fmt: skip
+    """Fused SS2D scan: ``y (batch, Dm, H, W)`` in x.dtype, the K directional scans merged (summed).
+    ``return_states``: return ``(y, states)``, ``states`` (shape :func:`ss2d_states_shape`) for
+    ``ss2d_bwd(..., states=states)``, which then skips recomputing them (``"lines"`` inputs only)."""
     batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions, layout)
     opts = options or SS2D_DEFAULTS["forward_lines" if layout == "lines" else "forward"]
     lines = _lines_kernel(opts, k)
@@ -189,8 +212,11 @@ def ss2d_fwd(
     delta, B, C = _to_kernel_layout(layout, lines, h, w, delta, B, C)
     A32 = A.detach().float().contiguous()
     y = torch.empty_like(x)
+    sc = _states_chunk(n, dm, h, w, k, layout) if return_states and lines else 0
+    st_shape = ss2d_states_shape(batch, dm, h, w, k, n, layout) if sc else (0,)
+    states = torch.empty(st_shape, device=x.device, dtype=torch.float32)
     if x.numel() == 0:
-        return y
+        return (y, states) if return_states else y
     atomic = k > 1 and not opts.seq_k
     acc = (
         torch.zeros(x.shape, device=x.device, dtype=torch.float32)
@@ -207,21 +233,25 @@ def ss2d_fwd(
     opt, flags = optional_inputs(D, delta_bias, None, A32, x)
     with _device_ctx(x):
         scan_fwd_kernel[(progs,)](
-            x, delta, A32, B, C, *opt, y, acc, A32, A32, xT, accT,
-            dm, k, 1, n, h * w, h * w, h, w, n_db, 0, TINY=False, **flags, STORE_LAST=False,
-            SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3, COL_COPY=lines,
-            BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
+            x, delta, A32, B, C, *opt, y, acc, A32, states if states.numel() else A32, xT, accT,
+            dm, k, 1, n, h * w, h * w, h, w, n_db, states.shape[3] if sc else 0, TINY=False, **flags,
+            STORE_LAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3, COL_COPY=lines,
+            BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages,
+            SC=sc if sc and states.shape[3] > 0 else 0, num_warps=cfg.num_warps,
         )  # fmt: skip
-    if lines:
-        return strided_copy_(y, accT.transpose(-1, -2), add=acc)
-    return acc.to(x.dtype) if atomic else y
+    if atomic:
+        y = acc.to(x.dtype)
+    return (y, states) if return_states else y
 
 
 def ss2d_bwd(
-    dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None, layout="image"
-):
+    dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None, layout="image",
+    states=None,
+):  # fmt: skip
     """Backward of the fused SS2D scan: ``(dx, ddelta, dA, dB, dC, dD, ddelta_bias)``, ddelta/dB/dC in
-    ``layout``."""
+    ``layout``. ``states``: what ``ss2d_fwd(..., return_states=True)`` returned for these inputs; read
+    (instead of recomputing the chunk-entry states) when this backward runs the "lines" kernel with the
+    chunk they were stored for."""
     batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions, layout)
     _check(dy.shape == x.shape, f"dy must have x's shape {tuple(x.shape)}, got {tuple(dy.shape)}")
     opts = options or backward_options(x, layout)
@@ -263,7 +293,23 @@ def ss2d_bwd(
         npad, cfg, to_c, ti_c, nc_max = _ss2d_launch_geometry(n, dm, h, w, True, config, opts)
         n_db = dm // cfg.bd
         progs = batch * n_db * (1 if opts.seq_k else k)
-        st = torch.empty(progs * nc_max * cfg.bd * npad, device=dev, dtype=f32)
+        # the forward's states serve the "lines" kernel when stored for this chunk (nc - 1 entries per
+        # channel and direction); one chunk needs none
+        nc = triton.cdiv(h * w, cfg.chunk)
+        has_st = native and (
+            nc == 1 or (states is not None and states.dim() == 5 and states.shape[3] == nc - 1)
+        )
+        if has_st and nc > 1:
+            _check(
+                tuple(states.shape) == (batch, k, dm, nc - 1, n) and states.dtype == f32,
+                f"states must be fp32 ({batch}, {k}, {dm}, {nc - 1}, {n}) (from ss2d_fwd on these inputs), "
+                f"got {states.dtype} {tuple(states.shape)}",
+            )
+            st, nc_max = states.contiguous(), nc - 1
+        elif has_st:
+            st, nc_max = dA, 0  # one chunk: every direction starts from the zero state, nothing is read
+        else:
+            st = torch.empty(progs * nc_max * cfg.bd * npad, device=dev, dtype=f32)
         partial = not opts.dbc_atomic and _use_partial(None, 2 * 4 * batch * k * n_db * n * h * w)
         if partial:
             dBp = torch.empty(batch, k, n_db, n, h * w, device=dev, dtype=f32)
@@ -280,7 +326,8 @@ def ss2d_bwd(
                 dm, k, 1, n, h * w, h * w, h, w, n_db, nc_max, TINY=False, **flags, HAS_DLAST=False,
                 SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3,
                 DBC_ATOMIC=not partial, COL_COPY=col_copy,
-                BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages, num_warps=cfg.num_warps,
+                BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages, HAS_ST=has_st,
+                num_warps=cfg.num_warps,
             )  # fmt: skip
         if partial:
             dB, dC = dBp.sum(2), dCp.sum(2)
@@ -292,8 +339,6 @@ def ss2d_bwd(
             _from_col_order(ddelta, ddeltaT, cols, h, w)
             _from_col_order(dB, dBT, cols, h, w)
             _from_col_order(dC, dCT, cols, h, w)
-        if col_copy:
-            strided_copy_(dx, accT.transpose(-1, -2), add=dxacc)
     else:
         ddelta.zero_()
     if to_image:
