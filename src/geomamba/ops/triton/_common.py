@@ -146,20 +146,16 @@ def load_tile(ptr, rows, rmask, off, msk, COLMAJOR: tl.constexpr, R: tl.constexp
 @triton.jit
 def emit_tile(
     y_ptr, acc_ptr, rows, rmask, off, msk, val, COLMAJOR: tl.constexpr, MODE: tl.constexpr, R: tl.constexpr,
-    TO: tl.constexpr, TI: tl.constexpr, accT_ptr=None, H=1, W=1,
+    TO: tl.constexpr, TI: tl.constexpr,
 ):  # fmt: skip
     """Write a ``(R, CH)`` result tile. ``MODE``: 0 store into y; 1 fp32 atomic add into acc; 2 store into
-    acc (first direction); 3 acc += val (later direction); 4 store acc + val into y (last direction);
-    5 / 6 (a flat row tile of an ``H x W`` image): store acc + accT^T + val / accT^T + val into y, where
-    ``accT`` holds the column-major directions' sum, column-major (the last direction of the "lines"
-    kernels: y merged in place). Modes 2-6 rely on one program visiting the directions in turn with a
-    barrier between them."""
-    if MODE >= 5:
-        offT = (off % W) * H + off // W
-        val = val + load_tile(accT_ptr, rows, rmask, offT, msk, False, R, TO * TI)
-    if MODE >= 3 and MODE != 6:
+    acc (first direction); 3 acc += val (later direction); 4 store acc + val into y (last direction).
+    Modes 2-4 rely on one program visiting the directions in turn with a barrier between them."""
+    if MODE >= 3:
         val = val + load_tile(acc_ptr, rows, rmask, off, msk, COLMAJOR, R, TO * TI)
-    if MODE == 0 or MODE >= 4:
+    if MODE == 0:
+        store_tile(y_ptr, rows, rmask, off, msk, val, COLMAJOR, False, R, TO, TI)
+    elif MODE == 4:
         store_tile(y_ptr, rows, rmask, off, msk, val, COLMAJOR, False, R, TO, TI)
     elif MODE == 1:
         store_tile(acc_ptr, rows, rmask, off, msk, val, COLMAJOR, True, R, TO, TI)

@@ -79,7 +79,7 @@ def _bwd_seq(
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, DX_MODE: tl.constexpr, DBC_ATOMIC: tl.constexpr, COLMAJOR: tl.constexpr,
     T3: tl.constexpr, REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr,
-    TI: tl.constexpr, STAGES: tl.constexpr, NSC, HAS_ST: tl.constexpr, accT_ptr=None,
+    TI: tl.constexpr, STAGES: tl.constexpr, NSC, HAS_ST: tl.constexpr,
 ):  # fmt: skip
     CH: tl.constexpr = TO * TI
     R: tl.constexpr = BD * NP
@@ -187,7 +187,7 @@ def _bwd_seq(
         ddt = tl.where(valid, ddt, 0.0)
         if HAS_BIAS:
             acc_db += ddt
-        emit_tile(dx_ptr, dxacc_ptr, x_rows_d, true_d, off, msk, du, T3, DX_MODE, BD, TO, TI, accT_ptr, H, W)
+        emit_tile(dx_ptr, dxacc_ptr, x_rows_d, true_d, off, msk, du, T3, DX_MODE, BD, TO, TI)
         store_tile(ddelta_ptr, dl_rows_d, true_d, off, msk, ddt, T3, False, BD, TO, TI)
         atomic_add_state_sum(dB_ptr, dbc_base, N, L, off, msk, gdt * u, T3, BD, NP, TO, TI, DBC_ATOMIC)
         atomic_add_state_sum(dC_ptr, dbc_base, N, L, off, msk, hh * dy, T3, BD, NP, TO, TI, DBC_ATOMIC)
@@ -207,7 +207,6 @@ def _bwd_dir(
     SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, DX_MODE: tl.constexpr, DBC_ATOMIC: tl.constexpr,
     COLMAJOR: tl.constexpr, T3: tl.constexpr, REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
     TO: tl.constexpr, TI: tl.constexpr, STAGES: tl.constexpr, NSC=0, HAS_ST: tl.constexpr = False,
-    accT_ptr=None,
 ):  # fmt: skip
     """Direction ``k`` (run-time index of the tensors) of batch ``b``, channels ``d0 .. d0 + BD - 1``.
     Partial dB/dC rows (``DBC_ATOMIC = False``): ``(batch, K*G, n_part, N, L)`` with
@@ -228,7 +227,7 @@ def _bwd_dir(
         dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
         x_base, dl_base, bc_base, dbc_base, k * Dm + d0, last_base, st_base, L, Lv, H, W, N,
         TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, DX_MODE, DBC_ATOMIC, COLMAJOR, T3, REVERSE,
-        BD, NP, TO, TI, STAGES, NSC, HAS_ST, accT_ptr,
+        BD, NP, TO, TI, STAGES, NSC, HAS_ST,
     )  # fmt: skip
 
 
@@ -258,8 +257,7 @@ def scan_bwd_kernel(
     transposed into column-major (sequence) order (``xT``, ``dyT`` ``(batch, Dm, W, H)``; ``deltaT``,
     ``BT``, ``CT`` with directions 1 and 3 in sequence order) and write ``ddeltaT``, ``dBT``, ``dCT`` in
     that order, so every direction is a flat, coalesced row scan (no strided column loads). dx is merged
-    in fp32: the column directions into ``accT`` (transposed), the first row direction into ``dxacc``,
-    and the last one writes ``dx`` = its du + dxacc + accT^T.
+    in fp32: rows into ``dxacc``, columns into ``accT`` (transposed); the launcher adds the two.
     """
     pid = tl.program_id(0)
     if SEQ_K:
@@ -290,8 +288,14 @@ def scan_bwd_kernel(
             BD, NP, 1, CH, STAGES, nc_max, HAS_ST,
         )  # fmt: skip
     elif SEQ_K and COL_COPY:
-        # as the forward: the column directions into accT, the first row direction into dxacc, the last
-        # one writes dx = its du + dxacc + accT^T (DX_MODE 5; K = 2: accT^T only, 6)
+        _bwd_dir(
+            x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
+            dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
+            b, 0, d0, g, st_base + 0 * st_k, Dm, K, G, N, L, Lv, H, W,
+            TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, DBC_ATOMIC, False, False, False,
+            BD, NP, 1, CH, STAGES, nc_max, HAS_ST,
+        )  # fmt: skip
+        tl.debug_barrier()
         _bwd_dir(
             xT_ptr, deltaT_ptr, A_ptr, BT_ptr, CT_ptr, D_ptr, bias_ptr, z_ptr, dyT_ptr, dlast_ptr, st_ptr,
             dx_ptr, accT_ptr, ddeltaT_ptr, dA_ptr, dBT_ptr, dCT_ptr, dD_ptr, dbias_ptr, dz_ptr,
@@ -299,38 +303,22 @@ def scan_bwd_kernel(
             TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, DBC_ATOMIC, False, False, False,
             BD, NP, 1, CH, STAGES, nc_max, HAS_ST,
         )  # fmt: skip
-        tl.debug_barrier()
         if KC == 4:
+            tl.debug_barrier()
+            _bwd_dir(
+                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
+                dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
+                b, 2, d0, g, st_base + 2 * st_k, Dm, K, G, N, L, Lv, H, W,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, DBC_ATOMIC, False, False, True,
+                BD, NP, 1, CH, STAGES, nc_max, HAS_ST,
+            )  # fmt: skip
+            tl.debug_barrier()
             _bwd_dir(
                 xT_ptr, deltaT_ptr, A_ptr, BT_ptr, CT_ptr, D_ptr, bias_ptr, z_ptr, dyT_ptr, dlast_ptr, st_ptr,
                 dx_ptr, accT_ptr, ddeltaT_ptr, dA_ptr, dBT_ptr, dCT_ptr, dD_ptr, dbias_ptr, dz_ptr,
                 b, 3, d0, g, st_base + 3 * st_k, Dm, K, G, N, L, Lv, W, H,
                 TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, DBC_ATOMIC, False, False, True,
                 BD, NP, 1, CH, STAGES, nc_max, HAS_ST,
-            )  # fmt: skip
-            tl.debug_barrier()
-            _bwd_dir(
-                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
-                dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
-                b, 0, d0, g, st_base, Dm, K, G, N, L, Lv, H, W,
-                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, DBC_ATOMIC, False, False, False,
-                BD, NP, 1, CH, STAGES, nc_max, HAS_ST,
-            )  # fmt: skip
-            tl.debug_barrier()
-            _bwd_dir(
-                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
-                dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
-                b, 2, d0, g, st_base + 2 * st_k, Dm, K, G, N, L, Lv, H, W,
-                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 5, DBC_ATOMIC, False, False, True,
-                BD, NP, 1, CH, STAGES, nc_max, HAS_ST, accT_ptr,
-            )  # fmt: skip
-        else:
-            _bwd_dir(
-                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, dy_ptr, dlast_ptr, st_ptr,
-                dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
-                b, 0, d0, g, st_base, Dm, K, G, N, L, Lv, H, W,
-                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 6, DBC_ATOMIC, False, False, False,
-                BD, NP, 1, CH, STAGES, nc_max, HAS_ST, accT_ptr,
             )  # fmt: skip
     elif SEQ_K:
         if KC == 1:

@@ -37,7 +37,7 @@ def _fwd_seq(
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
     STORE_LAST: tl.constexpr, MODE: tl.constexpr, COLMAJOR: tl.constexpr, T3: tl.constexpr,
     REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
-    STAGES: tl.constexpr, SC: tl.constexpr, accT_ptr=None,
+    STAGES: tl.constexpr, SC: tl.constexpr, ST_SUM: tl.constexpr = False,
 ):  # fmt: skip
     CH: tl.constexpr = TO * TI
     R: tl.constexpr = BD * NP
@@ -76,7 +76,15 @@ def _fwd_seq(
         # the end). With SC dividing CH (forward order) the positions and entries inside a chunk are
         # loop-invariant: entry (c * CH / SC + sub) at the positions st_sel.
         st_rows = st_base + (rd.to(tl.int64) * NSC) * N + rn
-        if CH % SC == 0 and not REVERSE:
+        if ST_SUM and CH % SC == 0:
+            # the CH / SC boundary states of a chunk picked by one masked sum over each SC segment
+            NSUB: tl.constexpr = CH // SC
+            ss = tl.arange(0, NSUB)
+            if REVERSE:
+                bsel = (seq % SC) == 0
+            else:
+                bsel = (seq % SC) == SC - 1
+        elif CH % SC == 0 and not REVERSE:
             sub = (seq + 1) // SC - 1
             st_sel = ((seq + 1) % SC) == 0
             st_p = st_ptr + st_rows[:, None] + (sub * N)[None, :]
@@ -99,7 +107,15 @@ def _fwd_seq(
         hh = hh + aa * h[:, None]
         h = tl.sum(tl.where(last_sel[None, :], hh, 0.0), 1)
         if SC > 0:
-            if CH % SC == 0 and not REVERSE:
+            if ST_SUM and CH % SC == 0:
+                v = tl.sum(tl.reshape(tl.where(bsel[None, :], hh, 0.0), (R, NSUB, SC)), 2)
+                if REVERSE:
+                    ent = NSC - c * NSUB - ss
+                else:
+                    ent = c * NSUB + ss
+                ok = (ent >= 0) & (ent < NSC)
+                tl.store(st_ptr + st_rows[:, None] + (ent * N)[None, :], v, mask=ok[None, :] & nmask[:, None])
+            elif CH % SC == 0 and not REVERSE:
                 e0 = c * (CH // SC)
                 sel = st_sel & (e0 + sub < NSC)
                 tl.store(st_p + e0 * N, hh, mask=sel[None, :] & nmask[:, None])
@@ -125,7 +141,7 @@ def _fwd_seq(
         if HAS_Z:
             zz = load_tile(z_ptr, x_rows_d, true_d, off, msk, T3, BD, CH)
             y = y * zz * tl.sigmoid(zz)
-        emit_tile(y_ptr, acc_ptr, x_rows_d, true_d, off, msk, y, T3, MODE, BD, TO, TI, accT_ptr, H, W)
+        emit_tile(y_ptr, acc_ptr, x_rows_d, true_d, off, msk, y, T3, MODE, BD, TO, TI)
     if STORE_LAST:
         tl.store(last_ptr + last_base + rd * N + rn, h, mask=nmask)
 
@@ -137,7 +153,8 @@ def _fwd_dir(
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr,
     SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, MODE: tl.constexpr, COLMAJOR: tl.constexpr,
     T3: tl.constexpr, REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr,
-    TI: tl.constexpr, STAGES: tl.constexpr, st_ptr=None, NSC=0, SC: tl.constexpr = 0, accT_ptr=None,
+    TI: tl.constexpr, STAGES: tl.constexpr, st_ptr=None, NSC=0, SC: tl.constexpr = 0,
+    ST_SUM: tl.constexpr = False,
 ):  # fmt: skip
     """Direction ``k`` (run-time index of the tensors) of batch ``b``, channels ``d0 .. d0 + BD - 1``."""
     x_base = (b * Dm + d0).to(tl.int64) * L
@@ -149,7 +166,7 @@ def _fwd_dir(
         x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr, st_ptr,
         x_base, dl_base, bc_base, k * Dm + d0, last_base, st_base, L, Lv, H, W, N, NSC,
         TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, MODE, COLMAJOR, T3, REVERSE, BD, NP, TO, TI, STAGES,
-        SC, accT_ptr,
+        SC, ST_SUM,
     )  # fmt: skip
 
 
@@ -161,7 +178,7 @@ def scan_fwd_kernel(
     SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, SS2D: tl.constexpr, SEQ_K: tl.constexpr,
     KC: tl.constexpr, COL_T3: tl.constexpr, COL_COPY: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr, TO_C: tl.constexpr, TI_C: tl.constexpr,
-    STAGES: tl.constexpr, SC: tl.constexpr = 0,
+    STAGES: tl.constexpr, SC: tl.constexpr = 0, ST_SUM: tl.constexpr = False,
 ):  # fmt: skip
     """Plain scan: ``K = 1``, grid ``batch * n_dblocks``; x/z/y ``(batch, Dm, L)``; delta
     ``(batch, Dm, L)``; B/C ``(batch, G, N, L)``.
@@ -174,9 +191,8 @@ def scan_fwd_kernel(
 
     ``COL_COPY`` (SS2D, ``SEQ_K``, K = 2 or 4): delta/B/C in the ``"lines"`` layout (directions 1 and 3
     column-major) and ``xT`` ``(batch, Dm, W, H)`` (x transposed by the launcher), so every direction is a
-    flat, coalesced row scan: the column directions accumulate into ``accT`` (column-major, fp32), the
-    first row direction into ``acc`` (image order, fp32), and the last one writes ``y = its output + acc
-    + accT^T`` (``accT`` read at transposed positions: a chunk of whole image rows reads whole sectors).
+    flat, coalesced row scan: the row directions accumulate into ``acc`` (image order, fp32), the column
+    ones into ``accT`` (column-major, fp32), and the launcher writes ``y = acc + accT^T``.
 
     ``SC > 0`` (plain scan, or ``COL_COPY``): also write the state entering every ``SC``-position chunk of
     the backward into ``st_ptr`` ``(batch, K, Dm, NSC, N)`` fp32 (``NSC = cdiv(L, SC) - 1``; entry j: the
@@ -202,42 +218,31 @@ def scan_fwd_kernel(
             st_ptr, NSC, SC,
         )  # fmt: skip
     elif SEQ_K and COL_COPY:
-        # the column directions first (xT, into accT, column-major), then the row ones (x, into acc); the
-        # last row direction adds acc and accT^T and writes y (MODE 5; K = 2: accT^T only, MODE 6)
+        _fwd_dir(
+            x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
+            b, 0, d0, g, Dm, K, G, N, L, Lv, H, W,
+            TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, False, False, False, BD, NP, 1, CH, STAGES,
+            st_ptr, NSC, SC, ST_SUM,
+        )  # fmt: skip
         _fwd_dir(
             xT_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, accT_ptr, last_ptr,
             b, 1, d0, g, Dm, K, G, N, L, Lv, W, H,
             TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, False, False, False, BD, NP, 1, CH, STAGES,
-            st_ptr, NSC, SC,
+            st_ptr, NSC, SC, ST_SUM,
         )  # fmt: skip
         if KC == 4:
-            _fwd_dir(
-                xT_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, accT_ptr, last_ptr,
-                b, 3, d0, g, Dm, K, G, N, L, Lv, W, H,
-                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, False, False, True, BD, NP, 1, CH, STAGES,
-                st_ptr, NSC, SC,
-            )  # fmt: skip
-            tl.debug_barrier()
-            _fwd_dir(
-                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
-                b, 0, d0, g, Dm, K, G, N, L, Lv, H, W,
-                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, False, False, False, BD, NP, 1, CH, STAGES,
-                st_ptr, NSC, SC,
-            )  # fmt: skip
             tl.debug_barrier()
             _fwd_dir(
                 x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
                 b, 2, d0, g, Dm, K, G, N, L, Lv, H, W,
-                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 5, False, False, True, BD, NP, 1, CH, STAGES,
-                st_ptr, NSC, SC, accT_ptr,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, False, False, True, BD, NP, 1, CH, STAGES,
+                st_ptr, NSC, SC, ST_SUM,
             )  # fmt: skip
-        else:
-            tl.debug_barrier()
             _fwd_dir(
-                x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
-                b, 0, d0, g, Dm, K, G, N, L, Lv, H, W,
-                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 6, False, False, False, BD, NP, 1, CH, STAGES,
-                st_ptr, NSC, SC, accT_ptr,
+                xT_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, accT_ptr, last_ptr,
+                b, 3, d0, g, Dm, K, G, N, L, Lv, W, H,
+                TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, False, False, True, BD, NP, 1, CH, STAGES,
+                st_ptr, NSC, SC, ST_SUM,
             )  # fmt: skip
     elif SEQ_K:
         if KC == 1:

@@ -18,6 +18,7 @@ import triton
 from geomamba.ops.cross_scan import LAYOUTS, from_line_order, to_line_order
 from geomamba.ops.triton.copy import strided_copy_, transposed
 from geomamba.ops.triton.launch import (
+    ScanConfig,
     _check,
     _device_ctx,
     _use_partial,
@@ -87,6 +88,9 @@ SS2D_DEFAULTS = {
     "backward_lines": SS2DOptions(col_copy=True, dbc_atomic=True),
 }
 COL_COPY_MIN_PIXELS = 1024
+# The "lines" forward picks the states it stores for the backward by one masked sum per segment of the
+# chunk (False: masked per-element stores, loop-invariant pointer tiles in forward order)
+STATES_BY_SUM = True
 # While a CUDA graph is captured (the compiled training step under ``reduce-overhead``) a replay pays no
 # launch and the copies run the tiled Triton kernel, so the transposed copies pay from 16x16 up: GPU time
 # of graph replays, H100, bf16, batch 16, d_inner 1024, 16x16: 0.267 ms against 0.406 for the gather
@@ -171,8 +175,20 @@ def _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions, layout="image
     return batch, dm, h, w, k, n
 
 
+# The backward of the "lines" kernel (col_copy), N = 1: tile by map size (first row with H*W >= its bound).
+# H100, bf16, batch 16, K = 4, reading the forward's states (graph replays, bench/NOTES_triton.md round 10):
+# 64x64 2 x 128 0.517 ms (4 x 64 0.537, 2 x 256 0.526); 32x32 4 x 64 0.278 (8 x 64 0.281, 4 x 128 0.287);
+# 16x16 4 x 64 0.169 (4 x 32 0.168, 4 x 128 0.183). Other N: the plain backward's tile.
+_BWD_LINES_N1_BY_PIXELS = (
+    (2048, ScanConfig(2, 128, 1, 3)),
+    (0, ScanConfig(4, 64, 1, 3)),
+)
+
+
 def _ss2d_launch_geometry(n, dm, h, w, backward, config, opts):
     # col_copy scans every direction as flat rows: the plain scan's tile
+    if config is None and backward and opts.col_copy and n == 1:
+        config = next(c for bound, c in _BWD_LINES_N1_BY_PIXELS if h * w >= bound)
     npad, cfg = pick_config(n, dm, h * w, backward=backward, ss2d=not opts.col_copy, override=config)
     to_c, ti_c = _colmajor_tile(h, cfg.chunk, opts.columns)
     nc_max = max(triton.cdiv(h * w, cfg.chunk), triton.cdiv(w, to_c) * triton.cdiv(h, ti_c))
@@ -237,9 +253,11 @@ def ss2d_fwd(
             dm, k, 1, n, h * w, h * w, h, w, n_db, states.shape[3] if sc else 0, TINY=False, **flags,
             STORE_LAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3, COL_COPY=lines,
             BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages,
-            SC=sc if sc and states.shape[3] > 0 else 0, num_warps=cfg.num_warps,
+            SC=sc if sc and states.shape[3] > 0 else 0, ST_SUM=STATES_BY_SUM, num_warps=cfg.num_warps,
         )  # fmt: skip
-    if atomic:
+    if lines:
+        y = strided_copy_(y, accT.transpose(-1, -2), add=acc)
+    elif atomic:
         y = acc.to(x.dtype)
     return (y, states) if return_states else y
 
@@ -339,6 +357,8 @@ def ss2d_bwd(
             _from_col_order(ddelta, ddeltaT, cols, h, w)
             _from_col_order(dB, dBT, cols, h, w)
             _from_col_order(dC, dCT, cols, h, w)
+        if col_copy:
+            strided_copy_(dx, accT.transpose(-1, -2), add=dxacc)
     else:
         ddelta.zero_()
     if to_image:

@@ -1,0 +1,110 @@
+"""The fused SS2D "lines" kernels with chunk-entry states: backward tiles, and the forward's state stores.
+
+At the flagship's three SS2D maps (batch 16, K = 4, N = 1, bf16; 64x64 / 32x32 / 16x16 with d_inner
+256 / 512 / 1024), GPU time of CUDA-graph replays:
+
+* ``--bwd-tiles``: for each backward tile, the backward reading the states that the forward stored for
+  that tile's chunk, the same tile recomputing them, the forward storing them, and the gradients' error
+  against the default backward (what chose ``ss2d_launch._BWD_LINES_N1_BY_PIXELS``);
+* ``--fwd-states``: the forward storing its states by masked sums per chunk segment
+  (``ss2d_launch.STATES_BY_SUM = True``, the default) or by masked per-element stores, and storing none.
+
+Writes ``bench/results/ss2d_lines_{bwd_sweep,fwd_states}_gpu_<gpu>.json`` (or ``--out``).
+
+    PYTHONPATH=src:bench python bench/ss2d_lines_sweep_gpu.py --bwd-tiles | --fwd-states
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import re
+from pathlib import Path
+
+import torch
+
+import geomamba.ops.triton.ss2d_launch as sl
+from _sweep import bench, header, rel_error
+from geomamba.ops.cross_scan import to_line_order
+from geomamba.ops.triton import ScanConfig, ss2d_bwd, ss2d_fwd
+from scan_gpu import ss2d_inputs
+
+MAPS = ((256, 64), (512, 32), (1024, 16))
+TILES = [(4, 64, 1, 3), (2, 64, 1, 3), (8, 64, 1, 3), (4, 64, 2, 3), (4, 128, 1, 3), (2, 128, 1, 3),
+         (4, 128, 2, 3), (8, 128, 2, 3), (2, 256, 1, 3), (4, 256, 2, 3), (4, 32, 1, 3), (8, 64, 2, 3)]  # fmt: skip
+
+
+def _time(fn, *args, **kwargs) -> float:
+    return bench(functools.partial(fn, *args, **kwargs), graphs=True)
+
+
+def _lines_args(dm, h):
+    s = ss2d_inputs(16, dm, h, h, 1, 4, torch.bfloat16, "cuda")
+    keys = ("delta", "A", "B", "C", "D", "delta_bias")
+    rest = (to_line_order(s[k], h, h).contiguous() if k in ("delta", "B", "C") else s[k] for k in keys)
+    return (s["x"], *rest, 4), torch.randn_like(s["x"])
+
+
+def bwd_tiles() -> list[dict]:
+    rows, default_chunk = [], sl._states_chunk
+    for dm, h in MAPS:
+        args, dy = _lines_args(dm, h)
+        ref = ss2d_bwd(dy, *args, layout="lines")
+        for tile in TILES:
+            cfg = ScanConfig(*tile)
+            sl._states_chunk = lambda *a, c=cfg.chunk: c  # states stored for this tile's chunk
+            st = ss2d_fwd(*args, layout="lines", return_states=True)[1]
+            grads = ss2d_bwd(dy, *args, layout="lines", states=st, config=cfg)
+            err = max(rel_error(g, r) for g, r in zip(grads, ref) if r is not None)
+            row = dict(
+                dm=dm, h=h, tile=tile, st=list(st.shape), err=err,
+                bwd_states_ms=_time(ss2d_bwd, dy, *args, layout="lines", states=st, config=cfg),
+                bwd_recompute_ms=_time(ss2d_bwd, dy, *args, layout="lines", config=cfg),
+                fwd_states_ms=_time(ss2d_fwd, *args, layout="lines", return_states=True),
+            )  # fmt: skip
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+        sl._states_chunk = default_chunk
+    return rows
+
+
+def fwd_states() -> list[dict]:
+    rows = []
+    for dm, h in MAPS:
+        args, _ = _lines_args(dm, h)
+        row, sts = dict(dm=dm, h=h), {}
+        for by_sum in (True, False):
+            sl.STATES_BY_SUM = by_sum
+            sts[by_sum] = ss2d_fwd(*args, layout="lines", return_states=True)[1]
+            row[f"fwd_states_sum{int(by_sum)}_ms"] = _time(
+                ss2d_fwd, *args, layout="lines", return_states=True
+            )
+        sl.STATES_BY_SUM = True
+        row["states_equal"] = bool(torch.equal(sts[True], sts[False]))
+        row["fwd_none_ms"] = _time(ss2d_fwd, *args, layout="lines")
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--bwd-tiles", action="store_true", help="backward tiles reading the states")
+    mode.add_argument("--fwd-states", action="store_true", help="the forward's ways of storing the states")
+    p.add_argument("--out", type=Path, default=None, help="JSON path")
+    args = p.parse_args(argv)
+    if not torch.cuda.is_available():
+        raise SystemExit("ss2d_lines_sweep_gpu.py needs a CUDA GPU (it times the Triton kernels)")
+    rows = bwd_tiles() if args.bwd_tiles else fwd_states()
+    name = "bwd_sweep" if args.bwd_tiles else "fwd_states"
+    slug = re.sub(r"[^a-z0-9]+", "_", torch.cuda.get_device_name().lower()).strip("_")
+    path = args.out or Path(__file__).resolve().parent / "results" / f"ss2d_lines_{name}_gpu_{slug}.json"
+    path.write_text(json.dumps(header([], rows=rows), indent=1) + "\n")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
