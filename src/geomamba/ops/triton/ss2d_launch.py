@@ -205,13 +205,18 @@ def _states_chunk(n, dm, h, w, k, layout):
     return _ss2d_launch_geometry(n, dm, h, w, True, None, opts)[1].chunk
 
 
+def _states_geometry(batch, dm, h, w, k, n, layout):
+    """``(chunk, shape)`` of the states the forward stores (``(0, (0,))``: none)."""
+    sc = _states_chunk(n, dm, h, w, k, layout)
+    return (sc, (batch, k, dm, triton.cdiv(h * w, sc) - 1, n)) if sc else (0, (0,))
+
+
 def ss2d_states_shape(batch, dm, h, w, k, n, layout="image"):
     """Shape of the states ``ss2d_fwd(..., return_states=True)`` returns (default options) for x
     ``(batch, dm, h, w)``:
     ``(batch, K, dm, cdiv(H*W, chunk) - 1, N)`` fp32 (the state entering each of the default backward's
     chunks after the first, per direction, in its scan order), or ``(0,)`` where none is stored."""
-    sc = _states_chunk(n, dm, h, w, k, layout)
-    return (batch, k, dm, triton.cdiv(h * w, sc) - 1, n) if sc else (0,)
+    return _states_geometry(batch, dm, h, w, k, n, layout)[1]
 
 
 def ss2d_fwd(
@@ -228,8 +233,8 @@ def ss2d_fwd(
     delta, B, C = _to_kernel_layout(layout, lines, h, w, delta, B, C)
     A32 = A.detach().float().contiguous()
     y = torch.empty_like(x)
-    sc = _states_chunk(n, dm, h, w, k, layout) if return_states and lines else 0
-    st_shape = ss2d_states_shape(batch, dm, h, w, k, n, layout) if sc else (0,)
+    sc, st_shape = _states_geometry(batch, dm, h, w, k, n, layout) if return_states and lines else (0, (0,))
+    nsc = st_shape[3] if sc else 0  # entries per channel and direction (0: one chunk, none stored)
     states = torch.empty(st_shape, device=x.device, dtype=torch.float32)
     if x.numel() == 0:
         return (y, states) if return_states else y
@@ -249,11 +254,11 @@ def ss2d_fwd(
     opt, flags = optional_inputs(D, delta_bias, None, A32, x)
     with _device_ctx(x):
         scan_fwd_kernel[(progs,)](
-            x, delta, A32, B, C, *opt, y, acc, A32, states if states.numel() else A32, xT, accT,
-            dm, k, 1, n, h * w, h * w, h, w, n_db, states.shape[3] if sc else 0, TINY=False, **flags,
+            x, delta, A32, B, C, *opt, y, acc, A32, states if nsc else A32, xT, accT,
+            dm, k, 1, n, h * w, h * w, h, w, n_db, nsc, TINY=False, **flags,
             STORE_LAST=False, SS2D=True, SEQ_K=opts.seq_k, KC=k, COL_T3=opts.col_t3, COL_COPY=lines,
             BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages,
-            SC=sc if sc and states.shape[3] > 0 else 0, ST_SUM=STATES_BY_SUM, num_warps=cfg.num_warps,
+            SC=sc if nsc else 0, ST_SUM=STATES_BY_SUM, num_warps=cfg.num_warps,
         )  # fmt: skip
     if lines:
         y = strided_copy_(y, accT.transpose(-1, -2), add=acc)
