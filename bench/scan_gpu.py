@@ -18,6 +18,10 @@ with every SS2D composed, Triton routed. Prints a table and writes ``bench/resul
 Timing: ``triton.testing.do_bench`` (each call launched from the host: a kernel shorter than its launch
 path is timed as the launch path), or with ``--graphs`` ``do_bench_cudagraph`` (the calls replayed from a
 CUDA graph: GPU time alone, as in the compiled training step's CUDA graphs; the reference layer too).
+The layer steps accumulate their gradients from step to step (``.backward()`` on gradients left from the
+last step: one fp32 add per parameter and one for the input); ``--compile-layer`` with ``--graphs`` also
+times both layers with the gradients set to None before each step, as a training step after
+``optimizer.zero_grad()`` runs them (``*_fresh_grads_ms``).
 
     PYTHONPATH=src python bench/scan_gpu.py [--sweep] [--graphs] [--out PATH]
     PYTHONPATH=src TRITON_INTERPRET=1 python bench/scan_gpu.py --tiny   # CPU smoke run of the script
@@ -206,11 +210,25 @@ def layer_rows(shapes, dev, ref_reps, compile_layer=False):
                 out = layer(x)
             out.float().sum().backward()
 
+        def fresh_grads(fn, layer=layer, x=x):
+            """``fn`` after setting the gradients to None, as a training step that zeroes them by
+            ``optimizer.zero_grad()`` (set_to_none, PyTorch's default) runs it: the backward writes them
+            instead of adding to the previous step's (one fp32 add per parameter and one for x)."""
+
+            def run():
+                for t in (x, *layer.parameters()):
+                    t.grad = None
+                fn()
+
+            return run
+
         row = dict(shape=name, batch=batch, d_model=d_model, H=h, W=w, N=n)
         step()  # warm-up
         if GRAPHS["on"]:
             try:
                 row["reference_ms"] = bench(step, reps=50)
+                if compile_layer:
+                    row["reference_fresh_grads_ms"] = bench(fresh_grads(step), reps=50)
             except RuntimeError as exc:  # not capturable: timed by the host clock below
                 row["reference_graph_error"] = f"{type(exc).__name__}: {exc}"[:300]
         ms = []
@@ -249,6 +267,11 @@ def layer_rows(shapes, dev, ref_reps, compile_layer=False):
             row["triton_compiled_compile_s"] = time.perf_counter() - t0
             row["triton_compiled_ms"] = bench(cstep, reps=50)
             row["compiled_speedup_vs_reference"] = row["reference_ms"] / row["triton_compiled_ms"]
+            if "reference_fresh_grads_ms" in row:
+                row["triton_compiled_fresh_grads_ms"] = bench(fresh_grads(cstep), reps=50)
+                row["compiled_speedup_vs_reference_fresh_grads"] = (
+                    row["reference_fresh_grads_ms"] / row["triton_compiled_fresh_grads_ms"]
+                )
         rows.append(row)
     return rows
 
@@ -385,6 +408,12 @@ def main(argv=None) -> int:
                 print(
                     f"{'':12} torch.compile'd triton layer {r['triton_compiled_ms']:.2f} ms"
                     f"  vs eager reference {r['compiled_speedup_vs_reference']:.0f}x"
+                )
+            if "triton_compiled_fresh_grads_ms" in r:
+                print(
+                    f"{'':12} gradients set to None each step: reference {r['reference_fresh_grads_ms']:.1f} ms,"
+                    f" compiled {r['triton_compiled_fresh_grads_ms']:.2f} ms"
+                    f" = {r['compiled_speedup_vs_reference_fresh_grads']:.1f}x"
                 )
     if naive_ms is not None:
         print(f"\nper-token PyTorch loop, forward at stage1 (16, 1024, 4096, N=1): {naive_ms:.0f} ms")

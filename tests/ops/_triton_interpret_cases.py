@@ -118,11 +118,12 @@ def scan_order(t, h, w, k):
     return torch.stack([cross_scan(t[:, i].reshape(b, c, h, w), 4)[:, i] for i in range(k)], 1)
 
 
-def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None, layout="image", states=False):
+def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None, layout="image", states=False, bf16=False):
     """Fused SS2D forward and backward against the naive scan in float64; with ``layout="lines"`` the
     kernels get delta/B/C (and give their gradients) in the "lines" layout. ``states``: the forward
     returns its chunk-entry states and the backward reads them (``stored``: 0 when it stored some;
-    ``ignored``: 0 when the backward's ddelta depends on them)."""
+    ``ignored``: 0 when the backward's ddelta depends on them). ``bf16``: x, delta, B, C and dy in bf16
+    (the reference gets the same rounded values), so y / dx and the lines kernels' partial sums are bf16."""
     from geomamba.ops.cross_scan import cross_merge, cross_scan, to_line_order
     from geomamba.ops.selective_scan.naive import selective_scan_naive
     from geomamba.ops.triton import ss2d_bwd, ss2d_fwd
@@ -137,6 +138,9 @@ def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None, layout="image", states=False
         torch.randn(k * dm, dtype=f64),
         torch.randn(k * dm, dtype=f64) * 0.3,
     ]
+    half = torch.bfloat16 if bf16 else torch.float32
+    for i in (0, 1, 3, 4):
+        ins[i] = ins[i].to(half).double()
     x, delta, A, B, C, D, bias = r = [t.clone().requires_grad_() for t in ins]
     y = selective_scan_naive(
         cross_scan(x, k).reshape(batch, k * dm, length),
@@ -144,9 +148,9 @@ def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None, layout="image", states=False
         A, scan_order(B, h, w, k), scan_order(C, h, w, k), D, None, bias, True,
     )  # fmt: skip
     y_ref = cross_merge(y.view(batch, k, dm, length), h, w)
-    dy = torch.randn_like(y_ref)
+    dy = torch.randn_like(y_ref).to(half).double()
     (y_ref * dy).sum().backward()
-    f32 = [t.float() for t in ins]
+    f32 = [t.to(half) if i in (0, 1, 3, 4) else t.float() for i, t in enumerate(ins)]
     expect = [t.grad for t in r]
     if layout == "lines":
         for i in (1, 3, 4):  # delta, B, C and their gradients
@@ -155,13 +159,13 @@ def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None, layout="image", states=False
     if states:
         y, st = ss2d_fwd(*f32, k, **kw, return_states=True)
         errs = {"y": _rel(y, y_ref), "stored": float(st.dim() != 5 or st.shape[3] == 0)}
-        grads = ss2d_bwd(dy.float(), *f32, k, **kw, states=st)
+        grads = ss2d_bwd(dy.to(half), *f32, k, **kw, states=st)
         # the backward really reads them: wrong states give a wrong ddelta ("ignored": 0)
-        ddelta_bad = ss2d_bwd(dy.float(), *f32, k, **kw, states=torch.full_like(st, 3.0))[1]
+        ddelta_bad = ss2d_bwd(dy.to(half), *f32, k, **kw, states=torch.full_like(st, 3.0))[1]
         errs["ignored"] = float(_rel(ddelta_bad, expect[1]) < 1e-2)
     else:
         errs = {"y": _rel(ss2d_fwd(*f32, k, **kw), y_ref)}
-        grads = ss2d_bwd(dy.float(), *f32, k, **kw)
+        grads = ss2d_bwd(dy.to(half), *f32, k, **kw)
     for name, g, e in zip(["x", "delta", "A", "B", "C", "D", "delta_bias"], grads, expect, strict=True):
         errs["d" + name] = _rel(g, e)
     return errs
@@ -265,6 +269,10 @@ def main() -> None:
         ),
         "ss2d_K2_9x15_lines_states_N2": lambda: _ss2d(
             2, 2, 9, 15, 2, 2, cfg=None, layout="lines", states=True
+        ),
+        # bf16 inputs: the row and the column directions' partial sums of y / dx kept in bf16 (default)
+        "ss2d_K4_13x23_lines_bf16": lambda: _ss2d(
+            1, 4, 13, 23, 1, 4, cfg=None, layout="lines", states=True, bf16=True
         ),
         "plain_N2_G2_atomic_dbc": lambda: _plain(
             2, 4, 37, 2, 2, d=True, z=False, bias=True, dlast=False, cfg=small, partial=False

@@ -414,7 +414,8 @@ def test_ss2d_backward_in_cuda_graph_matches_eager(side):
     inputs and on new values. 32x32: transposed copies (``col_copy``) both ways, the captured copies run
     the tiled Triton kernel (the eager ones PyTorch's): dx and ddelta bit for bit, the atomically summed
     ones to rounding. 16x16: the capture takes the transposed copies and the eager call gathers
-    (``backward_options``): the same gradients to bf16 / fp32 rounding."""
+    (``backward_options``): the same gradients to bf16 / fp32 rounding (relative norm error for the bf16
+    ones: the copies path keeps its partial sums of dx in bf16)."""
     from geomamba.ops.triton import ss2d_bwd
     from geomamba.ops.triton.ss2d_launch import SS2D_DEFAULTS, backward_options
 
@@ -444,8 +445,10 @@ def test_ss2d_backward_in_cuda_graph_matches_eager(side):
         for name, a, b in zip(["x", "delta", "A", "B", "C", "D", "delta_bias"], out, eager, strict=True):
             if same_path and name in ("x", "delta"):
                 assert torch.equal(a, b), name
-            elif a.dtype == torch.bfloat16:  # another summation order, rounded to bf16
-                torch.testing.assert_close(a, b, rtol=2e-2, atol=2e-2, msg=name)
+            elif a.dtype == torch.bfloat16:
+                # another summation order, rounded to bf16; the copies path (16x16 captured) sums the
+                # row and the column directions' dx in bf16 partials (SS2DOptions.partials_fp32)
+                assert _rel(a, b) < 1e-2, (name, _rel(a, b))
             else:  # summed by atomics: the order of the additions varies
                 torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=name)
 

@@ -47,6 +47,7 @@ EXPECTED = {
     "ss2d_K4_5x3_lines_gather": _SS2D_ALL,
     "ss2d_K4_13x23_lines_states": _SS2D_STATES,
     "ss2d_K2_9x15_lines_states_N2": _SS2D_STATES,
+    "ss2d_K4_13x23_lines_bf16": _SS2D_STATES,
     "plain_N2_G2_atomic_dbc": _PLAIN_ALL - {"dz"},
     "plain_N1_G2_states": _PLAIN_ALL,
     "plain_N4_G1_states": _PLAIN_ALL - {"dz"},
@@ -75,8 +76,10 @@ def test_kernels_match_reference_under_interpreter(interpreted, case):
     errs = interpreted[case]
     assert set(errs) == EXPECTED[case]
     tol = {"add_cast": 2**-8}  # a bf16 output (the interpreter truncates)
+    if case.endswith("_bf16"):  # bf16 outputs and partial sums, truncated: a few units of 2^-8
+        tol = dict.fromkeys(errs, 2**-5) | {"stored": 1e-4, "ignored": 1e-4}
     bad = {name: err for name, err in errs.items() if not err < tol.get(name, 1e-4)}
-    assert not bad, f"{case}: relative errors above 1e-4: {bad}"
+    assert not bad, f"{case}: relative errors above tolerance: {bad}"
 
 
 def _scan_inputs(batch=1, dim=4, length=8, n=2, groups=2):

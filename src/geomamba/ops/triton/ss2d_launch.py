@@ -56,7 +56,11 @@ class SS2DOptions:
     order, and for ``layout="image"`` inputs also the column-major directions' delta/B/C (and their
     gradients back); the column-major directions' y / dx are merged back by one transposed add
     (``col_t3`` and ``columns`` are then unused). A kernel that does not read the caller's layout gets
-    converted inputs (``cross_scan.to_line_order`` / ``from_line_order``).
+    converted inputs (``cross_scan.to_line_order`` / ``from_line_order``). ``partials_fp32`` (``col_copy``):
+    keep the row and the column directions' partial sums of y / dx in fp32 between directions and for the
+    merge; False (default) keeps them in the input dtype: each pair of directions is summed in fp32 and
+    rounded once, as the composed path rounds every direction's output before its cross-merge, and the
+    kernels and merges move half the bytes (the state and the scans stay fp32).
 
     Defaults per phase: ``SS2D_DEFAULTS``. On an H100 (triton 3.6) the transposed tiles gave wrong
     BACKWARD gradients for some tiles (e.g. (rows, TO, TI) = (4, 4, 32) with 2 warps, (2, 16, 32) with
@@ -69,6 +73,7 @@ class SS2DOptions:
     seq_k: bool = True
     dbc_atomic: bool = False
     col_copy: bool = False
+    partials_fp32: bool = False
 
 
 # Options per phase when the caller gives none (bench/ss2d_route_gpu.py and bench/bwd_sweep_gpu.py
@@ -176,13 +181,11 @@ def _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions, layout="image
 
 
 # The backward of the "lines" kernel (col_copy), N = 1: tile by map size (first row with H*W >= its bound).
-# H100, bf16, batch 16, K = 4, reading the forward's states (graph replays, bench/NOTES_triton.md round 10):
-# 64x64 2 x 128 0.517 ms (4 x 64 0.537, 2 x 256 0.526); 32x32 4 x 64 0.278 (8 x 64 0.281, 4 x 128 0.287);
-# 16x16 4 x 64 0.169 (4 x 32 0.168, 4 x 128 0.183). Other N: the plain backward's tile.
-_BWD_LINES_N1_BY_PIXELS = (
-    (2048, ScanConfig(2, 128, 1, 3)),
-    (0, ScanConfig(4, 64, 1, 3)),
-)
+# H100, bf16, batch 16, K = 4, reading the forward's states, partial sums in bf16 (graph replays,
+# bench/NOTES_triton.md round 11): 64x64 4 x 64 0.464 ms (2 x 256 0.466, 4 x 128 0.469, 2 x 128 0.508);
+# 32x32 4 x 64 0.252 (8 x 64 0.253, 4 x 128 0.259); round 10 (fp32 partials) had 16x16 4 x 64 0.169 (4 x 32
+# 0.168, 4 x 128 0.183) and 2 x 128 first at 64x64. Other N: the plain backward's tile.
+_BWD_LINES_N1_BY_PIXELS = ((0, ScanConfig(4, 64, 1, 3)),)
 
 
 def _ss2d_launch_geometry(n, dm, h, w, backward, config, opts):
@@ -245,7 +248,10 @@ def ss2d_fwd(
         else (torch.empty(x.shape, device=x.device, dtype=torch.float32) if k > 1 else y)
     )
     if lines:
-        xT, accT = transposed(x), torch.empty(batch, dm, w, h, device=x.device, dtype=torch.float32)
+        if not opts.partials_fp32:
+            acc = torch.empty_like(x)
+        accT = torch.empty(batch, dm, w, h, device=x.device, dtype=acc.dtype)
+        xT = transposed(x)
     else:
         xT = accT = x
     npad, cfg, to_c, ti_c, _ = _ss2d_launch_geometry(n, dm, h, w, False, config, opts)
@@ -300,8 +306,10 @@ def ss2d_bwd(
     dD = torch.zeros(k * dm, device=dev, dtype=f32) if D is not None else None
     dbias = torch.zeros(k * dm, device=dev, dtype=f32) if delta_bias is not None else None
     if col_copy:
-        cols = [1, 3] if k == 4 else [1]  # (dxacc: fp32, as k > 1 and seq_k)
-        accT = torch.empty(batch, dm, w, h, device=dev, dtype=f32)
+        cols = [1, 3] if k == 4 else [1]  # (dxacc: fp32, as k > 1 and seq_k, or x's dtype)
+        if not opts.partials_fp32:
+            dxacc = torch.empty_like(x)
+        accT = torch.empty(batch, dm, w, h, device=dev, dtype=dxacc.dtype)
         xT, dyT = transposed(x), transposed(dy)
         if native:  # the column directions' inputs and gradients are already column-major
             deltaT, BT, CT, ddeltaT, dBT, dCT = delta, B, C, ddelta, dB, dC
