@@ -4,7 +4,8 @@ Shapes: x ``(batch, Dm, H, W)``; delta ``(batch, K, Dm, H*W)`` and B, C ``(batch
 (row-major) order (``layout="image"``) or with directions 1 and 3 column-major (``layout="lines"``, see
 ``geomamba.ops.cross_scan.to_line_order``; the gradients come back in the same layout); A ``(K*Dm, N)``;
 D, delta_bias ``(K*Dm,)``. State and accumulation are fp32 whatever
-the input dtype; outputs and gradients take their input's dtype. The kernels are those of the plain scan
+the input dtype (the "lines" kernels' two partial sums of y / dx between directions take the input dtype
+unless ``SS2DOptions.partials_fp32``); outputs and gradients take their input's dtype. The kernels are those of the plain scan
 (``scan_fwd.py``, ``scan_bwd.py``) with ``SS2D=True``.
 """
 
