@@ -7,11 +7,13 @@ At the flagship's three SS2D maps (batch 16, K = 4, N = 1, bf16; 64x64 / 32x32 /
   that tile's chunk, the same tile recomputing them, the forward storing them, and the gradients' error
   against the default backward (what chose ``ss2d_launch._BWD_LINES_N1_BY_PIXELS``);
 * ``--fwd-states``: the forward storing its states by masked sums per chunk segment
-  (``ss2d_launch.STATES_BY_SUM = True``, the default) or by masked per-element stores, and storing none.
+  (``ss2d_launch.STATES_BY_SUM = True``, the default) or by masked per-element stores, and storing none;
+* ``--fwd-tiles``: the forward (storing the default backward's states) with each tile of chunk >= the
+  states' interval, its output and states against the default tile's.
 
-Writes ``bench/results/ss2d_lines_{bwd_sweep,fwd_states}_gpu_<gpu>.json`` (or ``--out``).
+Writes ``bench/results/ss2d_lines_{bwd_sweep,fwd_states,fwd_sweep}_gpu_<gpu>.json`` (or ``--out``).
 
-    PYTHONPATH=src:bench python bench/ss2d_lines_sweep_gpu.py --bwd-tiles | --fwd-states
+    PYTHONPATH=src:bench python bench/ss2d_lines_sweep_gpu.py --bwd-tiles | --fwd-states | --fwd-tiles
 """
 
 from __future__ import annotations
@@ -88,17 +90,43 @@ def fwd_states() -> list[dict]:
     return rows
 
 
+def fwd_tiles() -> list[dict]:
+    rows = []
+    for dm, h in MAPS:
+        args, _ = _lines_args(dm, h)
+        sc = sl._states_chunk(1, dm, h, h, 4, "lines")
+        y0, st0 = ss2d_fwd(*args, layout="lines", return_states=True)
+        cfg0 = sl._ss2d_launch_geometry(1, dm, h, h, False, None, sl.SS2D_DEFAULTS["forward_lines"])[1]
+        row = dict(dm=dm, h=h, tile="default", cfg=str(cfg0))
+        row["ms"] = _time(ss2d_fwd, *args, layout="lines", return_states=True)
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+        for tile in TILES:
+            cfg = ScanConfig(*tile)
+            if cfg.chunk < sc or cfg.chunk % sc:
+                continue
+            y, st = ss2d_fwd(*args, layout="lines", return_states=True, config=cfg)
+            row = dict(
+                dm=dm, h=h, tile=tile, err_y=rel_error(y, y0), err_states=rel_error(st, st0),
+                ms=_time(ss2d_fwd, *args, layout="lines", return_states=True, config=cfg),
+            )  # fmt: skip
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    return rows
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = p.add_mutually_exclusive_group(required=True)
     mode.add_argument("--bwd-tiles", action="store_true", help="backward tiles reading the states")
     mode.add_argument("--fwd-states", action="store_true", help="the forward's ways of storing the states")
+    mode.add_argument("--fwd-tiles", action="store_true", help="forward tiles (storing the states)")
     p.add_argument("--out", type=Path, default=None, help="JSON path")
     args = p.parse_args(argv)
     if not torch.cuda.is_available():
         raise SystemExit("ss2d_lines_sweep_gpu.py needs a CUDA GPU (it times the Triton kernels)")
-    rows = bwd_tiles() if args.bwd_tiles else fwd_states()
-    name = "bwd_sweep" if args.bwd_tiles else "fwd_states"
+    rows = bwd_tiles() if args.bwd_tiles else fwd_tiles() if args.fwd_tiles else fwd_states()
+    name = "bwd_sweep" if args.bwd_tiles else "fwd_sweep" if args.fwd_tiles else "fwd_states"
     slug = re.sub(r"[^a-z0-9]+", "_", torch.cuda.get_device_name().lower()).strip("_")
     path = args.out or Path(__file__).resolve().parent / "results" / f"ss2d_lines_{name}_gpu_{slug}.json"
     path.write_text(json.dumps(header([], rows=rows), indent=1) + "\n")

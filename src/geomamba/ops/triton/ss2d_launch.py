@@ -187,12 +187,17 @@ def _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions, layout="image
 # 32x32 4 x 64 0.252 (8 x 64 0.253, 4 x 128 0.259); round 10 (fp32 partials) had 16x16 4 x 64 0.169 (4 x 32
 # 0.168, 4 x 128 0.183) and 2 x 128 first at 64x64. Other N: the plain backward's tile.
 _BWD_LINES_N1_BY_PIXELS = ((0, ScanConfig(4, 64, 1, 3)),)
+# Its forward, N = 1 (None: the plain forward's tile, 4 x 256 with 4 warps), storing the states; same setup
+# (bench/ss2d_lines_sweep_gpu.py --fwd-tiles, results/ss2d_lines_fwd_sweep_gpu_nvidia_h100_80gb_hbm3.json):
+# 16x16 8 x 64 0.073 ms (4 x 64 0.076, the plain tile 0.088); 32x32 and 64x64 within 1-2% of the best tile.
+_FWD_LINES_N1_BY_PIXELS = ((1024, None), (0, ScanConfig(8, 64, 1, 3)))
 
 
 def _ss2d_launch_geometry(n, dm, h, w, backward, config, opts):
-    # col_copy scans every direction as flat rows: the plain scan's tile
-    if config is None and backward and opts.col_copy and n == 1:
-        config = next(c for bound, c in _BWD_LINES_N1_BY_PIXELS if h * w >= bound)
+    # col_copy scans every direction as flat rows: the plain scan's tile unless the tables say otherwise
+    if config is None and opts.col_copy and n == 1:
+        table = _BWD_LINES_N1_BY_PIXELS if backward else _FWD_LINES_N1_BY_PIXELS
+        config = next(c for bound, c in table if h * w >= bound)
     npad, cfg = pick_config(n, dm, h * w, backward=backward, ss2d=not opts.col_copy, override=config)
     to_c, ti_c = _colmajor_tile(h, cfg.chunk, opts.columns)
     nc_max = max(triton.cdiv(h * w, cfg.chunk), triton.cdiv(w, to_c) * triton.cdiv(h, ti_c))
