@@ -228,6 +228,18 @@ def ss2d_states_shape(batch, dm, h, w, k, n, layout="image"):
     return _states_geometry(batch, dm, h, w, k, n, layout)[1]
 
 
+def _accumulator(x, out, k, opts, lines):
+    """Where the kernels sum y (dx) over the K directions: ``out`` itself for K = 1, fp32 zeros for the
+    atomic merge, else a buffer of x's shape: in x's dtype for the "lines" kernels (their row directions'
+    partial sum, unless ``opts.partials_fp32``), fp32 otherwise."""
+    if k == 1:
+        return out
+    if not opts.seq_k:
+        return torch.zeros(x.shape, device=x.device, dtype=torch.float32)
+    dtype = x.dtype if lines and not opts.partials_fp32 else torch.float32
+    return torch.empty(x.shape, device=x.device, dtype=dtype)
+
+
 def ss2d_fwd(
     x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None, layout="image",
     return_states=False,
@@ -247,15 +259,8 @@ def ss2d_fwd(
     states = torch.empty(st_shape, device=x.device, dtype=torch.float32)
     if x.numel() == 0:
         return (y, states) if return_states else y
-    atomic = k > 1 and not opts.seq_k
-    acc = (
-        torch.zeros(x.shape, device=x.device, dtype=torch.float32)
-        if atomic
-        else (torch.empty(x.shape, device=x.device, dtype=torch.float32) if k > 1 else y)
-    )
+    acc = _accumulator(x, y, k, opts, lines)
     if lines:
-        if not opts.partials_fp32:
-            acc = torch.empty_like(x)
         accT = torch.empty(batch, dm, w, h, device=x.device, dtype=acc.dtype)
         xT = transposed(x)
     else:
@@ -274,7 +279,7 @@ def ss2d_fwd(
         )  # fmt: skip
     if lines:
         y = strided_copy_(y, accT.transpose(-1, -2), add=acc)
-    elif atomic:
+    elif k > 1 and not opts.seq_k:  # the atomic merge's fp32 sum
         y = acc.to(x.dtype)
     return (y, states) if return_states else y
 
@@ -302,9 +307,7 @@ def ss2d_bwd(
     dev, f32 = x.device, torch.float32
     atomic = k > 1 and not opts.seq_k
     dx = torch.empty_like(x)
-    dxacc = torch.zeros(x.shape, device=dev, dtype=f32) if atomic else (
-        torch.empty(x.shape, device=dev, dtype=f32) if k > 1 else dx
-    )  # fmt: skip
+    dxacc = _accumulator(x, dx, k, opts, col_copy)
     ddelta = torch.empty_like(delta)
     dA = torch.zeros(k * dm, n, device=dev, dtype=f32)
     dB = torch.zeros(B.shape, device=dev, dtype=f32)
@@ -312,9 +315,7 @@ def ss2d_bwd(
     dD = torch.zeros(k * dm, device=dev, dtype=f32) if D is not None else None
     dbias = torch.zeros(k * dm, device=dev, dtype=f32) if delta_bias is not None else None
     if col_copy:
-        cols = [1, 3] if k == 4 else [1]  # (dxacc: fp32, as k > 1 and seq_k, or x's dtype)
-        if not opts.partials_fp32:
-            dxacc = torch.empty_like(x)
+        cols = [1, 3] if k == 4 else [1]
         accT = torch.empty(batch, dm, w, h, device=dev, dtype=dxacc.dtype)
         xT, dyT = transposed(x), transposed(dy)
         if native:  # the column directions' inputs and gradients are already column-major
