@@ -10,10 +10,12 @@ by kind (``layer_profile_gpu.kernel_profile``) and the output / gradient errors 
 * ``taps_cl`` / ``taps_cf``: the depthwise 3x3 conv as nine shifted products in PyTorch ops, fused by
   inductor with the SiLU and the layout change (channels-last / channels-first input);
 * suffix ``_fp32``: the fused SS2D kernels keep their partial sums of y / dx in fp32
-  (``SS2DOptions.partials_fp32``).
+  (``SS2DOptions.partials_fp32``);
+* suffix ``_nodt``: dt_proj runs as its own matmul before the scan (``layers.ss2d.FUSE_DT_PROJ = False``)
+  instead of inside the fused kernels.
 
     PYTHONPATH=src:bench python bench/layer_variants_gpu.py [VARIANTS] [OUT.json]
-    (default: cl,cf,taps_cl,taps_cf; bench/results/layer_variants_gpu_*_{conv,partials}.json)
+    (default: cl,cf,taps_cl,taps_cf; bench/results/layer_variants_gpu_*_{conv,partials,dt}.json)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 import triton
 
+import geomamba.layers.ss2d as ss2d_layer
 from _sweep import bench, rel_error
 from geomamba.layers.ss2d import SS2D
 from geomamba.ops.triton import ss2d_launch as sl
@@ -58,7 +61,7 @@ class VSS2D(SS2D):
     variant = "cl"
 
     def forward(self, x):
-        variant = self.variant.replace("_fp32", "")
+        variant = self.variant.replace("_fp32", "").replace("_nodt", "")
         b, h, w, c = x.shape
         dt = torch.bfloat16 if x.is_cuda else x.dtype
         if variant == "cl":
@@ -95,7 +98,8 @@ def main():
             layer.variant = v
             for key in ("forward_lines", "backward_lines"):
                 opts = sl.SS2D_DEFAULTS[key]
-                sl.SS2D_DEFAULTS[key] = dataclasses.replace(opts, partials_fp32=v.endswith("_fp32"))
+                sl.SS2D_DEFAULTS[key] = dataclasses.replace(opts, partials_fp32="_fp32" in v)
+            ss2d_layer.FUSE_DT_PROJ = "_nodt" not in v
             x = torch.randn(batch, h, w, d_model, device=dev, requires_grad=True)
             compiled = torch.compile(layer)
             params = [x, *layer.parameters()]  # (the correctness check's gradients)

@@ -118,12 +118,15 @@ def scan_order(t, h, w, k):
     return torch.stack([cross_scan(t[:, i].reshape(b, c, h, w), 4)[:, i] for i in range(k)], 1)
 
 
-def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None, layout="image", states=False, bf16=False):
+def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None, layout="image", states=False, bf16=False, dt_rank=0):
     """Fused SS2D forward and backward against the naive scan in float64; with ``layout="lines"`` the
     kernels get delta/B/C (and give their gradients) in the "lines" layout. ``states``: the forward
     returns its chunk-entry states and the backward reads them (``stored``: 0 when it stored some;
     ``ignored``: 0 when the backward's ddelta depends on them). ``bf16``: x, delta, B, C and dy in bf16
-    (the reference gets the same rounded values), so y / dx and the lines kernels' partial sums are bf16."""
+    (the reference gets the same rounded values), so y / dx and the lines kernels' partial sums are bf16.
+    ``dt_rank``: the kernels get dt_proj's input ``(batch, K, dt_rank, H*W)`` and weight instead of delta
+    (``dt_weight``) and project it themselves; the reference scans the product (float64) and ``ddelta``
+    compares the gradient of that product."""
     from geomamba.ops.cross_scan import cross_merge, cross_scan, to_line_order
     from geomamba.ops.selective_scan.naive import selective_scan_naive
     from geomamba.ops.triton import ss2d_bwd, ss2d_fwd
@@ -141,6 +144,10 @@ def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None, layout="image", states=False
     half = torch.bfloat16 if bf16 else torch.float32
     for i in (0, 1, 3, 4):
         ins[i] = ins[i].to(half).double()
+    if dt_rank:  # delta = W @ dts of rounded factors, W in the inputs' dtype as the launcher casts it
+        dts = (torch.randn(batch, k, dt_rank, length, dtype=f64) * 0.5).to(half)
+        dt_w = (torch.randn(k, dm, dt_rank, dtype=f64) * dt_rank**-0.5).to(half)
+        ins[1] = torch.matmul(dt_w.double(), dts.double())
     x, delta, A, B, C, D, bias = r = [t.clone().requires_grad_() for t in ins]
     y = selective_scan_naive(
         cross_scan(x, k).reshape(batch, k * dm, length),
@@ -156,6 +163,9 @@ def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None, layout="image", states=False
         for i in (1, 3, 4):  # delta, B, C and their gradients
             f32[i], expect[i] = to_line_order(f32[i], h, w), to_line_order(expect[i], h, w)
     kw = dict(config=cfg, options=opts, layout=layout)
+    if dt_rank:
+        f32[1] = to_line_order(dts, h, w) if layout == "lines" else dts
+        kw["dt_weight"] = dt_w
     if states:
         y, st = ss2d_fwd(*f32, k, **kw, return_states=True)
         errs = {"y": _rel(y, y_ref), "stored": float(st.dim() != 5 or st.shape[3] == 0)}
@@ -215,6 +225,7 @@ def main() -> None:
     t3_atomic = SS2DOptions(col_t3=True, seq_k=False, dbc_atomic=True)
     colcopy = SS2DOptions(col_copy=True)
     colcopy_atomic = SS2DOptions(col_copy=True, dbc_atomic=True)
+    dot16 = ScanConfig(16, 64, 4)
     cases = {
         # L not a multiple of the chunk, groups, z gate, D, delta_bias and dlast_state
         "plain_N4_G2_all": lambda: _plain(2, 4, 37, 4, 2, d=True, z=True, bias=True, dlast=True, cfg=small),
@@ -273,6 +284,17 @@ def main() -> None:
         # bf16 inputs: the row and the column directions' partial sums of y / dx kept in bf16 (default)
         "ss2d_K4_13x23_lines_bf16": lambda: _ss2d(
             1, 4, 13, 23, 1, 4, cfg=None, layout="lines", states=True, bf16=True
+        ),
+        # dt_proj fused: the kernels project delta from (batch, K, R, H*W) and the weight; rank-1 updates
+        # (fp32, default tiles; N = 2, K = 2) and one tl.dot per chunk (bf16, 16-row tiles, rank 5 padded)
+        "ss2d_K4_13x23_lines_dt": lambda: _ss2d(
+            1, 4, 13, 23, 1, 4, cfg=None, layout="lines", states=True, dt_rank=3
+        ),
+        "ss2d_K2_9x15_lines_dt_N2": lambda: _ss2d(
+            2, 4, 9, 15, 2, 2, cfg=None, layout="lines", states=True, dt_rank=2
+        ),
+        "ss2d_K4_13x23_lines_dt_dot_bf16": lambda: _ss2d(
+            1, 16, 13, 23, 1, 4, cfg=dot16, layout="lines", states=True, bf16=True, dt_rank=5
         ),
         "plain_N2_G2_atomic_dbc": lambda: _plain(
             2, 4, 37, 2, 2, d=True, z=False, bias=True, dlast=False, cfg=small, partial=False

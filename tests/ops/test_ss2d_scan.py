@@ -83,6 +83,36 @@ def test_lines_layout_gives_the_image_layouts_values_and_gradients(k):
         ss2d_scan(**lines, directions=k, layout="columns")
 
 
+@pytest.mark.parametrize(("k", "layout"), [(4, "lines"), (2, "image"), (1, "lines")])
+def test_dt_weight_is_the_projected_delta(k, layout):
+    """ss2d_scan(..., dt_weight=W) with delta = dt_proj's input is ss2d_scan of W @ delta: same y, same
+    gradients of the other inputs, and the projection's gradients (the reference backend projects inside
+    the op)."""
+    b, d, h, w, r = 2, 3, 3, 4, 2
+    inputs = make_inputs(b, d, h, w, 2, k)
+    dts = (torch.randn(b, k, r, h * w, dtype=torch.float64) * 0.5).requires_grad_()
+    dt_w = torch.randn(k, d, r, dtype=torch.float64).requires_grad_()
+    if layout == "lines":
+        inputs = {
+            n: to_line_order(t.detach(), h, w).requires_grad_() if n in ("B", "C") else t
+            for n, t in inputs.items()
+        }
+    others = {n: t for n, t in inputs.items() if n != "delta"}
+    y = ss2d_scan(**others, delta=dts, dt_weight=dt_w, directions=k, layout=layout)
+    y_ref = ss2d_scan(**others, delta=torch.matmul(dt_w, dts), directions=k, layout=layout)
+    torch.testing.assert_close(y, y_ref, rtol=1e-12, atol=1e-12)
+    dy = torch.randn_like(y)
+    leaves = [dts, dt_w, *others.values()]
+    grads = torch.autograd.grad((y * dy).sum(), leaves)
+    grads_ref = torch.autograd.grad((y_ref * dy).sum(), leaves)
+    for name, g, g_ref in zip(["dts", "dt_weight", *others], grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, rtol=1e-10, atol=1e-10, msg=name)
+    with pytest.raises(ValueError, match=r"dt_weight must have shape \(K, D, R\)"):
+        ss2d_scan(**others, delta=dts, dt_weight=dt_w[:, :2], directions=k, layout=layout)
+    with pytest.raises(ValueError, match="with dt_weight, delta is dt_proj's input"):
+        ss2d_scan(**others, delta=dts[:, :, :1], dt_weight=dt_w, directions=k, layout=layout)
+
+
 def test_optional_d_and_bias_and_fp32():
     inputs = make_inputs(1, 4, 3, 3, 2, 4, dtype=torch.float32)
     inputs["D"] = inputs["delta_bias"] = None
@@ -110,6 +140,12 @@ def test_flops_and_opcheck():
     assert counts["geomamba.ss2d_scan"] == 9 * b * k * d * h * w * n
     result = torch.library.opcheck(
         torch.ops.geomamba.ss2d_scan.default, (*inputs.values(), k, "ref", "image")
+    )
+    assert set(result.values()) == {"SUCCESS"}
+    dts, dt_w = torch.randn(b, k, 2, h * w, requires_grad=True), torch.randn(k, d, 2, requires_grad=True)
+    args = {**inputs, "delta": dts}
+    result = torch.library.opcheck(
+        torch.ops.geomamba.ss2d_scan.default, (*args.values(), k, "ref", "lines", dt_w)
     )
     assert set(result.values()) == {"SUCCESS"}
 

@@ -351,6 +351,55 @@ def test_fused_ss2d_lines_layout(k, dtype, h, w, batch, options):
     assert not bad, f"fused vs composed Triton (lines), relative errors: {bad}"
 
 
+@pytest.mark.parametrize(
+    ("dm", "r", "h", "w", "dtype", "config"),
+    [
+        (64, 8, 16, 16, "bf16", None),  # the default tiles (rank-1 updates unless a tile has 16 rows)
+        (128, 16, 32, 32, "bf16", None),
+        (32, 3, 13, 9, "fp32", None),  # odd map, fp32 (rank-1 updates)
+        (64, 5, 32, 32, "bf16", (16, 64, 4)),  # 16-row tiles: one tl.dot per chunk, rank 5 padded to 16
+        (64, 32, 16, 16, "fp16", (16, 128, 4)),  # backward chunk 128: recomputes its states (pass 1)
+    ],
+)
+def test_fused_ss2d_dt_proj(dm, r, h, w, dtype, config):
+    """dt_proj fused into the "lines" kernels (``dt_weight``): through the op, y and every gradient (of
+    dt_proj's input and weight too) against the op given the projected delta; with an explicit tile, the
+    launchers against the same launchers given the projected delta."""
+    from geomamba.ops import ss2d_scan
+    from geomamba.ops.cross_scan import to_line_order
+    from geomamba.ops.ss2d_scan import project_dt
+    from geomamba.ops.triton import ScanConfig, ss2d_bwd, ss2d_fwd
+
+    dt, k, batch = DTYPES[dtype], 4, 2
+    x, _, A, B, C, D, bias = _ss2d_inputs(batch, dm, h, w, 1, k, dt)
+    B, C = (to_line_order(t, h, w).contiguous() for t in (B, C))
+    dts = (torch.randn(batch, k, r, h * w, device="cuda") * 0.5).to(dt)
+    dt_w = torch.randn(k, dm, r, device="cuda") * r**-0.5
+    dy = torch.randn_like(x)
+    if config is not None:
+        cfg, delta = ScanConfig(*config), project_dt(dts, dt_w)
+        y, st = ss2d_fwd(
+            x, dts, A, B, C, D, bias, k, config=cfg, layout="lines", dt_weight=dt_w, return_states=True
+        )
+        y0, st0 = ss2d_fwd(x, delta, A, B, C, D, bias, k, config=cfg, layout="lines", return_states=True)
+        g = ss2d_bwd(dy, x, dts, A, B, C, D, bias, k, config=cfg, layout="lines", states=st, dt_weight=dt_w)
+        g0 = ss2d_bwd(dy, x, delta, A, B, C, D, bias, k, config=cfg, layout="lines", states=st0)
+        errs = {"y": _rel(y, y0)} | {f"launcher_d{i}": _rel(a, b) for i, (a, b) in enumerate(zip(g, g0))}
+    else:
+        errs = {}
+    leaves = [t.requires_grad_() for t in (x, dts, A, B, C, D, bias, dt_w)]
+    y = ss2d_scan(x, dts, A, B, C, D, bias, k, "triton", "lines", dt_weight=dt_w)
+    y0 = ss2d_scan(x, project_dt(dts, dt_w), A, B, C, D, bias, k, "triton", "lines")
+    grads = torch.autograd.grad((y.float() * dy.float()).sum(), leaves)
+    grads0 = torch.autograd.grad((y0.float() * dy.float()).sum(), leaves)
+    errs |= {"op_y": _rel(y, y0)}
+    for name, a, b in zip(["x", "dts", "A", "B", "C", "D", "bias", "dt_w"], grads, grads0, strict=True):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        errs["op_d" + name] = _rel(a, b)
+    bad = {n: v for n, v in errs.items() if not v < _tol(dt)}
+    assert not bad, f"dt_proj fused vs projected delta, relative errors over {_tol(dt)}: {bad}"
+
+
 _T3_BWD = pytest.mark.xfail(
     strict=False,
     reason="transposed column tiles in the BACKWARD: wrong, run-to-run varying gradients on an H100 with "

@@ -28,6 +28,10 @@ __all__ = ["CUDA_SCAN_LAYOUT", "SS2D", "SS2DCore", "contiguous_keep_grad_format"
 # column-major, read as rows by the fused kernels) or "image" (the layout before; benchmarks set it to
 # compare the two: bench/layer_profile_gpu.py --layout).
 CUDA_SCAN_LAYOUT = "lines"
+# On CUDA with the "lines" layout and a backend other than "ref", hand dt_proj's input and weight to the
+# scan instead of delta (``ss2d_scan(..., dt_weight=...)``): the Triton kernels project delta tile by tile,
+# so the (B, K, d_inner, H*W) delta is never written, read or saved (benchmarks set it to compare).
+FUSE_DT_PROJ = True
 
 
 class _ContiguousKeepGradFormat(torch.autograd.Function):
@@ -121,7 +125,7 @@ class SS2DCore(nn.Module):
         sdt = torch.float64 if self.A_logs.dtype == torch.float64 else torch.float32
         bias = self.dt_projs_bias.to(sdt)
         w_x = self.x_proj_weight.to(x.dtype).reshape(-1, d)
-        layout = "image"
+        layout, dt_w = "image", None
         if x.device.type == "cpu":
             # The reference backend's image-layout scan reads x and delta channels-last, as they are: x
             # (channels-last from the convolutions) is not copied, delta is laid out (B, K, L, D) in memory
@@ -156,7 +160,10 @@ class SS2DCore(nn.Module):
             if layout == "lines":
                 x_dbl = to_line_order(x_dbl, h, w)
             dts, bs, cs = torch.split(x_dbl, [r, n, n], dim=2)
-            dts = torch.matmul(self.dt_projs_weight.to(dts.dtype), dts)  # (K, D, R) @ (B, K, R, L)
+            if FUSE_DT_PROJ and layout == "lines" and self.backend != "ref":
+                dt_w = self.dt_projs_weight  # projected inside the scan (K, D, R) @ (B, K, R, L)
+            else:
+                dts = torch.matmul(self.dt_projs_weight.to(dts.dtype), dts)  # (K, D, R) @ (B, K, R, L)
         return ss2d_scan(
             x,
             dts,
@@ -168,6 +175,7 @@ class SS2DCore(nn.Module):
             k,
             self.backend,
             layout,
+            dt_w,
         )
 
 

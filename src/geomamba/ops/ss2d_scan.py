@@ -16,6 +16,12 @@
   over k of the selective scan (softplus on delta + bias) run in direction k's order (0 row-major,
   1 column-major, 2 row-major reversed, 3 column-major reversed) and mapped back to image positions.
 
+With ``dt_weight`` ``(K, D, R)`` (dt_proj fused), ``delta`` is dt_proj's input ``(batch, K, R, H*W)`` (in
+``layout``) and the scan's delta is ``dt_weight @ delta`` per direction (:func:`project_dt`); a backend
+registered with ``ss2d_dt`` (Triton's "lines" kernels) computes it inside its kernels, so the
+``(batch, K, D, H*W)`` delta is never written, read or saved for the backward; other backends get it
+materialized. The gradients of dt_proj's input and weight are formed here from the backend's ddelta.
+
 The forward op returns ``(y, states)``: ``states`` is an implementation detail of the autograd formula
 (as for ``geomamba::selective_scan``): the fp32 chunk-entry states of a backend with ``ss2d_fwd_states``
 (the Triton backend's fused "lines" kernels), else an empty ``(0,)`` tensor; the backward op takes it
@@ -52,7 +58,32 @@ from geomamba.ops.selective_scan import check_scan_args
 from geomamba.ops.selective_scan._backends import Backend, resolve_backend
 from geomamba.ops.selective_scan._op import scan_flops
 
-__all__ = ["composed_ss2d_bwd", "composed_ss2d_fwd", "ss2d_scan"]
+__all__ = ["composed_ss2d_bwd", "composed_ss2d_fwd", "project_dt", "ss2d_scan"]
+
+
+def project_dt(dts: Tensor, dt_weight: Tensor) -> Tensor:
+    """dt_proj of every direction: ``(K, D, R) @ (batch, K, R, L) -> (batch, K, D, L)`` in dts's dtype
+    (pointwise in the positions, so any layout of them)."""
+    return torch.matmul(dt_weight.to(dts.dtype), dts)
+
+
+def _dt_grads(ddelta: Tensor, dts: Tensor, dt_weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Gradients of :func:`project_dt`'s input and weight from the projected delta's ``ddelta``."""
+    w = dt_weight.to(ddelta.dtype)
+    d_dts = torch.matmul(w.transpose(-1, -2), ddelta)  # (K, R, D) @ (batch, K, D, L)
+    acc = torch.promote_types(ddelta.dtype, torch.float32)  # the batch sum in fp32 at least
+    d_w = torch.matmul(ddelta, dts.to(ddelta.dtype).transpose(-1, -2)).sum(0, dtype=acc)
+    return d_dts.to(dts.dtype), d_w.to(dt_weight.dtype)
+
+
+def _with_dt(be: Backend, delta: Tensor, dt_weight: Optional[Tensor]):
+    """``(delta, keyword args)`` for ``be``'s SS2D pair: dt_weight handed on if the pair fuses dt_proj,
+    else delta projected here."""
+    if dt_weight is None:
+        return delta, {}
+    if be.ss2d_fwd is not None and be.ss2d_dt:
+        return delta, {"dt_weight": dt_weight}
+    return project_dt(delta, dt_weight), {}
 
 
 def _to_scan(t, h, w, layout):
@@ -131,8 +162,10 @@ def _ss2d_fwd(
     directions: int,
     backend: str,
     layout: str,
+    dt_weight: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor]:
     be = resolve_backend(backend, x.device, x.dtype)
+    delta, dt_kw = _with_dt(be, delta, dt_weight)
     states = None
     if be.ss2d_fwd is None:
         args = (_c(x), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
@@ -142,6 +175,7 @@ def _ss2d_fwd(
         if not be.ss2d_strided:
             x, delta = x.contiguous(), delta.contiguous()
         args = (x, delta, _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
+        kw.update(dt_kw)
         if be.ss2d_fwd_states is not None:
             y, states = be.ss2d_fwd_states(*args, **kw)
         else:
@@ -160,7 +194,7 @@ def _ss2d_states_shape(be, x, A, directions, layout) -> tuple[int, ...]:
 
 
 @_ss2d_fwd.register_fake
-def _ss2d_fwd_fake(x, delta, A, B, C, D, delta_bias, directions, backend, layout):
+def _ss2d_fwd_fake(x, delta, A, B, C, D, delta_bias, directions, backend, layout, dt_weight=None):
     be = resolve_backend(backend, x.device, x.dtype)
     return (
         torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x)),
@@ -182,10 +216,14 @@ def _ss2d_bwd(
     directions: int,
     backend: str,
     layout: str,
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """``(dx, ddelta, dA, dB, dC, dD, ddelta_bias)``; an empty tensor stands for None. ``states``: the
-    forward op's second output (a ``(0,)`` tensor: none saved)."""
+    dt_weight: Optional[Tensor] = None,
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """``(dx, ddelta, dA, dB, dC, dD, ddelta_bias, ddt_weight)``; an empty tensor stands for None (with
+    dt_weight, ddelta is the gradient of dt_proj's input). ``states``: the forward op's second output
+    (a ``(0,)`` tensor: none saved)."""
     be = resolve_backend(backend, x.device, x.dtype)
+    dts = delta
+    delta, dt_kw = _with_dt(be, delta, dt_weight)
     if be.ss2d_bwd is None:
         args = (_c(dy), _c(x), _c(delta), _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
         grads = composed_ss2d_bwd(be, *args, layout=layout)
@@ -194,36 +232,41 @@ def _ss2d_bwd(
         if not (states.dim() == 1 and states.numel() == 0):
             kw["states"] = states
         args = (_c(dy), _c(x), _c(dl), _c(A), _c(Bi), _c(Ci), _c(D), _c(delta_bias), directions)
-        grads = be.ss2d_bwd(*args, **kw)
+        grads = be.ss2d_bwd(*args, **kw, **dt_kw)
         if layout != "image" and "layout" not in kw:  # converted to image order: gradients back
             h, w = x.shape[-2:]  # (ddelta, dB, dC are grads 1, 3, 4)
             grads = tuple(to_line_order(g, h, w) if i in (1, 3, 4) else g for i, g in enumerate(grads))
-    return tuple(x.new_empty(0) if g is None else g.contiguous() for g in grads)
+    grads, d_w = list(grads), None
+    if dt_weight is not None:  # dt_proj's gradients from the projected delta's
+        grads[1], d_w = _dt_grads(grads[1], dts, dt_weight)
+    return tuple(x.new_empty(0) if g is None else g.contiguous() for g in (*grads, d_w))
 
 
 @_ss2d_bwd.register_fake
-def _ss2d_bwd_fake(dy, states, x, delta, A, B, C, D, delta_bias, directions, backend, layout):
+def _ss2d_bwd_fake(dy, states, x, delta, A, B, C, D, delta_bias, directions, backend, layout, dt_weight=None):
     return tuple(
-        x.new_empty(0) if t is None else t.new_empty(t.shape) for t in (x, delta, A, B, C, D, delta_bias)
+        x.new_empty(0) if t is None else t.new_empty(t.shape)
+        for t in (x, delta, A, B, C, D, delta_bias, dt_weight)
     )
 
 
 def _setup_context(ctx, inputs, output):
-    x, delta, A, B, C, D, delta_bias, directions, backend, layout = inputs
-    ctx.save_for_backward(x, delta, A, B, C, D, delta_bias, output[1])
+    x, delta, A, B, C, D, delta_bias, directions, backend, layout, dt_weight = inputs
+    ctx.save_for_backward(x, delta, A, B, C, D, delta_bias, dt_weight, output[1])
     ctx.mark_non_differentiable(output[1])
     ctx.directions, ctx.backend, ctx.layout = directions, backend, layout
 
 
 def _backward(ctx, dy, dstates):
-    x, delta, A, B, C, D, delta_bias, states = ctx.saved_tensors
+    x, delta, A, B, C, D, delta_bias, dt_weight, states = ctx.saved_tensors
     if dy.is_cuda:  # as the forward's inputs (see ss2d_scan): a copy torch.compile fuses into dy's producer
         dy = dy.contiguous()
     grads = torch.ops.geomamba.ss2d_scan_bwd(
-        dy, states, x, delta, A, B, C, D, delta_bias, ctx.directions, ctx.backend, ctx.layout
+        dy, states, x, delta, A, B, C, D, delta_bias, ctx.directions, ctx.backend, ctx.layout, dt_weight
     )
     present = (x, delta, A, B, C, D, delta_bias)
-    return (*(None if t is None else g for g, t in zip(grads, present)), None, None, None)
+    out = [None if t is None else g for g, t in zip(grads, present)]
+    return (*out, None, None, None, None if dt_weight is None else grads[7])
 
 
 _ss2d_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -231,7 +274,7 @@ _ss2d_fwd.register_autograd(_backward, setup_context=_setup_context)
 
 @register_flop_formula(torch.ops.geomamba.ss2d_scan)
 def _ss2d_fwd_flops(x_shape, delta_shape, A_shape, *args, out_shape=None, **kwargs) -> int:
-    b, k, d, length = delta_shape
+    (b, d), (k, length) = x_shape[:2], delta_shape[1::2]  # (delta: dt_proj's input with dt_weight)
     return scan_flops(b, k * d, length, A_shape[1])
 
 
@@ -239,7 +282,7 @@ def _ss2d_fwd_flops(x_shape, delta_shape, A_shape, *args, out_shape=None, **kwar
 def _ss2d_bwd_flops(
     dy_shape, states_shape, x_shape, delta_shape, A_shape, *args, out_shape=None, **kwargs
 ) -> int:
-    b, k, d, length = delta_shape
+    (b, d), (k, length) = x_shape[:2], delta_shape[1::2]
     return 2 * scan_flops(b, k * d, length, A_shape[1])
 
 
@@ -254,10 +297,12 @@ def ss2d_scan(
     directions: int = 4,
     backend: str = "auto",
     layout: str = "image",
+    dt_weight: Optional[Tensor] = None,
 ) -> Tensor:
     """The K-direction SS2D scan on the image layout (see the module docstring); differentiable.
     ``layout``: how delta/B/C hold each direction, ``"image"`` or ``"lines"`` (column-major directions
-    column-major)."""
+    column-major). ``dt_weight`` ``(K, D, R)``: delta is dt_proj's input ``(batch, K, R, H*W)``, projected
+    by ``dt_weight`` (inside the kernels where the backend fuses it)."""
     where = "ss2d_scan"
     if directions not in (1, 2, 4):
         raise ValueError(f"{where}: directions must be 1, 2 or 4, got {directions!r}")
@@ -280,7 +325,20 @@ def ss2d_scan(
                 f"{where}: {name} must have shape {what} = ({b}, {k}, {'D' if name == 'delta' else 'N'}, "
                 f"{h}*{w}), got {getattr(t, 'shape', type(t))}"
             )
-    if delta.shape[2] != d:
+    if dt_weight is not None:
+        if not isinstance(dt_weight, Tensor) or dt_weight.dim() != 3 or tuple(dt_weight.shape[:2]) != (k, d):
+            raise ValueError(
+                f"{where}: dt_weight must have shape (K, D, R) = ({k}, {d}, R), got "
+                f"{getattr(dt_weight, 'shape', type(dt_weight))}"
+            )
+        if delta.shape[2] != dt_weight.shape[2]:
+            raise ValueError(
+                f"{where}: with dt_weight, delta is dt_proj's input (batch, K, R={dt_weight.shape[2]}, H*W), "
+                f"got {tuple(delta.shape)}"
+            )
+        if dt_weight.device != x.device:
+            raise ValueError(f"{where}: dt_weight is on {dt_weight.device}, x on {x.device}")
+    elif delta.shape[2] != d:
         raise ValueError(f"{where}: delta must have D={d} channels (x has {d}), got {tuple(delta.shape)}")
     # the same checks as the flat scan (A, D, delta_bias, N, dtypes, devices) on the scan-order shapes
     check_scan_args(
@@ -300,5 +358,5 @@ def ss2d_scan(
         # its producer, instead of by a strided copy inside the op; a no-op for contiguous tensors.
         x, delta, B, C = (t.contiguous() for t in (x, delta, B, C))
     return torch.ops.geomamba.ss2d_scan(
-        x, delta, A, B, C, D, delta_bias, int(directions), str(backend), str(layout)
+        x, delta, A, B, C, D, delta_bias, int(directions), str(backend), str(layout), dt_weight
     )[0]

@@ -23,6 +23,9 @@ A backend is registered with :func:`register_backend` and provides
   Optionally ``ss2d_fwd_states`` (the arguments of ``ss2d_fwd``) ``-> (y, states)`` with
   ``ss2d_states_shape(batch, D, H, W, K, N, layout) -> shape``: as ``fwd_states`` for the SS2D pair
   (fp32 states, ``(0,)`` when none; handed back as ``ss2d_bwd(..., states=states)``).
+  ``ss2d_dt=True``: the pair (and ``ss2d_fwd_states``) also take ``dt_weight=(K, D, R)``, with delta then
+  dt_proj's input ``(batch, K, R, H*W)`` (projected inside, see ``ops.ss2d_scan.project_dt``); its
+  ``ss2d_bwd`` still returns the gradient of the projected delta.
 
 Choice (:func:`resolve_backend`): ``"auto"`` (or the ``GEOMAMBA_SCAN_BACKEND`` environment variable,
 which overrides ``"auto"`` only) takes the first of ``_PREFERENCE`` that is registered, available and
@@ -94,6 +97,7 @@ class Backend:
     ss2d_layouts: tuple[str, ...] = ("image",)
     ss2d_fwd_states: Callable | None = None
     ss2d_states_shape: Callable | None = None
+    ss2d_dt: bool = False
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -118,6 +122,7 @@ def register_backend(
     ss2d_layouts: tuple[str, ...] = ("image",),
     ss2d_fwd_states: Callable | None = None,
     ss2d_states_shape: Callable | None = None,
+    ss2d_dt: bool = False,
 ) -> Backend:
     """Add (or replace) backend ``name`` in the table and return its entry."""
     if not name or not isinstance(name, str) or name == "auto":
@@ -145,6 +150,7 @@ def register_backend(
         ss2d_layouts=tuple(ss2d_layouts),
         ss2d_fwd_states=ss2d_fwd_states,
         ss2d_states_shape=ss2d_states_shape,
+        ss2d_dt=bool(ss2d_dt and ss2d_fwd is not None),
     )
     _BACKENDS[name] = entry
     return entry

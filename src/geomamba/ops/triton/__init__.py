@@ -82,6 +82,7 @@ def _register() -> bool:
         ss2d_layouts=("image", "lines"),
         ss2d_fwd_states=ss2d_fwd_states_routed,
         ss2d_states_shape=ss2d_states_shape_routed,
+        ss2d_dt=True,
     )
     return True
 

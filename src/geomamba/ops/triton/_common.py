@@ -33,7 +33,10 @@ LOG2E = 1.4426950408889634
 # The compiled kernels take log2 from the hardware approximation (lg2.approx.f32, one MUFU instruction,
 # relative error ~2^-22) instead of the ~25-instruction polynomial of tl.log; the interpreter (CPU tests)
 # cannot run inline PTX and uses tl.log.
-FAST_LOG2 = tl.constexpr(os.environ.get("TRITON_INTERPRET", "0") != "1")
+INTERPRETED = os.environ.get("TRITON_INTERPRET", "0") == "1"
+FAST_LOG2 = tl.constexpr(not INTERPRETED)
+# The interpreter's tl.dot gives zeros for bf16 operands (triton 3.6): project_delta converts them there.
+DOT_FP32_OPERANDS = tl.constexpr(INTERPRETED)
 
 
 @triton.jit
@@ -141,6 +144,34 @@ def load_tile(ptr, rows, rmask, off, msk, COLMAJOR: tl.constexpr, R: tl.constexp
     else:
         v = tl.load(ptr + rows[:, None] + off, mask=msk & rmask[:, None], other=0.0)
     return v.to(tl.float32)
+
+
+@triton.jit
+def project_delta(
+    dts_ptr, dts_base, w_ptr, w_rows, off, msk, L, R: tl.constexpr, CH: tl.constexpr, DT_R: tl.constexpr,
+    DT_RP: tl.constexpr, DT_DOT: tl.constexpr,
+):  # fmt: skip
+    """``(R, CH)`` fp32 tile of delta computed from its low-rank factors (dt_proj fused): row r is
+    ``sum_j w[w_rows[r] + j] * dts[dts_base + j * L + off]`` over the ``DT_R`` ranks (flat rows only).
+    ``DT_DOT``: one ``tl.dot`` of ``(R, DT_RP) @ (DT_RP, CH)`` (ranks zero-padded to ``DT_RP``, a power
+    of two >= 16; needs R >= 16 and 16-bit inputs); else ``DT_R`` rank-1 updates in fp32."""
+    if DT_DOT:
+        rk = tl.arange(0, DT_RP)
+        km = rk < DT_R
+        wt = tl.load(w_ptr + w_rows[:, None] + rk[None, :], mask=km[None, :], other=0.0)
+        dts = tl.load(
+            dts_ptr + dts_base + rk[:, None].to(tl.int64) * L + off, mask=km[:, None] & msk, other=0.0
+        )
+        if DOT_FP32_OPERANDS:
+            wt, dts = wt.to(tl.float32), dts.to(tl.float32)
+        v = tl.dot(wt, dts, out_dtype=tl.float32)
+    else:
+        v = tl.zeros((R, CH), dtype=tl.float32)
+        for j in tl.static_range(DT_R):
+            wj = tl.load(w_ptr + w_rows + j).to(tl.float32)
+            dj = tl.load(dts_ptr + dts_base + j * L + off, mask=msk, other=0.0).to(tl.float32)
+            v += wj[:, None] * dj
+    return v
 
 
 @triton.jit

@@ -79,33 +79,80 @@ def ss2d_states_shape_routed(batch, dm, h, w, k, n, layout="image"):
     return ss2d_states_shape(batch, dm, h, w, k, n, layout) if _both_fused(h, w, n) else (0,)
 
 
-def ss2d_fwd_routed(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, layout="image"):
-    """The backend's SS2D forward: fused kernels or the composed path, by :func:`fused_ss2d`."""
+def ss2d_fwd_routed(
+    x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, layout="image", dt_weight=None
+):
+    """The backend's SS2D forward: fused kernels or the composed path, by :func:`fused_ss2d`
+    (``dt_weight``: dt_proj fused, see ``ss2d_launch.ss2d_fwd``; the composed path projects delta first)."""
     if fused_ss2d(x.shape[-2], x.shape[-1], A.shape[-1], backward=False):
-        return ss2d_fwd(x, delta, A, B, C, D, delta_bias, directions, layout=layout)
-    from geomamba.ops.ss2d_scan import composed_ss2d_fwd
+        return ss2d_fwd(x, delta, A, B, C, D, delta_bias, directions, layout=layout, dt_weight=dt_weight)
+    from geomamba.ops.ss2d_scan import composed_ss2d_fwd, project_dt
 
+    if dt_weight is not None:
+        delta = project_dt(delta, dt_weight)
     return composed_ss2d_fwd(_triton_backend(), x, delta, A, B, C, D, delta_bias, directions, layout=layout)
 
 
-def ss2d_fwd_states_routed(x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, layout="image"):
+def ss2d_fwd_states_routed(
+    x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, layout="image", dt_weight=None
+):
     """``(y, states)``: the forward and the states its backward reads (shape
     :func:`ss2d_states_shape_routed`; ``(0,)``: none, the backward recomputes)."""
     if _both_fused(x.shape[-2], x.shape[-1], A.shape[-1]):
-        return ss2d_fwd(x, delta, A, B, C, D, delta_bias, directions, layout=layout, return_states=True)
-    y = ss2d_fwd_routed(x, delta, A, B, C, D, delta_bias, directions, layout=layout)
+        return ss2d_fwd(
+            x,
+            delta,
+            A,
+            B,
+            C,
+            D,
+            delta_bias,
+            directions,
+            layout=layout,
+            return_states=True,
+            dt_weight=dt_weight,
+        )
+    y = ss2d_fwd_routed(x, delta, A, B, C, D, delta_bias, directions, layout=layout, dt_weight=dt_weight)
     return y, x.new_empty(0, dtype=torch.float32)
 
 
 def ss2d_bwd_routed(
-    dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, layout="image", states=None
+    dy,
+    x,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    delta_bias=None,
+    directions=4,
+    *,
+    layout="image",
+    states=None,
+    dt_weight=None,
 ):
     """The backend's SS2D backward: fused kernels or the composed path, by :func:`fused_ss2d`
-    (``states``: from :func:`ss2d_fwd_states_routed`, read by the fused kernels)."""
+    (``states``: from :func:`ss2d_fwd_states_routed`, read by the fused kernels; ``dt_weight``: as for
+    the forward, ddelta is the projected delta's gradient)."""
     if fused_ss2d(x.shape[-2], x.shape[-1], A.shape[-1], backward=True):
-        return ss2d_bwd(dy, x, delta, A, B, C, D, delta_bias, directions, layout=layout, states=states)
-    from geomamba.ops.ss2d_scan import composed_ss2d_bwd
+        return ss2d_bwd(
+            dy,
+            x,
+            delta,
+            A,
+            B,
+            C,
+            D,
+            delta_bias,
+            directions,
+            layout=layout,
+            states=states,
+            dt_weight=dt_weight,
+        )
+    from geomamba.ops.ss2d_scan import composed_ss2d_bwd, project_dt
 
+    if dt_weight is not None:
+        delta = project_dt(delta, dt_weight)
     return composed_ss2d_bwd(
         _triton_backend(), dy, x, delta, A, B, C, D, delta_bias, directions, layout=layout
     )

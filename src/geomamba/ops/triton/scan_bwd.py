@@ -31,6 +31,7 @@ from geomamba.ops.triton._common import (
     emit_tile,
     flat_mask,
     load_tile,
+    project_delta,
     state_rows,
     store_tile,
 )
@@ -41,6 +42,8 @@ def _entry_states(
     x_ptr, delta_ptr, B_ptr, st_ptr, x_rows_r, dl_rows, bc_rows, st_base, a2, bias, nmask, true_r,
     nc, Lm, H, W, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, COLMAJOR: tl.constexpr, T3: tl.constexpr,
     REVERSE: tl.constexpr, R: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr, STAGES: tl.constexpr,
+    L=0, dtw_ptr=None, dts_base=0, w_rows=0, DT_R: tl.constexpr = 0, DT_RP: tl.constexpr = 16,
+    DT_DOT: tl.constexpr = False,
 ):  # fmt: skip
     """Pass 1 of the backward (when the forward stored no states): walk the sequence and write the state
     entering every chunk into the scratch ``st_ptr + st_base + it * R``."""
@@ -61,7 +64,10 @@ def _entry_states(
         off, msk = chunk_tile(c, Lm, H, W, COLMAJOR, T3, TO, TI)
         valid = flat_mask(msk, T3, CH)
         u = load_tile(x_ptr, x_rows_r, true_r, off, msk, T3, R, CH)
-        dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, T3, R, CH)
+        if DT_R > 0:
+            dr = project_delta(delta_ptr, dts_base, dtw_ptr, w_rows, off, msk, L, R, CH, DT_R, DT_RP, DT_DOT)
+        else:
+            dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, T3, R, CH)
         Bt = load_tile(B_ptr, bc_rows, nmask, off, msk, T3, R, CH)
         dr, dt = delta_to_dt(dr, valid, bias, HAS_BIAS, SOFTPLUS)
         aa, hh = tl.associative_scan(
@@ -79,7 +85,8 @@ def _bwd_seq(
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_DLAST: tl.constexpr, DX_MODE: tl.constexpr, DBC_ATOMIC: tl.constexpr, COLMAJOR: tl.constexpr,
     T3: tl.constexpr, REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr,
-    TI: tl.constexpr, STAGES: tl.constexpr, NSC, HAS_ST: tl.constexpr,
+    TI: tl.constexpr, STAGES: tl.constexpr, NSC, HAS_ST: tl.constexpr, dtw_ptr=None, dts_base=0,
+    DT_R: tl.constexpr = 0, DT_RP: tl.constexpr = 16, DT_DOT: tl.constexpr = False,
 ):  # fmt: skip
     CH: tl.constexpr = TO * TI
     R: tl.constexpr = BD * NP
@@ -95,6 +102,7 @@ def _bwd_seq(
     dl_rows = dl_base + rd.to(tl.int64) * L
     dl_rows_d = dl_base + dd.to(tl.int64) * L
     bc_rows = bc_base + rn.to(tl.int64) * L
+    w_rows = (prm0 + rd) * DT_R  # dt_proj fused (DT_R > 0): row r's weights
     a2 = tl.load(A_ptr + (prm0 + rd) * N + rn, mask=nmask, other=0.0) * 1.4426950408889634
     A = a2 * 0.6931471805599453
     if HAS_BIAS:
@@ -122,6 +130,7 @@ def _bwd_seq(
         _entry_states(
             x_ptr, delta_ptr, B_ptr, st_ptr, x_rows_r, dl_rows, bc_rows, st_base, a2, bias, nmask, true_r,
             nc, Lm, H, W, HAS_BIAS, SOFTPLUS, COLMAJOR, T3, REVERSE, R, TO, TI, STAGES,
+            L, dtw_ptr, dts_base, w_rows, DT_R, DT_RP, DT_DOT,
         )  # fmt: skip
         tl.debug_barrier()
 
@@ -146,7 +155,10 @@ def _bwd_seq(
         off, msk = chunk_tile(c, Lm, H, W, COLMAJOR, T3, TO, TI)
         valid = flat_mask(msk, T3, CH)
         u = load_tile(x_ptr, x_rows_r, true_r, off, msk, T3, R, CH)
-        dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, T3, R, CH)
+        if DT_R > 0:
+            dr = project_delta(delta_ptr, dts_base, dtw_ptr, w_rows, off, msk, L, R, CH, DT_R, DT_RP, DT_DOT)
+        else:
+            dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, T3, R, CH)
         Bt = load_tile(B_ptr, bc_rows, nmask, off, msk, T3, R, CH)
         Ct = load_tile(C_ptr, bc_rows, nmask, off, msk, T3, R, CH)
         dr, dt = delta_to_dt(dr, valid, bias, HAS_BIAS, SOFTPLUS)
@@ -207,10 +219,12 @@ def _bwd_dir(
     SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, DX_MODE: tl.constexpr, DBC_ATOMIC: tl.constexpr,
     COLMAJOR: tl.constexpr, T3: tl.constexpr, REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr,
     TO: tl.constexpr, TI: tl.constexpr, STAGES: tl.constexpr, NSC=0, HAS_ST: tl.constexpr = False,
+    dtw_ptr=None, DT_R: tl.constexpr = 0, DT_RP: tl.constexpr = 16, DT_DOT: tl.constexpr = False,
 ):  # fmt: skip
     """Direction ``k`` (run-time index of the tensors) of batch ``b``, channels ``d0 .. d0 + BD - 1``.
     Partial dB/dC rows (``DBC_ATOMIC = False``): ``(batch, K*G, n_part, N, L)`` with
-    ``n_part = Dm / G / BD``, this block's index ``(d0 mod Dm/G) / BD``."""
+    ``n_part = Dm / G / BD``, this block's index ``(d0 mod Dm/G) / BD``. ``DT_R > 0``: delta_ptr holds
+    dt_proj's input ``(batch, K, DT_R, L)`` (delta projected in the kernel; ddelta is written in full)."""
     gk = (b * K + k) * G + g
     x_base = (b * Dm + d0).to(tl.int64) * L
     dl_base = ((b * K + k) * Dm + d0).to(tl.int64) * L
@@ -227,7 +241,7 @@ def _bwd_dir(
         dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
         x_base, dl_base, bc_base, dbc_base, k * Dm + d0, last_base, st_base, L, Lv, H, W, N,
         TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, HAS_DLAST, DX_MODE, DBC_ATOMIC, COLMAJOR, T3, REVERSE,
-        BD, NP, TO, TI, STAGES, NSC, HAS_ST,
+        BD, NP, TO, TI, STAGES, NSC, HAS_ST, dtw_ptr, ((b * K + k) * DT_R).to(tl.int64) * L, DT_R, DT_RP, DT_DOT,
     )  # fmt: skip
 
 
@@ -241,7 +255,8 @@ def scan_bwd_kernel(
     SOFTPLUS: tl.constexpr, HAS_DLAST: tl.constexpr, SS2D: tl.constexpr, SEQ_K: tl.constexpr,
     KC: tl.constexpr, COL_T3: tl.constexpr, DBC_ATOMIC: tl.constexpr, COL_COPY: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr, TO_C: tl.constexpr, TI_C: tl.constexpr,
-    STAGES: tl.constexpr, HAS_ST: tl.constexpr = False,
+    STAGES: tl.constexpr, HAS_ST: tl.constexpr = False, dtw_ptr=None, DT_R: tl.constexpr = 0,
+    DT_RP: tl.constexpr = 16, DT_DOT: tl.constexpr = False,
 ):  # fmt: skip
     """Same grids and layouts as ``scan_fwd_kernel``; dy has y's layout, gradients their input's layout.
 
@@ -258,6 +273,9 @@ def scan_bwd_kernel(
     ``BT``, ``CT`` with directions 1 and 3 in sequence order) and write ``ddeltaT``, ``dBT``, ``dCT`` in
     that order, so every direction is a flat, coalesced row scan (no strided column loads). dx is merged
     in fp32: rows into ``dxacc``, columns into ``accT`` (transposed); the launcher adds the two.
+
+    ``DT_R > 0`` (``COL_COPY`` on the "lines" layout only): dt_proj fused as in ``scan_fwd_kernel``:
+    ``delta_ptr`` / ``deltaT_ptr`` hold its input ``(batch, K, DT_R, L)``; ``ddelta`` is written in full.
     """
     pid = tl.program_id(0)
     if SEQ_K:
@@ -293,7 +311,7 @@ def scan_bwd_kernel(
             dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
             b, 0, d0, g, st_base + 0 * st_k, Dm, K, G, N, L, Lv, H, W,
             TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, DBC_ATOMIC, False, False, False,
-            BD, NP, 1, CH, STAGES, nc_max, HAS_ST,
+            BD, NP, 1, CH, STAGES, nc_max, HAS_ST, dtw_ptr, DT_R, DT_RP, DT_DOT,
         )  # fmt: skip
         tl.debug_barrier()
         _bwd_dir(
@@ -301,7 +319,7 @@ def scan_bwd_kernel(
             dx_ptr, accT_ptr, ddeltaT_ptr, dA_ptr, dBT_ptr, dCT_ptr, dD_ptr, dbias_ptr, dz_ptr,
             b, 1, d0, g, st_base + 1 * st_k, Dm, K, G, N, L, Lv, W, H,
             TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, DBC_ATOMIC, False, False, False,
-            BD, NP, 1, CH, STAGES, nc_max, HAS_ST,
+            BD, NP, 1, CH, STAGES, nc_max, HAS_ST, dtw_ptr, DT_R, DT_RP, DT_DOT,
         )  # fmt: skip
         if KC == 4:
             tl.debug_barrier()
@@ -310,7 +328,7 @@ def scan_bwd_kernel(
                 dx_ptr, dxacc_ptr, ddelta_ptr, dA_ptr, dB_ptr, dC_ptr, dD_ptr, dbias_ptr, dz_ptr,
                 b, 2, d0, g, st_base + 2 * st_k, Dm, K, G, N, L, Lv, H, W,
                 TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, DBC_ATOMIC, False, False, True,
-                BD, NP, 1, CH, STAGES, nc_max, HAS_ST,
+                BD, NP, 1, CH, STAGES, nc_max, HAS_ST, dtw_ptr, DT_R, DT_RP, DT_DOT,
             )  # fmt: skip
             tl.debug_barrier()
             _bwd_dir(
@@ -318,7 +336,7 @@ def scan_bwd_kernel(
                 dx_ptr, accT_ptr, ddeltaT_ptr, dA_ptr, dBT_ptr, dCT_ptr, dD_ptr, dbias_ptr, dz_ptr,
                 b, 3, d0, g, st_base + 3 * st_k, Dm, K, G, N, L, Lv, W, H,
                 TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, DBC_ATOMIC, False, False, True,
-                BD, NP, 1, CH, STAGES, nc_max, HAS_ST,
+                BD, NP, 1, CH, STAGES, nc_max, HAS_ST, dtw_ptr, DT_R, DT_RP, DT_DOT,
             )  # fmt: skip
     elif SEQ_K:
         if KC == 1:

@@ -27,6 +27,7 @@ from geomamba.ops.triton._common import (
     emit_tile,
     flat_mask,
     load_tile,
+    project_delta,
 )
 
 
@@ -37,7 +38,8 @@ def _fwd_seq(
     TINY: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr, HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr,
     STORE_LAST: tl.constexpr, MODE: tl.constexpr, COLMAJOR: tl.constexpr, T3: tl.constexpr,
     REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr, TI: tl.constexpr,
-    STAGES: tl.constexpr, SC: tl.constexpr, ST_SUM: tl.constexpr = False,
+    STAGES: tl.constexpr, SC: tl.constexpr, ST_SUM: tl.constexpr = False, dtw_ptr=None, dts_base=0,
+    DT_R: tl.constexpr = 0, DT_RP: tl.constexpr = 16, DT_DOT: tl.constexpr = False,
 ):  # fmt: skip
     CH: tl.constexpr = TO * TI
     R: tl.constexpr = BD * NP
@@ -52,6 +54,7 @@ def _fwd_seq(
     x_rows_d = x_base + dd.to(tl.int64) * L
     dl_rows = dl_base + rd.to(tl.int64) * L
     bc_rows = bc_base + rn.to(tl.int64) * L
+    w_rows = (prm0 + rd) * DT_R  # dt_proj fused (DT_R > 0): row r's weights
     a2 = tl.load(A_ptr + (prm0 + rd) * N + rn, mask=nmask, other=0.0) * 1.4426950408889634
     if HAS_BIAS:
         bias = tl.load(bias_ptr + prm0 + rd).to(tl.float32)
@@ -97,7 +100,10 @@ def _fwd_seq(
         off, msk = chunk_tile(c, Lm, H, W, COLMAJOR, T3, TO, TI)
         valid = flat_mask(msk, T3, CH)
         u = load_tile(x_ptr, x_rows_r, true_r, off, msk, T3, R, CH)
-        dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, T3, R, CH)
+        if DT_R > 0:
+            dr = project_delta(delta_ptr, dts_base, dtw_ptr, w_rows, off, msk, L, R, CH, DT_R, DT_RP, DT_DOT)
+        else:
+            dr = load_tile(delta_ptr, dl_rows, true_r, off, msk, T3, R, CH)
         Bt = load_tile(B_ptr, bc_rows, nmask, off, msk, T3, R, CH)
         Ct = load_tile(C_ptr, bc_rows, nmask, off, msk, T3, R, CH)
         dr, dt = delta_to_dt(dr, valid, bias, HAS_BIAS, SOFTPLUS)
@@ -154,19 +160,23 @@ def _fwd_dir(
     SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, MODE: tl.constexpr, COLMAJOR: tl.constexpr,
     T3: tl.constexpr, REVERSE: tl.constexpr, BD: tl.constexpr, NP: tl.constexpr, TO: tl.constexpr,
     TI: tl.constexpr, STAGES: tl.constexpr, st_ptr=None, NSC=0, SC: tl.constexpr = 0,
-    ST_SUM: tl.constexpr = False,
+    ST_SUM: tl.constexpr = False, dtw_ptr=None, DT_R: tl.constexpr = 0, DT_RP: tl.constexpr = 16,
+    DT_DOT: tl.constexpr = False,
 ):  # fmt: skip
-    """Direction ``k`` (run-time index of the tensors) of batch ``b``, channels ``d0 .. d0 + BD - 1``."""
+    """Direction ``k`` (run-time index of the tensors) of batch ``b``, channels ``d0 .. d0 + BD - 1``.
+    ``DT_R > 0``: delta_ptr holds dt_proj's input ``(batch, K, DT_R, L)`` and dtw_ptr its weight
+    ``(K*Dm, DT_R)``: the kernel projects delta itself (``project_delta``)."""
     x_base = (b * Dm + d0).to(tl.int64) * L
     dl_base = ((b * K + k) * Dm + d0).to(tl.int64) * L
     bc_base = ((b * K + k) * G + g).to(tl.int64) * N * L
     last_base = ((b * K + k) * Dm + d0).to(tl.int64) * N
     st_base = (((b * K + k) * Dm + d0).to(tl.int64) * NSC) * N
+    dts_base = ((b * K + k) * DT_R).to(tl.int64) * L
     _fwd_seq(
         x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr, st_ptr,
         x_base, dl_base, bc_base, k * Dm + d0, last_base, st_base, L, Lv, H, W, N, NSC,
         TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, STORE_LAST, MODE, COLMAJOR, T3, REVERSE, BD, NP, TO, TI, STAGES,
-        SC, ST_SUM,
+        SC, ST_SUM, dtw_ptr, dts_base, DT_R, DT_RP, DT_DOT,
     )  # fmt: skip
 
 
@@ -178,7 +188,8 @@ def scan_fwd_kernel(
     SOFTPLUS: tl.constexpr, STORE_LAST: tl.constexpr, SS2D: tl.constexpr, SEQ_K: tl.constexpr,
     KC: tl.constexpr, COL_T3: tl.constexpr, COL_COPY: tl.constexpr,
     BD: tl.constexpr, NP: tl.constexpr, CH: tl.constexpr, TO_C: tl.constexpr, TI_C: tl.constexpr,
-    STAGES: tl.constexpr, SC: tl.constexpr = 0, ST_SUM: tl.constexpr = False,
+    STAGES: tl.constexpr, SC: tl.constexpr = 0, ST_SUM: tl.constexpr = False, dtw_ptr=None,
+    DT_R: tl.constexpr = 0, DT_RP: tl.constexpr = 16, DT_DOT: tl.constexpr = False,
 ):  # fmt: skip
     """Plain scan: ``K = 1``, grid ``batch * n_dblocks``; x/z/y ``(batch, Dm, L)``; delta
     ``(batch, Dm, L)``; B/C ``(batch, G, N, L)``.
@@ -198,6 +209,10 @@ def scan_fwd_kernel(
     the backward into ``st_ptr`` ``(batch, K, Dm, NSC, N)`` fp32 (``NSC = cdiv(L, SC) - 1``; entry j: the
     state entering the backward's chunk iteration j + 1, in each direction's scan order), which then
     skips its recompute pass.
+
+    ``DT_R > 0`` (``COL_COPY`` only): dt_proj fused: ``delta_ptr`` holds its input ``(batch, K, DT_R, L)``
+    (the "lines" layout) and ``dtw_ptr`` its weight ``(K*Dm, DT_R)``; each tile of delta is computed in
+    the kernel (``project_delta``), so delta ``(batch, K, Dm, L)`` is never written or read.
     """
     pid = tl.program_id(0)
     if SEQ_K:
@@ -222,13 +237,13 @@ def scan_fwd_kernel(
             x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
             b, 0, d0, g, Dm, K, G, N, L, Lv, H, W,
             TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, False, False, False, BD, NP, 1, CH, STAGES,
-            st_ptr, NSC, SC, ST_SUM,
+            st_ptr, NSC, SC, ST_SUM, dtw_ptr, DT_R, DT_RP, DT_DOT,
         )  # fmt: skip
         _fwd_dir(
             xT_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, accT_ptr, last_ptr,
             b, 1, d0, g, Dm, K, G, N, L, Lv, W, H,
             TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 2, False, False, False, BD, NP, 1, CH, STAGES,
-            st_ptr, NSC, SC, ST_SUM,
+            st_ptr, NSC, SC, ST_SUM, dtw_ptr, DT_R, DT_RP, DT_DOT,
         )  # fmt: skip
         if KC == 4:
             tl.debug_barrier()
@@ -236,13 +251,13 @@ def scan_fwd_kernel(
                 x_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, acc_ptr, last_ptr,
                 b, 2, d0, g, Dm, K, G, N, L, Lv, H, W,
                 TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, False, False, True, BD, NP, 1, CH, STAGES,
-                st_ptr, NSC, SC, ST_SUM,
+                st_ptr, NSC, SC, ST_SUM, dtw_ptr, DT_R, DT_RP, DT_DOT,
             )  # fmt: skip
             _fwd_dir(
                 xT_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, z_ptr, y_ptr, accT_ptr, last_ptr,
                 b, 3, d0, g, Dm, K, G, N, L, Lv, W, H,
                 TINY, HAS_D, HAS_BIAS, HAS_Z, SOFTPLUS, False, 3, False, False, True, BD, NP, 1, CH, STAGES,
-                st_ptr, NSC, SC, ST_SUM,
+                st_ptr, NSC, SC, ST_SUM, dtw_ptr, DT_R, DT_RP, DT_DOT,
             )  # fmt: skip
     elif SEQ_K:
         if KC == 1:

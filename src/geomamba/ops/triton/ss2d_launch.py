@@ -17,6 +17,7 @@ import torch
 import triton
 
 from geomamba.ops.cross_scan import LAYOUTS, from_line_order, to_line_order
+from geomamba.ops.ss2d_scan import project_dt
 from geomamba.ops.triton.copy import strided_copy_, transposed
 from geomamba.ops.triton.launch import (
     ScanConfig,
@@ -158,16 +159,28 @@ def _to_kernel_layout(layout, lines, h, w, *ts):
     return tuple((to_line_order if lines else from_line_order)(t, h, w) for t in ts)
 
 
-def _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions, layout="image"):
+def _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions, layout="image", dt_weight=None):
     _check(directions in (1, 2, 4), f"directions must be 1, 2 or 4, got {directions}")
     _check(layout in LAYOUTS, f"layout must be one of {LAYOUTS}, got {layout!r}")
     _check(x.dim() == 4, f"x must be (batch, D, H, W), got {tuple(x.shape)}")
     batch, dm, h, w = x.shape
     k, length = directions, h * w
-    _check(
-        tuple(delta.shape) == (batch, k, dm, length),
-        f"delta must be (batch={batch}, K={k}, D={dm}, H*W={length}) in image order, got {tuple(delta.shape)}",
-    )
+    if dt_weight is not None:
+        _check(
+            dt_weight.dim() == 3 and tuple(dt_weight.shape[:2]) == (k, dm),
+            f"dt_weight must be (K={k}, D={dm}, R), got {tuple(dt_weight.shape)}",
+        )
+        r = dt_weight.shape[2]
+        _check(
+            tuple(delta.shape) == (batch, k, r, length),
+            f"with dt_weight, delta must be dt_proj's input (batch={batch}, K={k}, R={r}, H*W={length}), "
+            f"got {tuple(delta.shape)}",
+        )
+    else:
+        _check(
+            tuple(delta.shape) == (batch, k, dm, length),
+            f"delta must be (batch={batch}, K={k}, D={dm}, H*W={length}) in image order, got {tuple(delta.shape)}",
+        )
     _check(A.dim() == 2 and A.shape[0] == k * dm, f"A must be (K*D={k * dm}, N), got {tuple(A.shape)}")
     n = A.shape[1]
     for name, t in (("B", B), ("C", C)):
@@ -191,12 +204,21 @@ _BWD_LINES_N1_BY_PIXELS = ((0, ScanConfig(4, 64, 1, 3)),)
 # (bench/ss2d_lines_sweep_gpu.py --fwd-tiles, results/ss2d_lines_fwd_sweep_gpu_nvidia_h100_80gb_hbm3.json):
 # 16x16 8 x 64 0.073 ms (4 x 64 0.076, the plain tile 0.088); 32x32 and 64x64 within 1-2% of the best tile.
 _FWD_LINES_N1_BY_PIXELS = ((1024, None), (0, ScanConfig(8, 64, 1, 3)))
+# The same kernels with dt_proj fused (``dt_weight``), N = 1: tiles of at least 16 rows project delta by one
+# ``tl.dot`` per chunk (16-bit inputs), narrower ones by rank-1 updates. The backward's chunk must stay the
+# plain lines backward's (the forward stores its states for that chunk; ss2d_states_shape does not know
+# whether dt_proj is fused).
+_BWD_LINES_DT_N1_BY_PIXELS = ((0, ScanConfig(4, 64, 1, 3)),)
+_FWD_LINES_DT_N1_BY_PIXELS = ((1024, None), (0, ScanConfig(8, 64, 1, 3)))
 
 
-def _ss2d_launch_geometry(n, dm, h, w, backward, config, opts):
+def _ss2d_launch_geometry(n, dm, h, w, backward, config, opts, dt=False):
     # col_copy scans every direction as flat rows: the plain scan's tile unless the tables say otherwise
     if config is None and opts.col_copy and n == 1:
-        table = _BWD_LINES_N1_BY_PIXELS if backward else _FWD_LINES_N1_BY_PIXELS
+        if dt:
+            table = _BWD_LINES_DT_N1_BY_PIXELS if backward else _FWD_LINES_DT_N1_BY_PIXELS
+        else:
+            table = _BWD_LINES_N1_BY_PIXELS if backward else _FWD_LINES_N1_BY_PIXELS
         config = next(c for bound, c in table if h * w >= bound)
     npad, cfg = pick_config(n, dm, h * w, backward=backward, ss2d=not opts.col_copy, override=config)
     to_c, ti_c = _colmajor_tile(h, cfg.chunk, opts.columns)
@@ -240,16 +262,36 @@ def _accumulator(x, out, k, opts, lines):
     return torch.empty(x.shape, device=x.device, dtype=dtype)
 
 
+def _dt_args(dt_weight, x, k, dm, cfg, npad):
+    """Kernel arguments of the fused dt_proj: the weight ``(K*Dm, R)`` in x's dtype and the constexprs
+    (``DT_DOT``: one tl.dot per chunk where the tile has >= 16 rows and the inputs are 16-bit)."""
+    if dt_weight is None:
+        return {}
+    r = dt_weight.shape[2]
+    dot = cfg.bd * npad >= 16 and cfg.chunk >= 16 and x.dtype in (torch.bfloat16, torch.float16)
+    return dict(
+        dtw_ptr=dt_weight.detach().to(x.dtype).reshape(k * dm, r).contiguous(),
+        DT_R=r,
+        DT_RP=max(16, triton.next_power_of_2(r)),
+        DT_DOT=dot,
+    )
+
+
 def ss2d_fwd(
     x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None, layout="image",
-    return_states=False,
+    return_states=False, dt_weight=None,
 ):  # fmt: skip
     """Fused SS2D scan: ``y (batch, Dm, H, W)`` in x.dtype, the K directional scans merged (summed).
     ``return_states``: return ``(y, states)``, ``states`` (shape :func:`ss2d_states_shape`) for
-    ``ss2d_bwd(..., states=states)``, which then skips recomputing them (``"lines"`` inputs only)."""
-    batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions, layout)
+    ``ss2d_bwd(..., states=states)``, which then skips recomputing them (``"lines"`` inputs only).
+    ``dt_weight`` ``(K, Dm, R)``: delta is dt_proj's input ``(batch, K, R, H*W)`` and the effective delta
+    is ``dt_weight @ delta`` per direction (``ops.ss2d_scan.project_dt``); the "lines" kernel computes it
+    tile by tile (never written), other paths materialize it first."""
+    batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions, layout, dt_weight)
     opts = options or SS2D_DEFAULTS["forward_lines" if layout == "lines" else "forward"]
     lines = _lines_kernel(opts, k)
+    if dt_weight is not None and not (lines and layout == "lines"):
+        delta, dt_weight = project_dt(delta, dt_weight), None
     x, delta, B, C = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
     delta, B, C = _to_kernel_layout(layout, lines, h, w, delta, B, C)
     A32 = A.detach().float().contiguous()
@@ -265,10 +307,11 @@ def ss2d_fwd(
         xT = transposed(x)
     else:
         xT = accT = x
-    npad, cfg, to_c, ti_c, _ = _ss2d_launch_geometry(n, dm, h, w, False, config, opts)
+    npad, cfg, to_c, ti_c, _ = _ss2d_launch_geometry(n, dm, h, w, False, config, opts, dt_weight is not None)
     n_db = dm // cfg.bd
     progs = batch * n_db * (1 if opts.seq_k else k)
     opt, flags = optional_inputs(D, delta_bias, None, A32, x)
+    flags.update(_dt_args(dt_weight, x, k, dm, cfg, npad))
     with _device_ctx(x):
         scan_fwd_kernel[(progs,)](
             x, delta, A32, B, C, *opt, y, acc, A32, states if nsc else A32, xT, accT,
@@ -286,13 +329,15 @@ def ss2d_fwd(
 
 def ss2d_bwd(
     dy, x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None, layout="image",
-    states=None,
+    states=None, dt_weight=None,
 ):  # fmt: skip
     """Backward of the fused SS2D scan: ``(dx, ddelta, dA, dB, dC, dD, ddelta_bias)``, ddelta/dB/dC in
     ``layout``. ``states``: what ``ss2d_fwd(..., return_states=True)`` returned for these inputs; read
     (instead of recomputing the chunk-entry states) when this backward runs the "lines" kernel with the
-    chunk they were stored for."""
-    batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions, layout)
+    chunk they were stored for. ``dt_weight``: as for :func:`ss2d_fwd` (delta is dt_proj's input);
+    ddelta is then the gradient of the effective delta ``(batch, K, Dm, H*W)`` (the caller forms dt_proj's
+    gradients from it: ``ops.ss2d_scan``)."""
+    batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions, layout, dt_weight)
     _check(dy.shape == x.shape, f"dy must have x's shape {tuple(x.shape)}, got {tuple(dy.shape)}")
     opts = options or backward_options(x, layout)
     col_copy = _lines_kernel(opts, k)
@@ -300,6 +345,8 @@ def ss2d_bwd(
     # directions itself (below); a gathering kernel on "lines" inputs gets them in image order
     to_image = layout == "lines" and not col_copy
     native = col_copy and layout == "lines"
+    if dt_weight is not None and not native:
+        delta, dt_weight = project_dt(delta, dt_weight), None
     x, delta, B, C, dy = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous(), dy.contiguous()
     if to_image:
         delta, B, C = (from_line_order(t, h, w) for t in (delta, B, C))
@@ -308,7 +355,7 @@ def ss2d_bwd(
     atomic = k > 1 and not opts.seq_k
     dx = torch.empty_like(x)
     dxacc = _accumulator(x, dx, k, opts, col_copy)
-    ddelta = torch.empty_like(delta)
+    ddelta = torch.empty(batch, k, dm, h * w, device=dev, dtype=delta.dtype)
     dA = torch.zeros(k * dm, n, device=dev, dtype=f32)
     dB = torch.zeros(B.shape, device=dev, dtype=f32)
     dC = torch.zeros(C.shape, device=dev, dtype=f32)
@@ -322,13 +369,15 @@ def ss2d_bwd(
             deltaT, BT, CT, ddeltaT, dBT, dCT = delta, B, C, ddelta, dB, dC
         else:
             deltaT, BT, CT = (_to_col_order(t, cols, h, w) for t in (delta, B, C))
-            ddeltaT = torch.empty_like(delta)
+            ddeltaT = torch.empty_like(ddelta)
             dBT = torch.zeros(B.shape, device=dev, dtype=f32)
             dCT = torch.zeros(C.shape, device=dev, dtype=f32)
     else:
         xT = deltaT = BT = CT = dyT = accT = ddeltaT = x
     if x.numel() > 0:
-        npad, cfg, to_c, ti_c, nc_max = _ss2d_launch_geometry(n, dm, h, w, True, config, opts)
+        npad, cfg, to_c, ti_c, nc_max = _ss2d_launch_geometry(
+            n, dm, h, w, True, config, opts, dt_weight is not None
+        )
         n_db = dm // cfg.bd
         progs = batch * n_db * (1 if opts.seq_k else k)
         # the forward's states serve the "lines" kernel when stored for this chunk (nc - 1 entries per
@@ -355,6 +404,7 @@ def ss2d_bwd(
             if col_copy:
                 dBT, dCT = (dBp, dCp) if native else (torch.empty_like(dBp), torch.empty_like(dBp))
         opt, flags = optional_inputs(D, delta_bias, None, A32, x)
+        flags.update(_dt_args(dt_weight, x, k, dm, cfg, npad))
         with _device_ctx(x):
             scan_bwd_kernel[(progs,)](
                 x, delta, A32, B, C, *opt, dy, A32, st,
