@@ -11,8 +11,9 @@ by kind (``layer_profile_gpu.kernel_profile``) and the output / gradient errors 
   inductor with the SiLU and the layout change (channels-last / channels-first input);
 * suffix ``_fp32``: the fused SS2D kernels keep their partial sums of y / dx in fp32
   (``SS2DOptions.partials_fp32``);
-* suffix ``_nodt``: dt_proj runs as its own matmul before the scan (``layers.ss2d.FUSE_DT_PROJ = False``)
-  instead of inside the fused kernels.
+* suffix ``_dt``: dt_proj inside the fused kernels (``SS2DCore.fuse_dt_proj``) instead of its own matmul.
+
+Each row also records the peak memory allocated by one forward (what the backward keeps) and the step.
 
     PYTHONPATH=src:bench python bench/layer_variants_gpu.py [VARIANTS] [OUT.json]
     (default: cl,cf,taps_cl,taps_cf; bench/results/layer_variants_gpu_*_{conv,partials,dt}.json)
@@ -29,7 +30,6 @@ import torch
 import torch.nn.functional as F
 import triton
 
-import geomamba.layers.ss2d as ss2d_layer
 from _sweep import bench, rel_error
 from geomamba.layers.ss2d import SS2D
 from geomamba.ops.triton import ss2d_launch as sl
@@ -61,7 +61,7 @@ class VSS2D(SS2D):
     variant = "cl"
 
     def forward(self, x):
-        variant = self.variant.replace("_fp32", "").replace("_nodt", "")
+        variant = self.variant.replace("_fp32", "").replace("_dt", "")
         b, h, w, c = x.shape
         dt = torch.bfloat16 if x.is_cuda else x.dtype
         if variant == "cl":
@@ -99,7 +99,7 @@ def main():
             for key in ("forward_lines", "backward_lines"):
                 opts = sl.SS2D_DEFAULTS[key]
                 sl.SS2D_DEFAULTS[key] = dataclasses.replace(opts, partials_fp32="_fp32" in v)
-            ss2d_layer.FUSE_DT_PROJ = "_nodt" not in v
+            layer.core.fuse_dt_proj = "_dt" in v
             x = torch.randn(batch, h, w, d_model, device=dev, requires_grad=True)
             compiled = torch.compile(layer)
             params = [x, *layer.parameters()]  # (the correctness check's gradients)
@@ -119,6 +119,17 @@ def main():
             cs = time.perf_counter() - t0
             row = dict(shape=name, variant=v, compile_s=round(cs, 1))
             row["step_ms"] = bench(step, graphs=True)
+            torch.cuda.synchronize()
+            for p in params:
+                p.grad = None
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                kept = compiled(x)
+            row["fwd_kept_mb"] = round((torch.cuda.memory_allocated() - base) / 2**20, 1)
+            kept.float().sum().backward()
+            row["step_peak_mb"] = round((torch.cuda.max_memory_allocated() - base) / 2**20, 1)
+            del kept
             prof = kernel_profile(step, 3, dev)
             # correctness against the first variant
             with torch.autocast("cuda", dtype=torch.bfloat16):
@@ -136,7 +147,7 @@ def main():
             row["top"] = [(k["name"][:90], k["us"], k["calls"]) for k in prof["kernels"][:25]]
             rows.append(row)
             print(
-                f"{name} {v:8} step {row['step_ms']:.3f} "
+                f"{name} {v:8} step {row['step_ms']:.3f} kept {row['fwd_kept_mb']} MB peak {row['step_peak_mb']} MB "
                 f"launches {row['launches']} errs {errs} kinds "
                 + " ".join(f"{k}:{d['us']:.0f}" for k, d in prof["by_kind"].items()),
                 flush=True,

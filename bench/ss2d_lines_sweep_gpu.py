@@ -120,10 +120,10 @@ def fwd_tiles() -> list[dict]:
     return rows
 
 
-DT_FWD_TILES = [None, (4, 256, 4, 3), (8, 64, 1, 3), (16, 64, 1, 3), (16, 64, 2, 3), (16, 64, 4, 3),
-                (16, 128, 4, 3), (16, 256, 4, 3), (32, 64, 4, 3)]  # fmt: skip
-DT_BWD_TILES = [None, (4, 64, 1, 3), (8, 64, 1, 3), (8, 64, 2, 3), (16, 64, 1, 3), (16, 64, 2, 3),
-                (16, 64, 4, 3), (32, 64, 4, 3)]  # fmt: skip
+# (a first run also had forward 8 x 64, 16 x 64 / 2 warps, 16 x 128, 32 x 64 and backward 4 x 64, 8 x 64 /
+# 2 warps, 16 x 64 / 1 and 4 warps, 32 x 64: none better; bench/NOTES_triton.md round 12)
+DT_FWD_TILES = [None, (4, 256, 4, 3), (16, 64, 1, 3), (16, 64, 4, 3), (16, 256, 4, 3)]
+DT_BWD_TILES = [None, (8, 64, 1, 3), (16, 64, 2, 3)]
 
 
 def dt_tiles() -> list[dict]:

@@ -524,7 +524,8 @@ def _kernel_names(fn):
 @pytest.mark.parametrize("d_state", [1, 16])
 def test_vss_block_trains_like_reference_on_each_path(monkeypatch, d_state):
     """20 AdamW steps of a VSSBlock on the reference, the fused Triton SS2D and the composed Triton SS2D
-    (forced through GEOMAMBA_SS2D_FUSED): the same loss curve within 1e-3 relative."""
+    (forced through GEOMAMBA_SS2D_FUSED), and the fused one with dt_proj inside the kernels
+    (``fuse_dt_proj``): the same loss curve within 1e-3 relative."""
     from geomamba.layers.vss_block import VSSBlock
     from geomamba.ops.triton.route import ENV_FUSED
 
@@ -532,13 +533,15 @@ def test_vss_block_trains_like_reference_on_each_path(monkeypatch, d_state):
     ref = VSSBlock(32, d_state=d_state, backend="ref").cuda()
     x = torch.randn(2, 12, 10, 32, device="cuda")
     target = torch.randn_like(x)
-    fast = {path: copy.deepcopy(ref) for path in ("always", "never")}
+    fast = {path: copy.deepcopy(ref) for path in ("always", "never", "dt")}
     losses_ref = _train(ref, x, target)
     for path, block in fast.items():
-        monkeypatch.setenv(ENV_FUSED, path)
+        monkeypatch.setenv(ENV_FUSED, "always" if path == "dt" else path)
         for m in block.modules():
             if hasattr(m, "backend"):
                 m.backend = "triton"
+            if hasattr(m, "fuse_dt_proj"):
+                m.fuse_dt_proj = path == "dt"
         names = _kernel_names(lambda block=block: block(x).sum().backward())
         # scan_fwd_kernel / scan_bwd_kernel, or the sequential scan_fwd_seq_kernel / scan_bwd_seq_kernel (the
         # plain N = 16 scan of the composed path)

@@ -28,10 +28,6 @@ __all__ = ["CUDA_SCAN_LAYOUT", "SS2D", "SS2DCore", "contiguous_keep_grad_format"
 # column-major, read as rows by the fused kernels) or "image" (the layout before; benchmarks set it to
 # compare the two: bench/layer_profile_gpu.py --layout).
 CUDA_SCAN_LAYOUT = "lines"
-# On CUDA with the "lines" layout and a backend other than "ref", hand dt_proj's input and weight to the
-# scan instead of delta (``ss2d_scan(..., dt_weight=...)``): the Triton kernels project delta tile by tile,
-# so the (B, K, d_inner, H*W) delta is never written, read or saved (benchmarks set it to compare).
-FUSE_DT_PROJ = True
 
 
 class _ContiguousKeepGradFormat(torch.autograd.Function):
@@ -64,6 +60,10 @@ class SS2DCore(nn.Module):
         directions: K = 4 (row, column, both reversed), 2 or 1.
         dt_min, dt_max, dt_init_floor: log-uniform initialisation range of delta.
         backend: selective-scan backend (``"auto"``, ``"ref"``, ``"triton"``), see ``geomamba.ops``.
+        fuse_dt_proj: on CUDA (backend other than ``"ref"``), hand dt_proj's input and weight to the scan
+            (``ss2d_scan(..., dt_weight=...)``): the Triton kernels project delta tile by tile, so the
+            ``(B, K, d_inner, H*W)`` delta is neither written nor saved for the backward (activation
+            memory), at a cost in speed (H100: the layer's step 15-30% slower, README / NOTES_triton.md).
 
     Parameters: ``x_proj_weight (K, dt_rank + 2N, D)``, ``dt_projs_weight (K, D, dt_rank)``,
     ``dt_projs_bias (K, D)``, ``A_logs (K*D, N)`` and ``Ds (K*D,)``; the last two carry
@@ -82,11 +82,13 @@ class SS2DCore(nn.Module):
         dt_init_floor: float = 1e-4,
         dt_scale: float = 1.0,
         backend: str = "auto",
+        fuse_dt_proj: bool = False,
     ) -> None:
         super().__init__()
         if directions not in (1, 2, 4):
             raise ValueError(f"directions must be 1, 2 or 4, got {directions}")
         self.d_inner, self.d_state, self.directions, self.backend = d_inner, d_state, directions, backend
+        self.fuse_dt_proj = fuse_dt_proj
         self.dt_rank = math.ceil(d_inner / 16) if dt_rank == "auto" else int(dt_rank)
         k, r, n = directions, self.dt_rank, d_state
         self.x_proj_weight = nn.Parameter(torch.empty(k, r + 2 * n, d_inner))
@@ -160,7 +162,7 @@ class SS2DCore(nn.Module):
             if layout == "lines":
                 x_dbl = to_line_order(x_dbl, h, w)
             dts, bs, cs = torch.split(x_dbl, [r, n, n], dim=2)
-            if FUSE_DT_PROJ and layout == "lines" and self.backend != "ref":
+            if self.fuse_dt_proj and layout == "lines" and self.backend != "ref":
                 dt_w = self.dt_projs_weight  # projected inside the scan (K, D, R) @ (B, K, R, L)
             else:
                 dts = torch.matmul(self.dt_projs_weight.to(dts.dtype), dts)  # (K, D, R) @ (B, K, R, L)
@@ -196,6 +198,7 @@ class SS2D(nn.Module):
         dropout: dropout after out_proj.
         channels_last: layout of input and output (see above).
         backend: selective-scan backend (``"auto"``, ``"ref"``, ``"triton"``).
+        fuse_dt_proj: dt_proj inside the scan kernels on CUDA (see :class:`SS2DCore`).
     """
 
     def __init__(
@@ -211,6 +214,7 @@ class SS2D(nn.Module):
         dropout: float = 0.0,
         channels_last: bool = True,
         backend: str = "auto",
+        fuse_dt_proj: bool = False,
     ) -> None:
         super().__init__()
         d_inner = int(ssm_ratio * d_model)
@@ -227,7 +231,14 @@ class SS2D(nn.Module):
             else nn.Identity()
         )
         rank = math.ceil(d_model / 16) if dt_rank == "auto" else dt_rank
-        self.core = SS2DCore(d_inner, d_state=d_state, dt_rank=rank, directions=directions, backend=backend)
+        self.core = SS2DCore(
+            d_inner,
+            d_state=d_state,
+            dt_rank=rank,
+            directions=directions,
+            backend=backend,
+            fuse_dt_proj=fuse_dt_proj,
+        )
         self.out_norm = LayerNorm(d_inner, eps=1e-5)
         self.out_proj = nn.Linear(d_inner, d_model, bias=False)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
