@@ -209,11 +209,12 @@ _FWD_LINES_N1_BY_PIXELS = ((1024, None), (0, ScanConfig(8, 64, 1, 3)))
 # plain lines backward's (the forward stores its states for that chunk; ss2d_states_shape does not know
 # whether dt_proj is fused). H100, bf16, batch 16, K = 4, dt_rank 8 / 16 / 32 (bench/ss2d_lines_sweep_gpu.py
 # --dt-tiles, results/ss2d_lines_dt_sweep_gpu_nvidia_h100_80gb_hbm3.json): forward 16 x 256 0.343 ms at
-# 64x64, 16 x 64 (4 warps) 0.170 at 32x32, 16 x 64 (1 warp) 0.101 at 16x16 (rank-1 updates in 4 x 256
-# tiles: 0.381 / 0.313 / 0.341); backward 4 x 64 (rank-1 updates) 0.551 / 0.363 ms at 64x64 / 32x32, the
-# tl.dot tiles 0.45-2.95. Unfused (dt_proj's matmul + these kernels on its delta): forward 0.333 / 0.171
-# / 0.097, backward 0.467 / 0.252 / 0.145 ms: fusing dt_proj costs time, it saves memory.
-_BWD_LINES_DT_N1_BY_PIXELS = ((0, ScanConfig(4, 64, 1, 3)),)
+# 64x64, 16 x 64 (4 warps) 0.169 at 32x32, 16 x 64 (1 warp) 0.100 at 16x16 (rank-1 updates in 4 x 256
+# tiles: 0.381 / 0.314 / 0.342); backward 4 x 64 (rank-1 updates) 0.551 / 0.368 ms at 64x64 / 32x32 (the
+# tl.dot tiles 0.44-2.95), 16 x 64 (2 warps, tl.dot) 0.291 at 16x16 (4 x 64 0.342). Unfused (dt_proj's
+# matmul + these kernels on its delta): forward 0.332 / 0.171 / 0.097, backward 0.468 / 0.253 / 0.145 ms:
+# fusing dt_proj costs time; it saves the delta activation (SS2DCore.fuse_dt_proj).
+_BWD_LINES_DT_N1_BY_PIXELS = ((1024, ScanConfig(4, 64, 1, 3)), (0, ScanConfig(16, 64, 2, 3)))
 _FWD_LINES_DT_N1_BY_PIXELS = (
     (4096, ScanConfig(16, 256, 4, 3)),
     (1024, ScanConfig(16, 64, 4, 3)),
