@@ -63,7 +63,8 @@ class SS2DCore(nn.Module):
         fuse_dt_proj: on CUDA (backend other than ``"ref"``), hand dt_proj's input and weight to the scan
             (``ss2d_scan(..., dt_weight=...)``): the Triton kernels project delta tile by tile, so the
             ``(B, K, d_inner, H*W)`` delta is neither written nor saved for the backward (activation
-            memory), at a cost in speed (H100: the layer's step 15-30% slower, README / NOTES_triton.md).
+            memory: -36% kept by the layer), at a cost in speed (H100, batch 16: the compiled layer's step
+            +3% / +17% / +41% at 64x64 / 32x32 / 16x16; README, bench/NOTES_triton.md round 12).
 
     Parameters: ``x_proj_weight (K, dt_rank + 2N, D)``, ``dt_projs_weight (K, D, dt_rank)``,
     ``dt_projs_bias (K, D)``, ``A_logs (K*D, N)`` and ``Ds (K*D,)``; the last two carry
