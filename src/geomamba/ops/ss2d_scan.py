@@ -81,7 +81,7 @@ def _with_dt(be: Backend, delta: Tensor, dt_weight: Optional[Tensor]):
     else delta projected here."""
     if dt_weight is None:
         return delta, {}
-    if be.ss2d_fwd is not None and be.ss2d_dt:
+    if be.ss2d_dt:  # (registered only with an SS2D pair)
         return delta, {"dt_weight": dt_weight}
     return project_dt(delta, dt_weight), {}
 

@@ -220,16 +220,19 @@ _FWD_LINES_DT_N1_BY_PIXELS = (
     (1024, ScanConfig(16, 64, 4, 3)),
     (0, ScanConfig(16, 64, 1, 3)),
 )
+# (dt_proj fused, backward) -> table
+_LINES_N1_TABLES = {
+    (False, False): _FWD_LINES_N1_BY_PIXELS,
+    (False, True): _BWD_LINES_N1_BY_PIXELS,
+    (True, False): _FWD_LINES_DT_N1_BY_PIXELS,
+    (True, True): _BWD_LINES_DT_N1_BY_PIXELS,
+}
 
 
 def _ss2d_launch_geometry(n, dm, h, w, backward, config, opts, dt=False):
     # col_copy scans every direction as flat rows: the plain scan's tile unless the tables say otherwise
     if config is None and opts.col_copy and n == 1:
-        if dt:
-            table = _BWD_LINES_DT_N1_BY_PIXELS if backward else _FWD_LINES_DT_N1_BY_PIXELS
-        else:
-            table = _BWD_LINES_N1_BY_PIXELS if backward else _FWD_LINES_N1_BY_PIXELS
-        config = next(c for bound, c in table if h * w >= bound)
+        config = next(c for bound, c in _LINES_N1_TABLES[dt, backward] if h * w >= bound)
     npad, cfg = pick_config(n, dm, h * w, backward=backward, ss2d=not opts.col_copy, override=config)
     to_c, ti_c = _colmajor_tile(h, cfg.chunk, opts.columns)
     nc_max = max(triton.cdiv(h * w, cfg.chunk), triton.cdiv(w, to_c) * triton.cdiv(h, ti_c))
