@@ -11,7 +11,9 @@ by kind (``layer_profile_gpu.kernel_profile``) and the output / gradient errors 
   inductor with the SiLU and the layout change (channels-last / channels-first input);
 * suffix ``_fp32``: the fused SS2D kernels keep their partial sums of y / dx in fp32
   (``SS2DOptions.partials_fp32``);
-* suffix ``_dt``: dt_proj inside the fused kernels (``SS2DCore.fuse_dt_proj``) instead of its own matmul.
+* suffix ``_dt``: dt_proj inside the fused kernels (``SS2DCore.fuse_dt_proj``) instead of its own matmul;
+* ``tconv``: the depthwise conv + SiLU as the Triton kernels of ``ops.dwconv_silu``
+  (``SS2D(conv_backend="triton")``); ``cl`` is the default ``conv_backend="torch"``.
 
 Each row also records the peak memory allocated by one forward (what the backward keeps) and the step.
 
@@ -64,9 +66,8 @@ class VSS2D(SS2D):
         variant = self.variant.replace("_fp32", "").replace("_dt", "")
         b, h, w, c = x.shape
         dt = torch.bfloat16 if x.is_cuda else x.dtype
-        if variant == "cl":
-            x = self.in_proj(x)
-            x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))
+        if variant in ("cl", "tconv"):
+            x = self._conv_silu(self.in_proj(x))
         elif variant == "cf":
             x = torch.matmul(self.in_proj.weight, x.reshape(b, h * w, c).transpose(1, 2)).view(b, -1, h, w)
             x = F.silu(self.conv2d(x))
@@ -96,6 +97,7 @@ def main():
             torch.manual_seed(0)
             layer = VSS2D(d_model, d_state=1, backend="triton").to(dev)
             layer.variant = v
+            layer.conv_backend = "triton" if v.startswith("tconv") else "torch"
             for key in ("forward_lines", "backward_lines"):
                 opts = sl.SS2D_DEFAULTS[key]
                 sl.SS2D_DEFAULTS[key] = dataclasses.replace(opts, partials_fp32="_fp32" in v)

@@ -208,6 +208,28 @@ def _strided_copy():
     }
 
 
+def _dwconv(k, bias, tile, h=5, w=7, c=70):
+    """The depthwise conv + SiLU kernels (``ops/triton/dwconv.py``) against the fp64 reference: output and
+    the gradients of x, weight and bias (tiles smaller than the map and than C: masked edges)."""
+    from geomamba.ops.dwconv_silu import dwconv_silu_reference
+    from geomamba.ops.triton.dwconv import dwconv_silu_bwd, dwconv_silu_fwd
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(2, h, w, c, generator=g)
+    wt = torch.randn(c, 1, k, k, generator=g) / k
+    b = torch.randn(c, generator=g) if bias else None
+    dy = torch.randn(2, c, h, w, generator=g)
+    y = dwconv_silu_fwd(x, wt, b, tile=tile)
+    dx, dw, db = dwconv_silu_bwd(dy, x, wt, b, tile=tile)
+    leaves = [t.double().requires_grad_() for t in (x, wt)] + ([b.double().requires_grad_()] if bias else [])
+    ref = dwconv_silu_reference(*leaves[:2], leaves[2] if bias else None)
+    grads = torch.autograd.grad(ref, leaves, dy.double())
+    errs = {"y": _rel(y, ref), "dx": _rel(dx, grads[0]), "dweight": _rel(dw, grads[1])}
+    if bias:
+        errs["dbias"] = _rel(db, grads[2])
+    return errs
+
+
 def main() -> None:
     try:
         _probe()
@@ -312,6 +334,9 @@ def main() -> None:
             1, 4, 150, 1, 1, d=True, z=False, bias=True, dlast=False, cfg=None, states=True, fwd_cfg=small
         ),
     }
+    cases["dwconv_k3_bias"] = lambda: _dwconv(3, True, (16, 32, 4))
+    cases["dwconv_k3_nobias"] = lambda: _dwconv(3, False, (8, 16, 1), h=6, w=3, c=20)
+    cases["dwconv_k5_nobias"] = lambda: _dwconv(5, False, (8, 64, 2), h=9, w=4, c=33)
     only = sys.argv[1:]  # case names to run (all when none are given)
     print(json.dumps({name: fn() for name, fn in cases.items() if not only or name in only}))
 
