@@ -23,9 +23,8 @@ import sys
 
 import torch
 import torch.nn.functional as F
-import triton
 
-from _sweep import bench, rel_error
+from _sweep import bench, header, rel_error
 from geomamba.ops.dwconv_silu import dwconv_silu_reference
 from geomamba.ops.triton import dwconv
 
@@ -138,14 +137,7 @@ def main():
     )
     print("best overall", best, flush=True)
     json.dump(
-        dict(
-            device=torch.cuda.get_device_name(),
-            torch=torch.__version__,
-            triton=triton.__version__,
-            command=" ".join(["python", *sys.argv]),
-            best_overall={k: list(v) for k, v in best.items()},
-            rows=rows,
-        ),
+        header([], best_overall={k: list(v) for k, v in best.items()}, rows=rows),
         open(out_path, "w"),
         indent=1,
     )

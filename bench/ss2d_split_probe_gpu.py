@@ -23,11 +23,10 @@ import json
 import sys
 
 import torch
-import triton
 from torch import Tensor
 
 import geomamba.layers.ss2d as ss2d_layer
-from _sweep import bench
+from _sweep import bench, header
 from geomamba.layers.ss2d import SS2D, contiguous_keep_grad_format
 from geomamba.ops.cross_scan import to_line_order
 from layer_profile_gpu import kernel_profile
@@ -172,17 +171,7 @@ def main():
                 if mode == "real" or kname.startswith("triton"):
                     print(f"     {us:7.2f} {calls:4.1f} {kname}", flush=True)
             torch._dynamo.reset()
-    json.dump(
-        dict(
-            device=torch.cuda.get_device_name(),
-            torch=torch.__version__,
-            triton=triton.__version__,
-            command=" ".join(["python", *sys.argv]),
-            rows=rows,
-        ),
-        open(out_path, "w"),
-        indent=1,
-    )
+    json.dump(header([], rows=rows), open(out_path, "w"), indent=1)
 
 
 if __name__ == "__main__":
