@@ -205,7 +205,7 @@ class SS2D(nn.Module):
             (fp16 / bf16 / fp32) the depthwise conv + SiLU as one Triton kernel from in_proj's channels-last
             tokens to the scan's channels-first map, its backward as two plus the library's wgrad
             (``ops.dwconv_silu``; elsewhere the reference). Measured on an H100 (bf16, batch 16): the conv
-            alone 1.7x faster, the compiled layer's step 1-3% slower (kernels the compiler adds around
+            alone 1.7x faster, the compiled layer's step 2-5% slower (kernels the compiler adds around
             the op), 4-9% less activation memory (README, bench/NOTES_triton.md round 13).
     """
 

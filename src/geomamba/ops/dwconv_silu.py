@@ -15,8 +15,9 @@ a linear layer writes it), weight ``(C, 1, k, k)`` with k odd, bias ``(C,)`` or 
   fp64, no Triton) it is the reference. Weights are read in fp32 and sums are fp32 whatever x's dtype (no
   autocast cast of the weight to bf16, as cuDNN's convolution under autocast would take it).
 
-On an H100 (the flagship's SS2D layers, batch 16, bf16) it replaces cuDNN's depthwise convolution forward,
-dgrad and wgrad and inductor's SiLU / layout kernels (README, Performance).
+``SS2D(conv_backend="triton")`` uses it (opt-in). On an H100 (the flagship's SS2D layers, batch 16, bf16) the
+conv alone runs 1.7x faster than cuDNN's convolution, dgrad and wgrad with inductor's SiLU / layout
+kernels, but the compiled layer's step is 2-5% slower (README; bench/NOTES_triton.md round 13).
 
 (No ``from __future__ import annotations`` here: ``custom_op`` reads the annotations, and ``Optional``
 rather than ``X | None`` because older torch versions infer op schemas from ``typing.Optional`` only.)
@@ -55,16 +56,21 @@ def _check(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> None:
         raise ValueError(f"dwconv_silu: bias must be (C={c},), got shape {tuple(bias.shape)}")
 
 
+def _pre_activation(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """``conv2d(x.permute(0, 3, 1, 2), weight, bias, groups=C)``, 'same' padding; the weight and bias take x's
+    dtype outside autocast."""
+    if not torch.is_autocast_enabled(x.device.type):
+        weight = weight.to(x.dtype)
+        bias = None if bias is None else bias.to(x.dtype)
+    k = weight.shape[-1]
+    return F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=k // 2, groups=x.shape[-1])
+
+
 def dwconv_silu_reference(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
     """Reference: ``SiLU(conv2d(x.permute(0, 3, 1, 2), weight, bias, groups=C))``, contiguous
     ``(batch, C, H, W)``; the weight and bias take x's dtype (outside autocast)."""
     _check(x, weight, bias)
-    k = weight.shape[-1]
-    if not torch.is_autocast_enabled(x.device.type):
-        weight = weight.to(x.dtype)
-        bias = None if bias is None else bias.to(x.dtype)
-    y = F.conv2d(x.permute(0, 3, 1, 2), weight, bias, padding=k // 2, groups=x.shape[-1])
-    return F.silu(y).contiguous()
+    return F.silu(_pre_activation(x, weight, bias)).contiguous()
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,14 +98,12 @@ def _reference_grads(dy, x, weight, bias):
     autograd is off): ``gs = dy * SiLU'(s)``, then aten's convolution backward."""
     with torch.autocast(x.device.type, enabled=False):
         k, c = weight.shape[-1], x.shape[-1]
-        xc = x.permute(0, 3, 1, 2)
-        w = weight.to(x.dtype)
-        s = F.conv2d(xc, w, None if bias is None else bias.to(x.dtype), padding=k // 2, groups=c)
+        s = _pre_activation(x, weight, bias)
         sg = torch.sigmoid(s)
         gs = dy.to(s.dtype) * sg * (1 + s * (1 - sg))
         dx, dw, db = torch.ops.aten.convolution_backward(
-            gs, xc, w, None if bias is None else [c], [1, 1], [k // 2, k // 2], [1, 1], False, [0, 0], c,
-            [True, True, bias is not None],
+            gs, x.permute(0, 3, 1, 2), weight.to(x.dtype), None if bias is None else [c], [1, 1],
+            [k // 2, k // 2], [1, 1], False, [0, 0], c, [True, True, bias is not None],
         )  # fmt: skip
     db = None if bias is None else db.to(bias.dtype)
     return dx.permute(0, 2, 3, 1).contiguous(), dw.to(weight.dtype), db
@@ -172,9 +176,7 @@ class _DwconvSiluFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, dy):
-        x, weight, bias = ctx.saved_tensors
-        dx, dw, db = _backward(dy, x, weight, bias)
-        return dx, dw, db
+        return _backward(dy, *ctx.saved_tensors)
 
 
 def dwconv_silu(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Tensor:
