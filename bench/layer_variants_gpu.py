@@ -13,7 +13,11 @@ by kind (``layer_profile_gpu.kernel_profile``) and the output / gradient errors 
   (``SS2DOptions.partials_fp32``);
 * suffix ``_dt``: dt_proj inside the fused kernels (``SS2DCore.fuse_dt_proj``) instead of its own matmul;
 * ``tconv``: the depthwise conv + SiLU as the Triton kernels of ``ops.dwconv_silu``
-  (``SS2D(conv_backend="triton")``); ``cl`` is the default ``conv_backend="torch"``.
+  (``SS2D(conv_backend="triton")``); ``cl`` is the default ``conv_backend="torch"``;
+* suffix ``_mm``: dt_proj's backward as autograd's two matrix products (``dt_proj_reference``) instead of
+  the one-pass Triton kernel of ``ops.dt_proj``;
+* suffix ``_xmm``: x_proj as ``torch.matmul`` (one product over a transposed copy of x) instead of the
+  batched product on the channels-first map (``layers.ss2d.X_PROJ_BMM``).
 
 Each row also records the peak memory allocated by one forward (what the backward keeps) and the step.
 
@@ -32,8 +36,10 @@ import torch
 import torch.nn.functional as F
 import triton
 
+import geomamba.layers.ss2d as ss2d_mod
 from _sweep import bench, rel_error
 from geomamba.layers.ss2d import SS2D
+from geomamba.ops.dt_proj import dt_proj, dt_proj_reference
 from geomamba.ops.triton import ss2d_launch as sl
 from layer_profile_gpu import kernel_profile
 
@@ -59,11 +65,14 @@ def taps_conv(x, weight, bias, channels_dim):
     return acc
 
 
+SUFFIXES = {"fp32", "dt", "mm", "xmm"}  # the variant options after its base name (docstring)
+
+
 class VSS2D(SS2D):
     variant = "cl"
 
     def forward(self, x):
-        variant = self.variant.replace("_fp32", "").replace("_dt", "")
+        variant = "_".join(p for p in self.variant.split("_") if p not in SUFFIXES)
         b, h, w, c = x.shape
         dt = torch.bfloat16 if x.is_cuda else x.dtype
         if variant in ("cl", "tconv"):
@@ -100,8 +109,11 @@ def main():
             layer.conv_backend = "triton" if v.startswith("tconv") else "torch"
             for key in ("forward_lines", "backward_lines"):
                 opts = sl.SS2D_DEFAULTS[key]
-                sl.SS2D_DEFAULTS[key] = dataclasses.replace(opts, partials_fp32="_fp32" in v)
-            layer.core.fuse_dt_proj = "_dt" in v
+                sl.SS2D_DEFAULTS[key] = dataclasses.replace(opts, partials_fp32="fp32" in set(v.split("_")))
+            flags = set(v.split("_")) & SUFFIXES
+            layer.core.fuse_dt_proj = "dt" in flags
+            ss2d_mod.dt_proj = dt_proj_reference if "mm" in flags else dt_proj
+            ss2d_mod.X_PROJ_BMM = "xmm" not in flags
             x = torch.randn(batch, h, w, d_model, device=dev, requires_grad=True)
             compiled = torch.compile(layer)
             params = [x, *layer.parameters()]  # (the correctness check's gradients)

@@ -230,6 +230,23 @@ def _dwconv(k, bias, tile, h=5, w=7, c=70):
     return errs
 
 
+def _dt_proj(b, k, d, r, length, tile, splits, dtype=torch.float32):
+    """dt_proj's one-pass backward (``ops/triton/dt_proj.py``) against fp64 matrix products: ddts (dts a
+    strided split of a wider tensor, as in SS2DCore) and dweight; tiles smaller than D and L (masked edges,
+    channel blocks summed, several splits)."""
+    from geomamba.ops.triton.dt_proj import dt_proj_bwd
+
+    g = torch.Generator().manual_seed(6)
+    wide = torch.randn(b, k, r + 3, length, generator=g).to(dtype)
+    dts = wide[:, :, 1 : r + 1]
+    wt = (torch.randn(k, d, r, generator=g) / r**0.5).to(dtype)
+    dd = torch.randn(b, k, d, length, generator=g).to(dtype)
+    ddts, dw = dt_proj_bwd(dd, wt, dts, tile=tile, splits=splits)
+    ref_dts = torch.matmul(wt.double().transpose(-1, -2), dd.double())
+    ref_w = torch.matmul(dd.double(), dts.double().transpose(-1, -2)).sum(0)
+    return {"ddts": _rel(ddts, ref_dts), "dweight": _rel(dw, ref_w)}
+
+
 def main() -> None:
     try:
         _probe()
@@ -337,6 +354,9 @@ def main() -> None:
     cases["dwconv_k3_bias"] = lambda: _dwconv(3, True, (16, 32, 4))
     cases["dwconv_k3_nobias"] = lambda: _dwconv(3, False, (8, 16, 1), h=6, w=3, c=20)
     cases["dwconv_k5_nobias"] = lambda: _dwconv(5, False, (8, 64, 2), h=9, w=4, c=33)
+    cases["dt_proj_one_block"] = lambda: _dt_proj(2, 4, 40, 8, 37, (64, 16, 4, 2), 3)
+    cases["dt_proj_blocks"] = lambda: _dt_proj(3, 2, 70, 20, 50, (32, 32, 4, 3), 2)
+    cases["dt_proj_fp16"] = lambda: _dt_proj(2, 4, 48, 16, 40, (16, 16, 2, 1), 5, torch.float16)
     only = sys.argv[1:]  # case names to run (all when none are given)
     print(json.dumps({name: fn() for name, fn in cases.items() if not only or name in only}))
 

@@ -20,15 +20,21 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm
 
 from geomamba.ops.cross_scan import to_line_order
+from geomamba.ops.dt_proj import dt_proj
 from geomamba.ops.dwconv_silu import dwconv_silu, uses_triton
 from geomamba.ops.ss2d_scan import memory_format_of, ss2d_scan
 
-__all__ = ["CUDA_SCAN_LAYOUT", "SS2D", "SS2DCore", "contiguous_keep_grad_format"]
+__all__ = ["CUDA_SCAN_LAYOUT", "SS2D", "X_PROJ_BMM", "SS2DCore", "contiguous_keep_grad_format"]
 
 # The layout of delta/B/C that SS2DCore hands ss2d_scan on CUDA: "lines" (the column-major directions
 # column-major, read as rows by the fused kernels) or "image" (the layout before; benchmarks set it to
 # compare the two: bench/layer_profile_gpu.py --layout).
 CUDA_SCAN_LAYOUT = "lines"
+
+# x_proj on CUDA as a batched product with the weight broadcast (True), or torch.matmul (False: it folds the
+# batch into one product over a transposed copy of x, and returns the gradient of x channels-last, which the
+# depthwise conv's backward then adds transposed). A switch for bench/layer_variants_gpu.py.
+X_PROJ_BMM = True
 
 
 class _ContiguousKeepGradFormat(torch.autograd.Function):
@@ -158,7 +164,10 @@ class SS2DCore(nn.Module):
             # writes delta so and the fused kernels read every direction's delta/B/C as rows and return
             # their gradients so (no transposed copies of delta or of its gradient; ops.ss2d_scan).
             x = contiguous_keep_grad_format(x)
-            x_dbl = torch.matmul(w_x, x.view(b, d, h * w))
+            if X_PROJ_BMM:  # (B, K*(R+2N), D) @ (B, D, L): reads x as it is, channels-first
+                x_dbl = torch.bmm(w_x.expand(b, -1, -1), x.view(b, d, h * w))
+            else:  # matmul folds the batch into an (B*L, D) @ (D, K*(R+2N)) product on a transposed copy of x
+                x_dbl = torch.matmul(w_x, x.view(b, d, h * w))
             layout = CUDA_SCAN_LAYOUT
             x_dbl = x_dbl.view(b, k, r + 2 * n, h * w)
             if layout == "lines":
@@ -167,7 +176,7 @@ class SS2DCore(nn.Module):
             if self.fuse_dt_proj and layout == "lines" and self.backend != "ref":
                 dt_w = self.dt_projs_weight  # projected inside the scan (K, D, R) @ (B, K, R, L)
             else:
-                dts = torch.matmul(self.dt_projs_weight.to(dts.dtype), dts)  # (K, D, R) @ (B, K, R, L)
+                dts = dt_proj(self.dt_projs_weight, dts)  # (K, D, R) @ (B, K, R, L), one-pass backward
         return ss2d_scan(
             x,
             dts,

@@ -25,16 +25,15 @@ rather than ``X | None`` because older torch versions infer op schemas from ``ty
 
 # ruff: noqa: UP045
 
-import functools
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["dwconv_silu", "dwconv_silu_reference", "uses_triton"]
+from geomamba.ops._triton_gate import TRITON_DTYPES, triton_module, uses_triton
 
-_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+__all__ = ["dwconv_silu", "dwconv_silu_reference", "uses_triton"]
 
 
 def _check(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> None:
@@ -73,26 +72,6 @@ def dwconv_silu_reference(x: Tensor, weight: Tensor, bias: Optional[Tensor] = No
     return F.silu(_pre_activation(x, weight, bias)).contiguous()
 
 
-@functools.lru_cache(maxsize=1)
-def _triton_module():
-    try:
-        from geomamba.ops.triton import dwconv
-    except ImportError:
-        return None
-    return dwconv
-
-
-@torch._dynamo.assume_constant_result
-def _triton_importable() -> bool:
-    # (imported on the first CUDA call, not with geomamba; a constant to torch.compile's tracer)
-    return _triton_module() is not None
-
-
-def uses_triton(x: Tensor) -> bool:
-    """Whether :func:`dwconv_silu` runs the Triton kernels for x (CUDA, fp16/bf16/fp32, Triton importable)."""
-    return x.is_cuda and x.dtype in _TRITON_DTYPES and _triton_importable()
-
-
 def _reference_grads(dy, x, weight, bias):
     """Gradients of :func:`dwconv_silu_reference` by explicit formulas (the custom op's backward runs where
     autograd is off): ``gs = dy * SiLU'(s)``, then aten's convolution backward."""
@@ -111,14 +90,14 @@ def _reference_grads(dy, x, weight, bias):
 
 def _forward(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     if uses_triton(x):
-        return _triton_module().dwconv_silu_fwd(x.contiguous(), weight, bias)
+        return triton_module("dwconv").dwconv_silu_fwd(x.contiguous(), weight, bias)
     with torch.autocast(x.device.type, enabled=False):
         return dwconv_silu_reference(x, weight, bias)
 
 
 def _backward(dy: Tensor, x: Tensor, weight: Tensor, bias: Optional[Tensor]):
     if uses_triton(x):
-        return _triton_module().dwconv_silu_bwd(dy.contiguous(), x.contiguous(), weight, bias)
+        return triton_module("dwconv").dwconv_silu_bwd(dy.contiguous(), x.contiguous(), weight, bias)
     return _reference_grads(dy, x, weight, bias)
 
 
@@ -185,7 +164,7 @@ def dwconv_silu(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None) -> Ten
     cast to the autocast dtype first (as a convolution under autocast takes its input)."""
     _check(x, weight, bias)
     dev = x.device.type
-    if torch.is_autocast_enabled(dev) and x.dtype in _TRITON_DTYPES:
+    if torch.is_autocast_enabled(dev) and x.dtype in TRITON_DTYPES:
         x = x.to(torch.get_autocast_dtype(dev))
     if not uses_triton(x):
         return dwconv_silu_reference(x, weight, bias)
