@@ -90,6 +90,8 @@ def dt_proj_bwd(
     batch, k, d, length = ddelta.shape
     r = weight.shape[-1]
     dc, lb, warps, stages = tile or DT_PROJ_TILE
+    if tile is None and ddelta.element_size() > 2:  # fp32: half the positions and two stages (shared memory)
+        lb, stages = max(16, lb // 2), min(stages, 2)
     dc = min(dc, max(16, triton.next_power_of_2(d)))
     n_dc = triton.cdiv(d, dc)
     n_lb = triton.cdiv(length, lb)
