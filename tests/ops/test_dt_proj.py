@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import geomamba.layers.ss2d as ss2d_mod
+import geomamba.ops.dt_proj as dt_proj_mod
 from geomamba.layers.ss2d import SS2D
 from geomamba.ops._triton_gate import uses_triton
-from geomamba.ops.dt_proj import _reference_grads, dt_proj, dt_proj_reference
+from geomamba.ops.dt_proj import MAX_CHANNELS, _reference_grads, dt_proj, dt_proj_reference, uses_kernel
 
 
 def _inputs(b=2, k=4, d=12, r=3, length=10, dtype=torch.float64, device="cpu", seed=0, strided=True):
@@ -45,7 +46,7 @@ def test_reference_gradient_formulas_match_autograd():
 
 def test_cpu_runs_the_reference_with_its_gradients():
     wt, dts = _inputs()
-    assert not uses_triton(dts)
+    assert not uses_triton(dts) and not uses_kernel(wt, dts)
     torch.testing.assert_close(dt_proj(wt, dts), dt_proj_reference(wt, dts), rtol=0, atol=0)
     assert torch.autograd.gradcheck(dt_proj, (wt, dts))
 
@@ -86,9 +87,12 @@ def _rel(a, b):
     ids=["stage2", "stage3", "odd", "L1"],
 )
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
-def test_triton_backward_matches_fp64_products(dtype, tol, b, k, d, r, length, compiled):
+def test_triton_backward_matches_fp64_products(dtype, tol, b, k, d, r, length, compiled, monkeypatch):
+    """Through dt_proj (eager and compiled); D = 1024 (several channel blocks, which dt_proj routes to the
+    matrix products by default) with the routing limit raised, so that the kernel runs there too."""
+    monkeypatch.setattr(dt_proj_mod, "MAX_CHANNELS", 4096)
     wt, dts = _inputs(b=b, k=k, d=d, r=r, length=length, dtype=dtype, device="cuda")
-    assert uses_triton(dts)
+    assert uses_kernel(wt, dts)
     if compiled:  # (a fresh compile per case: dynamo's recompile limit is 8)
         torch._dynamo.reset()
     fn = torch.compile(dt_proj, fullgraph=True) if compiled else dt_proj
@@ -102,6 +106,16 @@ def test_triton_backward_matches_fp64_products(dtype, tol, b, k, d, r, length, c
     assert gx.dtype == gw.dtype == dtype
     assert _rel(gx, want_x) < tol, _rel(gx, want_x)
     assert _rel(gw, want_w) < tol, _rel(gw, want_w)
+
+
+@pytest.mark.gpu
+def test_routing_by_channels():
+    """The kernel up to MAX_CHANNELS channels, autograd's products above (measured faster there)."""
+    for d, want in ((MAX_CHANNELS, True), (MAX_CHANNELS + 1, False)):
+        wt, dts = _inputs(d=d, dtype=torch.bfloat16, device="cuda")
+        assert uses_kernel(wt, dts) is want
+        out = dt_proj(wt, dts)
+        assert (out.grad_fn is not None and "DtProj" in type(out.grad_fn).__name__) is want
 
 
 @pytest.mark.gpu

@@ -6,8 +6,8 @@ of the map; its gradient is read twice by the two matrix products of autograd's 
 (``ddts = weight^T @ ddelta``, ``dweight = sum_b ddelta @ dts^T``).
 
 - :func:`dt_proj_reference`: ``torch.matmul`` (autograd differentiates it). It runs everywhere.
-- :func:`dt_proj`: the same forward; on CUDA (fp16 / bf16 / fp32, Triton available) the backward is one
-  Triton kernel (``ops/triton/dt_proj.py``) that reads ddelta once and returns both gradients. Under
+- :func:`dt_proj`: the same forward; on CUDA (fp16 / bf16 / fp32, Triton available, D <= 512: see
+  :func:`uses_kernel`) the backward is one Triton kernel (``ops/triton/dt_proj.py``) that reads ddelta once and returns both gradients. Under
   ``torch.compile`` the backward is the custom op ``geomamba::dt_proj_bwd`` (opaque to the compiler; the
   forward's product stays visible to it); in eager mode the kernel's launcher is called directly.
   Elsewhere (CPU, fp64, no Triton) it is the reference.
@@ -20,7 +20,10 @@ from torch import Tensor
 
 from geomamba.ops._triton_gate import triton_module, uses_triton
 
-__all__ = ["dt_proj", "dt_proj_reference"]
+__all__ = ["MAX_CHANNELS", "dt_proj", "dt_proj_reference", "uses_kernel"]
+
+# the most channels D for which dt_proj takes the Triton backward (one channel block of its default tile)
+MAX_CHANNELS = 512
 
 
 def _check(weight: Tensor, dts: Tensor) -> None:
@@ -92,6 +95,15 @@ def dt_proj(weight: Tensor, dts: Tensor) -> Tensor:
     :func:`dt_proj_reference`."""
     _check(weight, dts)
     weight = weight.to(dts.dtype)
-    if not uses_triton(dts):
+    if not uses_kernel(weight, dts):
         return dt_proj_reference(weight, dts)
     return _DtProjFunction.apply(weight, dts)
+
+
+def uses_kernel(weight: Tensor, dts: Tensor) -> bool:
+    """Whether :func:`dt_proj` takes the Triton backward: where :func:`~geomamba.ops._triton_gate.uses_triton`
+    holds for dts and the D channels fit one channel block of the kernel (``D <= MAX_CHANNELS``). With more
+    channels the kernel's channel blocks return fp32 partial sums of ddts that a second kernel adds: in the
+    compiled SS2D layer at 16x16 (D = 1024) that made the step 1% slower than autograd's two products on an
+    H100 (README, bench/NOTES_triton.md round 14)."""
+    return uses_triton(dts) and weight.shape[1] <= MAX_CHANNELS
