@@ -214,8 +214,8 @@ class SS2D(nn.Module):
             (fp16 / bf16 / fp32) the depthwise conv + SiLU as one Triton kernel from in_proj's channels-last
             tokens to the scan's channels-first map, its backward as two plus the library's wgrad
             (``ops.dwconv_silu``; elsewhere the reference). Measured on an H100 (bf16, batch 16): the conv
-            alone 1.7x faster, the compiled layer's step 2-5% slower (kernels the compiler adds around
-            the op), 4-9% less activation memory (README, bench/NOTES_triton.md round 13).
+            alone 1.9-2.2x faster, the compiled layer's step within 1% of the default, 10% less activation
+            memory (README, bench/NOTES_triton.md rounds 13-14).
     """
 
     def __init__(

@@ -8,16 +8,17 @@ a linear layer writes it), weight ``(C, 1, k, k)`` with k odd, bias ``(C,)`` or 
   (autograd differentiates it). It runs everywhere.
 - :func:`dwconv_silu`: on CUDA (fp16 / bf16 / fp32, Triton available) the Triton kernels of
   ``ops/triton/dwconv.py``: the forward reads x once and writes the map once; the backward recomputes the
-  pre-activation and writes dx channels last (two kernels, the weight and bias gradients summed from
-  per-program partial sums in fp32). Under ``torch.compile`` it is the custom op
+  pre-activation and writes dx channels last (two kernels; the bias gradient from per-tile fp32 sums, the
+  weight gradient from the library's depthwise wgrad). Under ``torch.compile`` it is the custom op
   ``geomamba::dwconv_silu`` with its backward ``geomamba::dwconv_silu_bwd`` (opaque to the compiler); in
   eager mode the same code runs as an ``autograd.Function`` (no Python op dispatch). Elsewhere (CPU,
   fp64, no Triton) it is the reference. Weights are read in fp32 and sums are fp32 whatever x's dtype (no
   autocast cast of the weight to bf16, as cuDNN's convolution under autocast would take it).
 
 ``SS2D(conv_backend="triton")`` uses it (opt-in). On an H100 (the flagship's SS2D layers, batch 16, bf16) the
-conv alone runs 1.7x faster than cuDNN's convolution, dgrad and wgrad with inductor's SiLU / layout
-kernels, but the compiled layer's step is 2-5% slower (README; bench/NOTES_triton.md round 13).
+conv alone runs 1.9-2.2x faster than cuDNN's convolution, dgrad and wgrad with inductor's SiLU / layout
+kernels, but the compiled layer's step is within 1% of the cuDNN path's (README; bench/NOTES_triton.md
+rounds 13-14).
 
 (No ``from __future__ import annotations`` here: ``custom_op`` reads the annotations, and ``Optional``
 rather than ``X | None`` because older torch versions infer op schemas from ``typing.Optional`` only.)

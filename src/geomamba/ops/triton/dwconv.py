@@ -7,10 +7,12 @@ cuDNN's convolution and a second kernel for the SiLU and the layout change.
 
 Backward (the pre-activation is recomputed, not saved):
 
-1. ``_bwd_gs_kernel``: ``gs = dy * SiLU'(s)`` (``s`` recomputed from x), written channels last in x's dtype;
+1. ``_bwd_gs_kernel``: ``gs = dy * SiLU'(s)`` (``s`` recomputed from x), written channels last in x's dtype,
+   and the bias gradient's fp32 column sums per tile (added up afterwards; aten's column sum of gs took
+   24 us at 32x32 on an H100);
 2. ``_bwd_dx_kernel``: ``dx(p) = sum_taps gs(p - tap) w(tap)`` (the transposed convolution), channels last;
 3. the weight gradient by the library's depthwise wgrad (``aten.convolution_backward``, cuDNN on CUDA) on
-   the channels-last views of gs and x, the bias gradient as gs's column sum. (Summing them in Triton, as per-program partial sums of
+   the channels-last views of gs and x. (Summing it in Triton, as per-program partial sums of
    ``gs(p) x(p + tap)`` after every tile or in nine accumulators over a loop of tiles, took 89-104 us at
    32x32 on an H100 where the gs kernel alone takes about the forward's time: bench/NOTES_triton.md
    round 13.)
