@@ -89,6 +89,8 @@ def dt_proj_bwd(
     the fp32 partial sums of dweight stay small next to ddelta)."""
     batch, k, d, length = ddelta.shape
     r = weight.shape[-1]
+    if ddelta.numel() == 0 or dts.numel() == 0:
+        return torch.zeros_like(dts), torch.zeros_like(weight)
     dc, lb, warps, stages = tile or DT_PROJ_TILE
     if tile is None and ddelta.element_size() > 2:  # fp32: half the positions and two stages (shared memory)
         lb, stages = max(16, lb // 2), min(stages, 2)
@@ -99,7 +101,7 @@ def dt_proj_bwd(
         dts = dts.contiguous()
     ddelta = ddelta.contiguous()
     w_io = weight.contiguous()
-    if splits is None:  # enough splits of the (batch, L block) tiles for about four programs per SM
+    if splits is None:  # enough splits of the (batch, L block) tiles for about `waves` programs per SM
         sms = torch.cuda.get_device_properties(ddelta.device).multi_processor_count if ddelta.is_cuda else 4
         splits = min(triton.cdiv((waves or DT_PROJ_WAVES) * sms, k * n_dc), batch * length // (8 * r))
     n_split = max(1, min(batch * n_lb, splits))
@@ -107,8 +109,6 @@ def dt_proj_bwd(
         (n_dc, batch, k, r, length), device=ddelta.device, dtype=dts.dtype if n_dc == 1 else torch.float32
     )
     dw = torch.empty((n_split, k, d, r), device=ddelta.device, dtype=torch.float32)
-    if ddelta.numel() == 0 or dts.numel() == 0:
-        return torch.zeros_like(dts), torch.zeros_like(weight)
     _bwd_kernel[(k * n_dc, n_split)](
         ddelta, dts, w_io, dx, dw, batch, d, r, length, n_lb, n_split,
         dts.stride(0), dts.stride(1), dts.stride(2),
