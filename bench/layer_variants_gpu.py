@@ -17,7 +17,9 @@ by kind (``layer_profile_gpu.kernel_profile``) and the output / gradient errors 
 * suffix ``_mm``: dt_proj's backward as autograd's two matrix products (``dt_proj_reference``) instead of
   the one-pass Triton kernel of ``ops.dt_proj``;
 * suffix ``_xmm``: x_proj as ``torch.matmul`` (one product over a transposed copy of x) instead of the
-  batched product on the channels-first map (``layers.ss2d.X_PROJ_BMM``).
+  batched product on the channels-first map (``layers.ss2d.X_PROJ_BMM``);
+* suffix ``_ycf``: SS2DCore's output channels-first (the LayerNorm reduces over a strided axis) instead of
+  channels-last from the fused merge (``layers.ss2d.Y_CHANNELS_LAST``).
 
 Each row also records the peak memory allocated by one forward (what the backward keeps) and the step.
 
@@ -65,7 +67,7 @@ def taps_conv(x, weight, bias, channels_dim):
     return acc
 
 
-SUFFIXES = {"fp32", "dt", "mm", "xmm"}  # the variant options after its base name (docstring)
+SUFFIXES = {"fp32", "dt", "mm", "xmm", "ycf"}  # the variant options after its base name (docstring)
 
 
 class VSS2D(SS2D):
@@ -114,6 +116,7 @@ def main():
             layer.core.fuse_dt_proj = "dt" in flags
             ss2d_mod.dt_proj = dt_proj_reference if "mm" in flags else dt_proj
             ss2d_mod.X_PROJ_BMM = "xmm" not in flags
+            ss2d_mod.Y_CHANNELS_LAST = "ycf" not in flags
             x = torch.randn(batch, h, w, d_model, device=dev, requires_grad=True)
             compiled = torch.compile(layer)
             params = [x, *layer.parameters()]  # (the correctness check's gradients)

@@ -118,7 +118,9 @@ def scan_order(t, h, w, k):
     return torch.stack([cross_scan(t[:, i].reshape(b, c, h, w), 4)[:, i] for i in range(k)], 1)
 
 
-def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None, layout="image", states=False, bf16=False, dt_rank=0):
+def _ss2d(
+    batch, dm, h, w, n, k, *, cfg, opts=None, layout="image", states=False, bf16=False, dt_rank=0, cl=False
+):
     """Fused SS2D forward and backward against the naive scan in float64; with ``layout="lines"`` the
     kernels get delta/B/C (and give their gradients) in the "lines" layout. ``states``: the forward
     returns its chunk-entry states and the backward reads them (``stored``: 0 when it stored some;
@@ -126,7 +128,8 @@ def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None, layout="image", states=False
     (the reference gets the same rounded values), so y / dx and the lines kernels' partial sums are bf16.
     ``dt_rank``: the kernels get dt_proj's input ``(batch, K, dt_rank, H*W)`` and weight instead of delta
     (``dt_weight``) and project it themselves; the reference scans the product (float64) and ``ddelta``
-    compares the gradient of that product."""
+    compares the gradient of that product. ``cl``: y asked for channels-last (``"layout"``: 0 when it is)
+    and dy handed over channels-last."""
     from geomamba.ops.cross_scan import cross_merge, cross_scan, to_line_order
     from geomamba.ops.selective_scan.naive import selective_scan_naive
     from geomamba.ops.triton import ss2d_bwd, ss2d_fwd
@@ -163,19 +166,24 @@ def _ss2d(batch, dm, h, w, n, k, *, cfg, opts=None, layout="image", states=False
         for i in (1, 3, 4):  # delta, B, C and their gradients
             f32[i], expect[i] = to_line_order(f32[i], h, w), to_line_order(expect[i], h, w)
     kw = dict(config=cfg, options=opts, layout=layout)
+    fkw = dict(kw, channels_last=True) if cl else kw
+    dy = dy.contiguous(memory_format=torch.channels_last) if cl else dy
     if dt_rank:
         f32[1] = to_line_order(dts, h, w) if layout == "lines" else dts
         kw["dt_weight"] = dt_w
     if states:
-        y, st = ss2d_fwd(*f32, k, **kw, return_states=True)
+        y, st = ss2d_fwd(*f32, k, **fkw, return_states=True)
         errs = {"y": _rel(y, y_ref), "stored": float(st.dim() != 5 or st.shape[3] == 0)}
         grads = ss2d_bwd(dy.to(half), *f32, k, **kw, states=st)
         # the backward really reads them: wrong states give a wrong ddelta ("ignored": 0)
         ddelta_bad = ss2d_bwd(dy.to(half), *f32, k, **kw, states=torch.full_like(st, 3.0))[1]
         errs["ignored"] = float(_rel(ddelta_bad, expect[1]) < 1e-2)
     else:
-        errs = {"y": _rel(ss2d_fwd(*f32, k, **kw), y_ref)}
+        y = ss2d_fwd(*f32, k, **fkw)
+        errs = {"y": _rel(y, y_ref)}
         grads = ss2d_bwd(dy.to(half), *f32, k, **kw)
+    if cl:
+        errs["layout"] = float(not y.is_contiguous(memory_format=torch.channels_last) or y.is_contiguous())
     for name, g, e in zip(["x", "delta", "A", "B", "C", "D", "delta_bias"], grads, expect, strict=True):
         errs["d" + name] = _rel(g, e)
     return errs
@@ -247,6 +255,27 @@ def _dt_proj(b, k, d, r, length, tile, splits, dtype=torch.float32):
     return {"ddts": _rel(ddts, ref_dts), "dweight": _rel(dw, ref_w)}
 
 
+def _permuted_copy():
+    """The 3-D tiled copy: the merge of a channels-first and a transposed partial sum into a channels-last
+    bf16 map (C, H, W not multiples of the 32 x 16 x 16 tile), and the split of a channels-last map into
+    its channels-first and transposed copies in one pass."""
+    from geomamba.ops.triton.copy import permuted_copy_
+
+    g = torch.Generator().manual_seed(5)
+    acc = torch.randn(2, 37, 19, 21, generator=g)
+    accT = torch.randn(2, 37, 21, 19, generator=g)
+    y = torch.empty(2, 37, 19, 21, dtype=torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    permuted_copy_(y, accT.transpose(-1, -2), add=acc)
+    src = torch.randn(2, 37, 19, 21, generator=g).contiguous(memory_format=torch.channels_last)
+    cf, t = torch.empty(2, 37, 19, 21), torch.empty(2, 37, 21, 19)
+    permuted_copy_(cf, src, dst2=t.transpose(-1, -2))
+    return {
+        "merge_cl": _rel(y, accT.transpose(-1, -2) + acc)
+        + float(not y.is_contiguous(memory_format=torch.channels_last)),
+        "split": _rel(cf, src) + _rel(t, src.transpose(-1, -2)),
+    }
+
+
 def main() -> None:
     try:
         _probe()
@@ -293,6 +322,7 @@ def main() -> None:
         "plain_N16_seq_bf16_words": _seq_bf16_words,
         # all four directions, odd H and W
         "strided_copy": _strided_copy,
+        "permuted_copy": _permuted_copy,
         "ss2d_K4_5x3": lambda: _ss2d(1, 4, 5, 3, 1, 4, cfg=small),
         # partial columns (padded H 32 > chunk 16), N = 2
         "ss2d_K4_20x3_N2": lambda: _ss2d(1, 2, 20, 3, 2, 4, cfg=small),
@@ -324,6 +354,11 @@ def main() -> None:
         "ss2d_K4_13x23_lines_bf16": lambda: _ss2d(
             1, 4, 13, 23, 1, 4, cfg=None, layout="lines", states=True, bf16=True
         ),
+        # y written channels-last by the merge, the channels-last dy split by the backward's launcher
+        "ss2d_K4_13x23_lines_cl": lambda: _ss2d(
+            2, 4, 13, 23, 1, 4, cfg=None, layout="lines", states=True, cl=True
+        ),
+        "ss2d_K2_9x15_lines_cl_N2": lambda: _ss2d(1, 2, 9, 15, 2, 2, cfg=small, layout="lines", cl=True),
         # dt_proj fused: the kernels project delta from (batch, K, R, H*W) and the weight; rank-1 updates
         # (fp32, default tiles; N = 2, K = 2) and one tl.dot per chunk (bf16, 16-row tiles, rank 5 padded)
         "ss2d_K4_13x23_lines_dt": lambda: _ss2d(

@@ -150,6 +150,28 @@ def test_flops_and_opcheck():
     assert set(result.values()) == {"SUCCESS"}
 
 
+def test_channels_last_output_is_the_same_function():
+    """``channels_last=True``: y in the channels-last memory format (a channels-first x), the same values
+    and gradients; opcheck with the option (the fake kernel's strides match the real ones)."""
+    b, d, h, w, n, k = 2, 3, 3, 5, 2, 4
+    inputs = make_inputs(b, d, h, w, n, k)
+    y = ss2d_scan(**inputs)
+    y_cl = ss2d_scan(**inputs, channels_last=True)
+    assert y.is_contiguous() and not y_cl.is_contiguous()
+    assert y_cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y_cl, y, rtol=0, atol=0)
+    dy = torch.randn_like(y)
+    grads = torch.autograd.grad((y * dy).sum(), list(inputs.values()))
+    grads_cl = torch.autograd.grad((y_cl * dy).sum(), list(inputs.values()))
+    for name, g, g_cl in zip(inputs, grads, grads_cl):
+        torch.testing.assert_close(g_cl, g, rtol=1e-12, atol=1e-12, msg=name)
+    args = {n: t.detach().float().requires_grad_() for n, t in inputs.items()}
+    result = torch.library.opcheck(
+        torch.ops.geomamba.ss2d_scan.default, (*args.values(), k, "ref", "image", None, True)
+    )
+    assert set(result.values()) == {"SUCCESS"}
+
+
 @pytest.mark.parametrize(
     ("name", "value", "match"),
     [

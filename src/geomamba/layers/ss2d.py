@@ -24,7 +24,14 @@ from geomamba.ops.dt_proj import dt_proj
 from geomamba.ops.dwconv_silu import dwconv_silu, uses_triton
 from geomamba.ops.ss2d_scan import memory_format_of, ss2d_scan
 
-__all__ = ["CUDA_SCAN_LAYOUT", "SS2D", "X_PROJ_BMM", "SS2DCore", "contiguous_keep_grad_format"]
+__all__ = [
+    "CUDA_SCAN_LAYOUT",
+    "SS2D",
+    "X_PROJ_BMM",
+    "Y_CHANNELS_LAST",
+    "SS2DCore",
+    "contiguous_keep_grad_format",
+]
 
 # The layout of delta/B/C that SS2DCore hands ss2d_scan on CUDA: "lines" (the column-major directions
 # column-major, read as rows by the fused kernels) or "image" (the layout before; benchmarks set it to
@@ -35,6 +42,12 @@ CUDA_SCAN_LAYOUT = "lines"
 # batch into one product over a transposed copy of x, and returns the gradient of x channels-last, which the
 # depthwise conv's backward then adds transposed). A switch for bench/layer_variants_gpu.py.
 X_PROJ_BMM = True
+
+# On CUDA, SS2DCore's output in the channels-last memory format (True: the fused kernels' merge writes it
+# so, and SS2D's LayerNorm over the channels reads contiguous rows; its gradient comes back channels-last
+# and the scan's backward splits it itself), or channels-first (False: the LayerNorm reduces over a
+# strided axis). A switch for bench/layer_variants_gpu.py.
+Y_CHANNELS_LAST = True
 
 
 class _ContiguousKeepGradFormat(torch.autograd.Function):
@@ -124,7 +137,8 @@ class SS2DCore(nn.Module):
             self.Ds.fill_(1.0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, d_inner, H, W) -> (B, d_inner, H, W)`` in x's dtype."""
+        """``(B, d_inner, H, W) -> (B, d_inner, H, W)`` in x's dtype (on CUDA in the channels-last memory
+        format, ``Y_CHANNELS_LAST``; the values do not depend on it)."""
         if x.dim() != 4 or x.shape[1] != self.d_inner:
             raise ValueError(
                 f"SS2DCore expects x of shape (B, d_inner={self.d_inner}, H, W), got {tuple(x.shape)}"
@@ -189,6 +203,7 @@ class SS2DCore(nn.Module):
             self.backend,
             layout,
             dt_w,
+            channels_last=x.is_cuda and Y_CHANNELS_LAST,
         )
 
 

@@ -12,7 +12,9 @@
   transposed copies of delta/B/C, none of their gradients); the gradients come back in the inputs'
   layout. Backends that read only ``"image"`` get converted inputs;
 * A ``(K*D, N)``; D and delta_bias ``(K*D,)`` (direction k owns rows ``k*D .. k*D + D - 1``);
-* y ``(batch, D, H, W)`` in x's dtype and memory format (channels-last for a channels-last x) = sum
+* y ``(batch, D, H, W)`` in x's dtype and memory format (channels-last for a channels-last x, or with
+  ``channels_last=True``: a following LayerNorm over the channels then reads contiguous rows; the Triton
+  backend's fused merge writes it so directly and splits the channels-last dy in one pass) = sum
   over k of the selective scan (softplus on delta + bias) run in direction k's order (0 row-major,
   1 column-major, 2 row-major reversed, 3 column-major reversed) and mapped back to image positions.
 
@@ -163,6 +165,7 @@ def _ss2d_fwd(
     backend: str,
     layout: str,
     dt_weight: Optional[Tensor] = None,
+    channels_last: bool = False,
 ) -> tuple[Tensor, Tensor]:
     be = resolve_backend(backend, x.device, x.dtype)
     delta, dt_kw = _with_dt(be, delta, dt_weight)
@@ -176,13 +179,15 @@ def _ss2d_fwd(
             x, delta = x.contiguous(), delta.contiguous()
         args = (x, delta, _c(A), _c(B), _c(C), _c(D), _c(delta_bias), directions)
         kw.update(dt_kw)
+        if channels_last and be.ss2d_channels_last:
+            kw["channels_last"] = True
         if be.ss2d_fwd_states is not None:
             y, states = be.ss2d_fwd_states(*args, **kw)
         else:
             y = be.ss2d_fwd(*args, **kw)
     if states is None:
         states = x.new_empty(0, dtype=torch.float32)
-    return y.contiguous(memory_format=memory_format_of(x)), states.contiguous()
+    return y.contiguous(memory_format=_y_format(x, channels_last)), states.contiguous()
 
 
 def _ss2d_states_shape(be, x, A, directions, layout) -> tuple[int, ...]:
@@ -193,11 +198,17 @@ def _ss2d_states_shape(be, x, A, directions, layout) -> tuple[int, ...]:
     return tuple(be.ss2d_states_shape(b, d, h, w, directions, A.shape[1], layout if native else "image"))
 
 
+def _y_format(x: Tensor, channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else memory_format_of(x)
+
+
 @_ss2d_fwd.register_fake
-def _ss2d_fwd_fake(x, delta, A, B, C, D, delta_bias, directions, backend, layout, dt_weight=None):
+def _ss2d_fwd_fake(
+    x, delta, A, B, C, D, delta_bias, directions, backend, layout, dt_weight=None, channels_last=False
+):
     be = resolve_backend(backend, x.device, x.dtype)
     return (
-        torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=memory_format_of(x)),
+        torch.empty(x.shape, dtype=x.dtype, device=x.device, memory_format=_y_format(x, channels_last)),
         x.new_empty(_ss2d_states_shape(be, x, A, directions, layout), dtype=torch.float32),
     )
 
@@ -231,7 +242,8 @@ def _ss2d_bwd(
         dl, Bi, Ci, kw = _native_layout(be, layout, x, delta, B, C)
         if not (states.dim() == 1 and states.numel() == 0):
             kw["states"] = states
-        args = (_c(dy), _c(x), _c(dl), _c(A), _c(Bi), _c(Ci), _c(D), _c(delta_bias), directions)
+        dyi = dy if be.ss2d_channels_last else _c(dy)  # (it splits a channels-last dy itself)
+        args = (dyi, _c(x), _c(dl), _c(A), _c(Bi), _c(Ci), _c(D), _c(delta_bias), directions)
         grads = be.ss2d_bwd(*args, **kw, **dt_kw)
         if layout != "image" and "layout" not in kw:  # converted to image order: gradients back
             h, w = x.shape[-2:]  # (ddelta, dB, dC are grads 1, 3, 4)
@@ -251,22 +263,23 @@ def _ss2d_bwd_fake(dy, states, x, delta, A, B, C, D, delta_bias, directions, bac
 
 
 def _setup_context(ctx, inputs, output):
-    x, delta, A, B, C, D, delta_bias, directions, backend, layout, dt_weight = inputs
+    x, delta, A, B, C, D, delta_bias, directions, backend, layout, dt_weight, channels_last = inputs
     ctx.save_for_backward(x, delta, A, B, C, D, delta_bias, dt_weight, output[1])
     ctx.mark_non_differentiable(output[1])
     ctx.directions, ctx.backend, ctx.layout = directions, backend, layout
+    ctx.y_format = _y_format(x, channels_last)
 
 
 def _backward(ctx, dy, dstates):
     x, delta, A, B, C, D, delta_bias, dt_weight, states = ctx.saved_tensors
     if dy.is_cuda:  # as the forward's inputs (see ss2d_scan): a copy torch.compile fuses into dy's producer
-        dy = dy.contiguous()
+        dy = dy.contiguous(memory_format=ctx.y_format)
     grads = torch.ops.geomamba.ss2d_scan_bwd(
         dy, states, x, delta, A, B, C, D, delta_bias, ctx.directions, ctx.backend, ctx.layout, dt_weight
     )
     present = (x, delta, A, B, C, D, delta_bias)
     out = [None if t is None else g for g, t in zip(grads, present)]
-    return (*out, None, None, None, None if dt_weight is None else grads[7])
+    return (*out, None, None, None, None if dt_weight is None else grads[7], None)
 
 
 _ss2d_fwd.register_autograd(_backward, setup_context=_setup_context)
@@ -298,11 +311,13 @@ def ss2d_scan(
     backend: str = "auto",
     layout: str = "image",
     dt_weight: Optional[Tensor] = None,
+    channels_last: bool = False,
 ) -> Tensor:
     """The K-direction SS2D scan on the image layout (see the module docstring); differentiable.
     ``layout``: how delta/B/C hold each direction, ``"image"`` or ``"lines"`` (column-major directions
     column-major). ``dt_weight`` ``(K, D, R)``: delta is dt_proj's input ``(batch, K, R, H*W)``, projected
-    by ``dt_weight`` (inside the kernels where the backend fuses it)."""
+    by ``dt_weight`` (inside the kernels where the backend fuses it). ``channels_last``: y in the
+    channels-last memory format whatever x's."""
     where = "ss2d_scan"
     if directions not in (1, 2, 4):
         raise ValueError(f"{where}: directions must be 1, 2 or 4, got {directions!r}")
@@ -358,5 +373,16 @@ def ss2d_scan(
         # its producer, instead of by a strided copy inside the op; a no-op for contiguous tensors.
         x, delta, B, C = (t.contiguous() for t in (x, delta, B, C))
     return torch.ops.geomamba.ss2d_scan(
-        x, delta, A, B, C, D, delta_bias, int(directions), str(backend), str(layout), dt_weight
+        x,
+        delta,
+        A,
+        B,
+        C,
+        D,
+        delta_bias,
+        int(directions),
+        str(backend),
+        str(layout),
+        dt_weight,
+        bool(channels_last),
     )[0]

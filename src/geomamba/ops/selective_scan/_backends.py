@@ -25,7 +25,9 @@ A backend is registered with :func:`register_backend` and provides
   (fp32 states, ``(0,)`` when none; handed back as ``ss2d_bwd(..., states=states)``).
   ``ss2d_dt=True``: the pair (and ``ss2d_fwd_states``) also take ``dt_weight=(K, D, R)``, with delta then
   dt_proj's input ``(batch, K, R, H*W)`` (projected inside, see ``ops.ss2d_scan.project_dt``); its
-  ``ss2d_bwd`` still returns the gradient of the projected delta.
+  ``ss2d_bwd`` still returns the gradient of the projected delta. ``ss2d_channels_last=True``: the
+  forwards also take ``channels_last=True`` (y in the channels-last memory format, made in their merge)
+  and ``ss2d_bwd`` takes dy in any memory format (the op does not copy a channels-last dy first).
 
 Choice (:func:`resolve_backend`): ``"auto"`` (or the ``GEOMAMBA_SCAN_BACKEND`` environment variable,
 which overrides ``"auto"`` only) takes the first of ``_PREFERENCE`` that is registered, available and
@@ -98,6 +100,7 @@ class Backend:
     ss2d_fwd_states: Callable | None = None
     ss2d_states_shape: Callable | None = None
     ss2d_dt: bool = False
+    ss2d_channels_last: bool = False
 
 
 _BACKENDS: dict[str, Backend] = {}
@@ -123,6 +126,7 @@ def register_backend(
     ss2d_fwd_states: Callable | None = None,
     ss2d_states_shape: Callable | None = None,
     ss2d_dt: bool = False,
+    ss2d_channels_last: bool = False,
 ) -> Backend:
     """Add (or replace) backend ``name`` in the table and return its entry."""
     if not name or not isinstance(name, str) or name == "auto":
@@ -151,6 +155,7 @@ def register_backend(
         ss2d_fwd_states=ss2d_fwd_states,
         ss2d_states_shape=ss2d_states_shape,
         ss2d_dt=bool(ss2d_dt and ss2d_fwd is not None),
+        ss2d_channels_last=bool(ss2d_channels_last and ss2d_fwd is not None),
     )
     _BACKENDS[name] = entry
     return entry

@@ -83,6 +83,7 @@ def _register() -> bool:
         ss2d_fwd_states=ss2d_fwd_states_routed,
         ss2d_states_shape=ss2d_states_shape_routed,
         ss2d_dt=True,
+        ss2d_channels_last=True,
     )
     return True
 

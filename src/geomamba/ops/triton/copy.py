@@ -1,4 +1,5 @@
-"""Tiled strided copies for the fused SS2D backward: transposes of the image's two axes, with a cast.
+"""Tiled strided copies for the fused SS2D kernels: transposes of the image's two axes, with a cast, and
+permutations of (channels, H, W) to and from the channels-last layout.
 
 ``strided_copy_(dst, src, add=None)`` writes ``src (+ add)`` into ``dst`` (cast to dst's dtype); the
 three are views of one logical shape (up to 4-D) with any strides. A program copies a ``(BR, BS)`` tile
@@ -16,7 +17,14 @@ flagship's six shapes with the tiled copies and 6.86 with PyTorch's, but eagerly
 5.8 ms of host time over the four shapes that take them against 3.8, and the eager training step is
 bound by its host (bench/ss2d_copy_gpu.py).
 
-The pure-PyTorch twin is ``dst.copy_(src + add)`` (what :func:`strided_copy_` does on CPU tensors).
+``permuted_copy_(dst, src, add=None, dst2=None)`` does the same by 3-D tiles of ``(C, H, W)``, so that any
+of the three may be each tensor's contiguous axis: the merge of the SS2D partial sums into a channels-last
+output (``acc (B, C, H, W)`` + ``accT (B, C, W, H)`` -> ``y`` with channels innermost) and the split of a
+channels-last gradient into its channels-first and transposed copies (``dst2``: a second destination of
+``src``) each read and write every element once, with loads and stores of whole 32-byte sectors.
+
+The pure-PyTorch twin is ``dst.copy_(src + add)`` (what :func:`strided_copy_` and :func:`permuted_copy_`
+do on CPU tensors).
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import triton.language as tl
 
 from geomamba.ops.triton.launch import _device_ctx
 
-__all__ = ["strided_copy_", "transposed"]
+__all__ = ["permuted_copy_", "strided_copy_", "transposed"]
 
 _TILE = 64
 # Under the Triton interpreter (CPU tests) the kernel runs on CPU tensors too.
@@ -55,6 +63,31 @@ def _copy_kernel(
     if HAS_ADD:
         v += tl.load(add + p * a_p + q * a_q + r * a_r + s * a_s, mask=mask).to(tl.float32)
     tl.store(dst + p * d_p + q * d_q + r * d_r + s * d_s, v.to(dst.dtype.element_ty), mask=mask)
+
+
+@triton.jit
+def _copy3_kernel(
+    src, dst, add, dst2,
+    NCB, C, H, W,
+    s_b, s_c, s_h, s_w,
+    d_b, d_c, d_h, d_w,
+    a_b, a_c, a_h, a_w,
+    e_b, e_c, e_h, e_w,
+    HAS_ADD: tl.constexpr, HAS_DST2: tl.constexpr, BC: tl.constexpr, BH: tl.constexpr, BW: tl.constexpr,
+):  # fmt: skip
+    pb = tl.program_id(0)
+    b = (pb // NCB).to(tl.int64)
+    c = ((pb % NCB) * BC + tl.arange(0, BC))[:, None, None]
+    h = (tl.program_id(1) * BH + tl.arange(0, BH))[None, :, None]
+    w = (tl.program_id(2) * BW + tl.arange(0, BW))[None, None, :]
+    mask = (c < C) & (h < H) & (w < W)
+    c, h, w = c.to(tl.int64), h.to(tl.int64), w.to(tl.int64)
+    v = tl.load(src + b * s_b + c * s_c + h * s_h + w * s_w, mask=mask).to(tl.float32)
+    if HAS_ADD:
+        v += tl.load(add + b * a_b + c * a_c + h * a_h + w * a_w, mask=mask).to(tl.float32)
+    tl.store(dst + b * d_b + c * d_c + h * d_h + w * d_w, v.to(dst.dtype.element_ty), mask=mask)
+    if HAS_DST2:
+        tl.store(dst2 + b * e_b + c * e_c + h * e_h + w * e_w, v.to(dst2.dtype.element_ty), mask=mask)
 
 
 def _strides4(t: torch.Tensor) -> tuple[int, int, int, int]:
@@ -104,3 +137,47 @@ def transposed(
     out = torch.empty(*t.shape[:-2], t.shape[-1], t.shape[-2], device=t.device, dtype=dtype or t.dtype)
     strided_copy_(out.transpose(-1, -2), t, tiled=tiled)
     return out
+
+
+# permuted_copy_'s tile (channels, rows, columns): 16 elements (32 bf16 bytes) along each axis at least
+_TILE3 = (32, 16, 16)
+
+
+def permuted_copy_(
+    dst: torch.Tensor,
+    src: torch.Tensor,
+    add: torch.Tensor | None = None,
+    dst2: torch.Tensor | None = None,
+    *,
+    tiled: bool | None = None,
+) -> torch.Tensor:
+    """``dst.copy_(src + add)`` and ``dst2.copy_(src + add)`` (``add``, ``dst2`` optional) by 3-D tiles of
+    the last three dimensions of 4-D views ``(batch, C, H, W)`` with any strides; returns dst.
+
+    Loads and stores are coalesced whichever of C, H and W each tensor holds innermost (e.g. a
+    channels-first ``src`` into a channels-last ``dst``). The destinations must not overlap each other or
+    the inputs. ``tiled``: as for :func:`strided_copy_`."""
+    ts = [t for t in (dst, src, add, dst2) if t is not None]
+    if any(t.shape != dst.shape for t in ts) or dst.dim() != 4:
+        raise ValueError(
+            f"permuted_copy_: dst, src (add, dst2) must have one 4-D shape, got {[tuple(t.shape) for t in ts]}"
+        )
+    if not _tiled(dst, tiled) or dst.numel() == 0:
+        v = src if add is None else src.float() + add.float()
+        if dst2 is not None:
+            dst2.copy_(v)
+        return dst.copy_(v)
+    b, c, h, w = dst.shape
+    bc, bh, bw = (min(t, triton.next_power_of_2(n)) for t, n in zip(_TILE3, (c, h, w)))
+    ncb = triton.cdiv(c, bc)
+    grid = (b * ncb, triton.cdiv(h, bh), triton.cdiv(w, bw))
+    with _device_ctx(dst):
+        _copy3_kernel[grid](
+            src, dst, src if add is None else add, dst if dst2 is None else dst2,
+            ncb, c, h, w,
+            *src.stride(), *dst.stride(), *(src if add is None else add).stride(),
+            *(dst if dst2 is None else dst2).stride(),
+            HAS_ADD=add is not None, HAS_DST2=dst2 is not None, BC=bc, BH=bh, BW=bw,
+            num_warps=4 if bc * bh * bw >= 4096 else 2,
+        )  # fmt: skip
+    return dst

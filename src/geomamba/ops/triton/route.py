@@ -80,22 +80,29 @@ def ss2d_states_shape_routed(batch, dm, h, w, k, n, layout="image"):
 
 
 def ss2d_fwd_routed(
-    x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, layout="image", dt_weight=None
-):
+    x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, layout="image", dt_weight=None,
+    channels_last=False,
+):  # fmt: skip
     """The backend's SS2D forward: fused kernels or the composed path, by :func:`fused_ss2d`
-    (``dt_weight``: dt_proj fused, see ``ss2d_launch.ss2d_fwd``; the composed path projects delta first)."""
+    (``dt_weight``: dt_proj fused, see ``ss2d_launch.ss2d_fwd``; the composed path projects delta first;
+    ``channels_last``: y in that memory format)."""
     if fused_ss2d(x.shape[-2], x.shape[-1], A.shape[-1], backward=False):
-        return ss2d_fwd(x, delta, A, B, C, D, delta_bias, directions, layout=layout, dt_weight=dt_weight)
+        return ss2d_fwd(
+            x, delta, A, B, C, D, delta_bias, directions, layout=layout, dt_weight=dt_weight,
+            channels_last=channels_last,
+        )  # fmt: skip
     from geomamba.ops.ss2d_scan import composed_ss2d_fwd, project_dt
 
     if dt_weight is not None:
         delta = project_dt(delta, dt_weight)
-    return composed_ss2d_fwd(_triton_backend(), x, delta, A, B, C, D, delta_bias, directions, layout=layout)
+    y = composed_ss2d_fwd(_triton_backend(), x, delta, A, B, C, D, delta_bias, directions, layout=layout)
+    return y.contiguous(memory_format=torch.channels_last) if channels_last else y
 
 
 def ss2d_fwd_states_routed(
-    x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, layout="image", dt_weight=None
-):
+    x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, layout="image", dt_weight=None,
+    channels_last=False,
+):  # fmt: skip
     """``(y, states)``: the forward and the states its backward reads (shape
     :func:`ss2d_states_shape_routed`; ``(0,)``: none, the backward recomputes)."""
     if _both_fused(x.shape[-2], x.shape[-1], A.shape[-1]):
@@ -111,8 +118,12 @@ def ss2d_fwd_states_routed(
             layout=layout,
             return_states=True,
             dt_weight=dt_weight,
+            channels_last=channels_last,
         )
-    y = ss2d_fwd_routed(x, delta, A, B, C, D, delta_bias, directions, layout=layout, dt_weight=dt_weight)
+    y = ss2d_fwd_routed(
+        x, delta, A, B, C, D, delta_bias, directions, layout=layout, dt_weight=dt_weight,
+        channels_last=channels_last,
+    )  # fmt: skip
     return y, x.new_empty(0, dtype=torch.float32)
 
 
@@ -133,7 +144,7 @@ def ss2d_bwd_routed(
 ):
     """The backend's SS2D backward: fused kernels or the composed path, by :func:`fused_ss2d`
     (``states``: from :func:`ss2d_fwd_states_routed`, read by the fused kernels; ``dt_weight``: as for
-    the forward, ddelta is the projected delta's gradient)."""
+    the forward, ddelta is the projected delta's gradient; dy in any memory format)."""
     if fused_ss2d(x.shape[-2], x.shape[-1], A.shape[-1], backward=True):
         return ss2d_bwd(
             dy,
@@ -154,5 +165,5 @@ def ss2d_bwd_routed(
     if dt_weight is not None:
         delta = project_dt(delta, dt_weight)
     return composed_ss2d_bwd(
-        _triton_backend(), dy, x, delta, A, B, C, D, delta_bias, directions, layout=layout
+        _triton_backend(), dy.contiguous(), x, delta, A, B, C, D, delta_bias, directions, layout=layout
     )

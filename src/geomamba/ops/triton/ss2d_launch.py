@@ -18,7 +18,7 @@ import triton
 
 from geomamba.ops.cross_scan import LAYOUTS, from_line_order, to_line_order
 from geomamba.ops.ss2d_scan import project_dt
-from geomamba.ops.triton.copy import strided_copy_, transposed
+from geomamba.ops.triton.copy import permuted_copy_, strided_copy_, transposed
 from geomamba.ops.triton.launch import (
     ScanConfig,
     _check,
@@ -290,11 +290,17 @@ def _dt_args(dt_weight, x, k, dm, cfg, npad):
     )
 
 
+def _is_channels_last(t: torch.Tensor) -> bool:
+    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
 def ss2d_fwd(
     x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None, layout="image",
-    return_states=False, dt_weight=None,
+    return_states=False, dt_weight=None, channels_last=False,
 ):  # fmt: skip
-    """Fused SS2D scan: ``y (batch, Dm, H, W)`` in x.dtype, the K directional scans merged (summed).
+    """Fused SS2D scan: ``y (batch, Dm, H, W)`` in x.dtype, the K directional scans merged (summed);
+    ``channels_last``: y in the channels-last memory format (the "lines" kernels' merge writes it so at no
+    extra cost: a LayerNorm over the channels then reads contiguous rows; other paths convert y).
     ``return_states``: return ``(y, states)``, ``states`` (shape :func:`ss2d_states_shape`) for
     ``ss2d_bwd(..., states=states)``, which then skips recomputing them (``"lines"`` inputs only).
     ``dt_weight`` ``(K, Dm, R)``: delta is dt_proj's input ``(batch, K, R, H*W)`` and the effective delta
@@ -308,7 +314,8 @@ def ss2d_fwd(
     x, delta, B, C = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
     delta, B, C = _to_kernel_layout(layout, lines, h, w, delta, B, C)
     A32 = A.detach().float().contiguous()
-    y = torch.empty_like(x)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    y = torch.empty_like(x, memory_format=fmt if lines else torch.contiguous_format)
     sc, st_shape = _states_geometry(batch, dm, h, w, k, n, layout) if return_states and lines else (0, (0,))
     nsc = st_shape[3] if sc else 0  # entries per channel and direction (0: one chunk, none stored)
     states = torch.empty(st_shape, device=x.device, dtype=torch.float32)
@@ -333,10 +340,13 @@ def ss2d_fwd(
             BD=cfg.bd, NP=npad, CH=cfg.chunk, TO_C=to_c, TI_C=ti_c, STAGES=cfg.num_stages,
             SC=sc if nsc else 0, ST_SUM=STATES_BY_SUM, num_warps=cfg.num_warps,
         )  # fmt: skip
-    if lines:
+    if lines and channels_last:  # 3-D tiles: channels innermost in y
+        y = permuted_copy_(y, accT.transpose(-1, -2), add=acc)
+    elif lines:
         y = strided_copy_(y, accT.transpose(-1, -2), add=acc)
     elif k > 1 and not opts.seq_k:  # the atomic merge's fp32 sum
         y = acc.to(x.dtype)
+    y = y.contiguous(memory_format=fmt)
     return (y, states) if return_states else y
 
 
@@ -349,7 +359,9 @@ def ss2d_bwd(
     (instead of recomputing the chunk-entry states) when this backward runs the "lines" kernel with the
     chunk they were stored for. ``dt_weight``: as for :func:`ss2d_fwd` (delta is dt_proj's input);
     ddelta is then the gradient of the effective delta ``(batch, K, Dm, H*W)`` (the caller forms dt_proj's
-    gradients from it: ``ops.ss2d_scan``)."""
+    gradients from it: ``ops.ss2d_scan``). dy may be channels-last (the gradient of a ``channels_last``
+    forward's y): the "lines" kernels' launcher splits it into its channels-first and transposed copies in
+    one pass (other paths copy it to channels-first first)."""
     batch, dm, h, w, k, n = _check_ss2d_args(x, delta, A, B, C, D, delta_bias, directions, layout, dt_weight)
     _check(dy.shape == x.shape, f"dy must have x's shape {tuple(x.shape)}, got {tuple(dy.shape)}")
     opts = options or backward_options(x, layout)
@@ -360,7 +372,9 @@ def ss2d_bwd(
     native = col_copy and layout == "lines"
     if dt_weight is not None and not native:
         delta, dt_weight = project_dt(delta, dt_weight), None
-    x, delta, B, C, dy = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous(), dy.contiguous()
+    dy_cl = dy if col_copy and _is_channels_last(dy) else None
+    x, delta, B, C = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
+    dy = dy.contiguous() if dy_cl is None else torch.empty(x.shape, device=x.device, dtype=dy.dtype)
     if to_image:
         delta, B, C = (from_line_order(t, h, w) for t in (delta, B, C))
     A32 = A.detach().float().contiguous()
@@ -377,7 +391,12 @@ def ss2d_bwd(
     if col_copy:
         cols = [1, 3] if k == 4 else [1]
         accT = torch.empty(batch, dm, w, h, device=dev, dtype=dxacc.dtype)
-        xT, dyT = transposed(x), transposed(dy)
+        xT = transposed(x)
+        if dy_cl is None:
+            dyT = transposed(dy)
+        else:  # one pass: channels-last dy -> channels-first dy and dy^T
+            dyT = torch.empty(batch, dm, w, h, device=dev, dtype=dy.dtype)
+            permuted_copy_(dy, dy_cl, dst2=dyT.transpose(-1, -2))
         if native:  # the column directions' inputs and gradients are already column-major
             deltaT, BT, CT, ddeltaT, dBT, dCT = delta, B, C, ddelta, dB, dC
         else:
