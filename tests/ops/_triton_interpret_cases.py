@@ -258,7 +258,7 @@ def _dt_proj(b, k, d, r, length, tile, splits, dtype=torch.float32):
 def _permuted_copy():
     """The 3-D tiled copy: the merge of a channels-first and a transposed partial sum into a channels-last
     bf16 map (C, H, W not multiples of the 32 x 16 x 16 tile), and the split of a channels-last map into
-    its channels-first and transposed copies in one pass."""
+    its channels-first and transposed copies in one pass (also on a map that takes the 16 x 32 x 32 tile)."""
     from geomamba.ops.triton.copy import permuted_copy_
 
     g = torch.Generator().manual_seed(5)
@@ -269,10 +269,13 @@ def _permuted_copy():
     src = torch.randn(2, 37, 19, 21, generator=g).contiguous(memory_format=torch.channels_last)
     cf, t = torch.empty(2, 37, 19, 21), torch.empty(2, 37, 21, 19)
     permuted_copy_(cf, src, dst2=t.transpose(-1, -2))
+    big = torch.randn(1, 5, 33, 34, generator=g).contiguous(memory_format=torch.channels_last)  # >= 1024 px
+    big_cf, big_t = torch.empty(1, 5, 33, 34), torch.empty(1, 5, 34, 33)
+    permuted_copy_(big_cf, big, dst2=big_t.transpose(-1, -2))  # the large maps' tile
     return {
         "merge_cl": _rel(y, accT.transpose(-1, -2) + acc)
         + float(not y.is_contiguous(memory_format=torch.channels_last)),
-        "split": _rel(cf, src) + _rel(t, src.transpose(-1, -2)),
+        "split": _rel(cf, src) + _rel(t, src.transpose(-1, -2)) + _rel(big_cf, big) + _rel(big_t, big.mT),
     }
 
 

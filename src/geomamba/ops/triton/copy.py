@@ -139,8 +139,11 @@ def transposed(
     return out
 
 
-# permuted_copy_'s tile (channels, rows, columns): 16 elements (32 bf16 bytes) along each axis at least
-_TILE3 = (32, 16, 16)
+# permuted_copy_'s tile (channels, rows, columns) by map size: the first whose pixel bound H*W reaches.
+# H100, bf16, batch 16, the SS2D merge into channels-last + the split of a channels-last dy, graph replays
+# (bench/copy3_gpu.py, results/copy3_gpu_nvidia_h100_80gb_hbm3.json): 16 x 32 x 32 (4 warps) 90.0 / 40.7 us
+# at 64x64 / 32x32 (32 x 16 x 16: 119 / 43.9), 32 x 16 x 16 13.6 us at 16x16 (16 x 32 x 32: 16.3).
+_TILE3_BY_PIXELS = ((1024, (16, 32, 32)), (0, (32, 16, 16)))
 
 
 def permuted_copy_(
@@ -150,13 +153,16 @@ def permuted_copy_(
     dst2: torch.Tensor | None = None,
     *,
     tiled: bool | None = None,
+    tile: tuple[int, int, int] | None = None,
+    num_warps: int | None = None,
 ) -> torch.Tensor:
     """``dst.copy_(src + add)`` and ``dst2.copy_(src + add)`` (``add``, ``dst2`` optional) by 3-D tiles of
     the last three dimensions of 4-D views ``(batch, C, H, W)`` with any strides; returns dst.
 
     Loads and stores are coalesced whichever of C, H and W each tensor holds innermost (e.g. a
     channels-first ``src`` into a channels-last ``dst``). The destinations must not overlap each other or
-    the inputs. ``tiled``: as for :func:`strided_copy_`."""
+    the inputs. ``tiled``: as for :func:`strided_copy_`. ``tile`` (powers of 2) and ``num_warps``: the
+    kernel's ``(C, H, W)`` tile and warps (default by map size, ``_TILE3_BY_PIXELS``)."""
     ts = [t for t in (dst, src, add, dst2) if t is not None]
     if any(t.shape != dst.shape for t in ts) or dst.dim() != 4:
         raise ValueError(
@@ -168,7 +174,8 @@ def permuted_copy_(
             dst2.copy_(v)
         return dst.copy_(v)
     b, c, h, w = dst.shape
-    bc, bh, bw = (min(t, triton.next_power_of_2(n)) for t, n in zip(_TILE3, (c, h, w)))
+    tile = tile or next(t for bound, t in _TILE3_BY_PIXELS if h * w >= bound)
+    bc, bh, bw = (min(t, triton.next_power_of_2(n)) for t, n in zip(tile, (c, h, w)))
     ncb = triton.cdiv(c, bc)
     grid = (b * ncb, triton.cdiv(h, bh), triton.cdiv(w, bw))
     with _device_ctx(dst):
@@ -178,6 +185,6 @@ def permuted_copy_(
             *src.stride(), *dst.stride(), *(src if add is None else add).stride(),
             *(dst if dst2 is None else dst2).stride(),
             HAS_ADD=add is not None, HAS_DST2=dst2 is not None, BC=bc, BH=bh, BW=bw,
-            num_warps=4 if bc * bh * bw >= 4096 else 2,
+            num_warps=num_warps or (4 if bc * bh * bw >= 4096 else 2),
         )  # fmt: skip
     return dst
