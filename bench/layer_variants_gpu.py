@@ -19,8 +19,9 @@ by kind (``layer_profile_gpu.kernel_profile``) and the output / gradient errors 
 * suffix ``_xmm``: x_proj as ``torch.matmul`` (one product over a transposed copy of x) instead of the
   batched product on the channels-first map (``layers.ss2d.X_PROJ_BMM``);
 * suffix ``_ycf``: SS2DCore's output channels-first (the LayerNorm reduces over a strided axis) instead of
-  channels-last from the fused merge (``layers.ss2d.Y_CHANNELS_LAST``); suffix ``_ycl``: channels-last
-  at every map size (the default only up to ``layers.ss2d.Y_CHANNELS_LAST_MAX_PIXELS``).
+  channels-last from the fused merge (``layers.ss2d.Y_CHANNELS_LAST``);
+* suffix ``_nomix``: inductor's ``triton.mix_order_reduction`` off for the compile (its LayerNorm backward then
+  sums the weight / bias gradients in its own reduction kernels, not by partial sums + aten ``sum``).
 
 Each row also records the peak memory allocated by one forward (what the backward keeps) and the step.
 
@@ -68,7 +69,8 @@ def taps_conv(x, weight, bias, channels_dim):
     return acc
 
 
-SUFFIXES = {"fp32", "dt", "mm", "xmm", "ycf", "ycl"}  # the variant options after its base name (docstring)
+# the variant options after its base name (docstring)
+SUFFIXES = {"fp32", "dt", "mm", "xmm", "ycf", "nomix"}
 
 
 class VSS2D(SS2D):
@@ -102,7 +104,6 @@ def main():
     variants = sys.argv[1].split(",") if len(sys.argv) > 1 else ["cl", "cf", "taps_cl", "taps_cf"]
     out_path = sys.argv[2] if len(sys.argv) > 2 else "layer_variants_gpu.json"
     dev = torch.device("cuda")
-    ycl_bound = ss2d_mod.Y_CHANNELS_LAST_MAX_PIXELS
     rows = []
     for name, batch, d_model, h, w in SHAPES:
         ref_out = None
@@ -119,9 +120,10 @@ def main():
             ss2d_mod.dt_proj = dt_proj_reference if "mm" in flags else dt_proj
             ss2d_mod.X_PROJ_BMM = "xmm" not in flags
             ss2d_mod.Y_CHANNELS_LAST = "ycf" not in flags
-            ss2d_mod.Y_CHANNELS_LAST_MAX_PIXELS = 1 << 30 if "ycl" in flags else ycl_bound
             x = torch.randn(batch, h, w, d_model, device=dev, requires_grad=True)
-            compiled = torch.compile(layer)
+            compiled = torch.compile(
+                layer, options={"triton.mix_order_reduction": False} if "nomix" in flags else None
+            )
             params = [x, *layer.parameters()]  # (the correctness check's gradients)
 
             def step(compiled=compiled, x=x):

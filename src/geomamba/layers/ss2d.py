@@ -29,7 +29,6 @@ __all__ = [
     "SS2D",
     "X_PROJ_BMM",
     "Y_CHANNELS_LAST",
-    "Y_CHANNELS_LAST_MAX_PIXELS",
     "SS2DCore",
     "contiguous_keep_grad_format",
 ]
@@ -44,14 +43,12 @@ CUDA_SCAN_LAYOUT = "lines"
 # depthwise conv's backward then adds transposed). A switch for bench/layer_variants_gpu.py.
 X_PROJ_BMM = True
 
-# On CUDA, SS2DCore's output in the channels-last memory format for maps of at most
-# Y_CHANNELS_LAST_MAX_PIXELS pixels (the fused kernels' merge writes it so, and SS2D's LayerNorm over the
-# channels reads contiguous rows; its gradient comes back channels-last and the scan's backward splits it
-# itself), else channels-first (the LayerNorm reduces over a strided axis, the merge and dy's transpose
-# are 2-D tiled copies, faster than the 3-D tiled ones on large maps). Y_CHANNELS_LAST = False: never.
-# Switches for bench/layer_variants_gpu.py; the bound is measured there (README, NOTES_triton round 15).
+# On CUDA, SS2DCore's output in the channels-last memory format (True: the fused kernels' merge writes it
+# so, and SS2D's LayerNorm over the channels reads contiguous rows; its gradient comes back channels-last
+# and the scan's backward splits it into its channels-first and transposed copies in one pass), or
+# channels-first (False: the LayerNorm reduces over a strided axis). A switch for
+# bench/layer_variants_gpu.py (suffix _ycf), which measured it (README, NOTES_triton round 15).
 Y_CHANNELS_LAST = True
-Y_CHANNELS_LAST_MAX_PIXELS = 1024
 
 
 class _ContiguousKeepGradFormat(torch.autograd.Function):
@@ -142,7 +139,7 @@ class SS2DCore(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, d_inner, H, W) -> (B, d_inner, H, W)`` in x's dtype (on CUDA in the channels-last memory
-        format up to ``Y_CHANNELS_LAST_MAX_PIXELS`` pixels; the values do not depend on it)."""
+        format, ``Y_CHANNELS_LAST``; the values do not depend on it)."""
         if x.dim() != 4 or x.shape[1] != self.d_inner:
             raise ValueError(
                 f"SS2DCore expects x of shape (B, d_inner={self.d_inner}, H, W), got {tuple(x.shape)}"
@@ -207,7 +204,7 @@ class SS2DCore(nn.Module):
             self.backend,
             layout,
             dt_w,
-            channels_last=x.is_cuda and Y_CHANNELS_LAST and h * w <= Y_CHANNELS_LAST_MAX_PIXELS,
+            channels_last=x.is_cuda and Y_CHANNELS_LAST,
         )
 
 
