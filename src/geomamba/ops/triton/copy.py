@@ -21,7 +21,10 @@ bound by its host (bench/ss2d_copy_gpu.py).
 of the three may be each tensor's contiguous axis: the merge of the SS2D partial sums into a channels-last
 output (``acc (B, C, H, W)`` + ``accT (B, C, W, H)`` -> ``y`` with channels innermost) and the split of a
 channels-last gradient into its channels-first and transposed copies (``dst2``: a second destination of
-``src``) each read and write every element once, with loads and stores of whole 32-byte sectors.
+``src``) each read and write every element once, with loads and stores of whole 32-byte sectors. Those
+short pieces make the pair slower than the 2-D merge + transpose it replaces from 32x32 up (on an H100 90 /
+41 us against 59 / 25 at 64x64 / 32x32, faster at 16x16); the SS2D layer still gains, through its
+LayerNorm (README, bench/NOTES_triton.md round 15).
 
 The pure-PyTorch twin is ``dst.copy_(src + add)`` (what :func:`strided_copy_` and :func:`permuted_copy_`
 do on CPU tensors).

@@ -299,8 +299,9 @@ def ss2d_fwd(
     return_states=False, dt_weight=None, channels_last=False,
 ):  # fmt: skip
     """Fused SS2D scan: ``y (batch, Dm, H, W)`` in x.dtype, the K directional scans merged (summed);
-    ``channels_last``: y in the channels-last memory format (the "lines" kernels' merge writes it so at no
-    extra cost: a LayerNorm over the channels then reads contiguous rows; other paths convert y).
+    ``channels_last``: y in the channels-last memory format (the "lines" kernels' merge writes it so, by
+    3-D tiles, ``copy.permuted_copy_``: a LayerNorm over the channels then reads contiguous rows; other
+    paths convert y).
     ``return_states``: return ``(y, states)``, ``states`` (shape :func:`ss2d_states_shape`) for
     ``ss2d_bwd(..., states=states)``, which then skips recomputing them (``"lines"`` inputs only).
     ``dt_weight`` ``(K, Dm, R)``: delta is dt_proj's input ``(batch, K, R, H*W)`` and the effective delta
