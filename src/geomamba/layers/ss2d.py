@@ -43,11 +43,12 @@ CUDA_SCAN_LAYOUT = "lines"
 # depthwise conv's backward then adds transposed). A switch for bench/layer_variants_gpu.py.
 X_PROJ_BMM = True
 
-# On CUDA, SS2DCore's output in the channels-last memory format (True: the fused kernels' merge writes it
-# so, and SS2D's LayerNorm over the channels reads contiguous rows; its gradient comes back channels-last
-# and the scan's backward splits it into its channels-first and transposed copies in one pass), or
-# channels-first (False: the LayerNorm reduces over a strided axis). A switch for
-# bench/layer_variants_gpu.py (suffix _ycf), which measured it (README, NOTES_triton round 15).
+# On CUDA, SS2DCore's output in the channels-last memory format (True: the fused kernels' merge of the K > 1
+# directions writes it so, and SS2D's LayerNorm over the channels reads contiguous rows; its gradient comes
+# back channels-last and the scan's backward splits it into its channels-first and transposed copies in one
+# pass), or channels-first (False: the LayerNorm reduces over a strided axis; always for K = 1, where no
+# merge runs and channels-last would cost a copy). A switch for bench/layer_variants_gpu.py (suffix _ycf),
+# which measured it (README, NOTES_triton round 15).
 Y_CHANNELS_LAST = True
 
 
@@ -139,7 +140,7 @@ class SS2DCore(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(B, d_inner, H, W) -> (B, d_inner, H, W)`` in x's dtype (on CUDA in the channels-last memory
-        format, ``Y_CHANNELS_LAST``; the values do not depend on it)."""
+        format for K > 1, ``Y_CHANNELS_LAST``; the values do not depend on it)."""
         if x.dim() != 4 or x.shape[1] != self.d_inner:
             raise ValueError(
                 f"SS2DCore expects x of shape (B, d_inner={self.d_inner}, H, W), got {tuple(x.shape)}"
@@ -204,7 +205,7 @@ class SS2DCore(nn.Module):
             self.backend,
             layout,
             dt_w,
-            channels_last=x.is_cuda and Y_CHANNELS_LAST,
+            channels_last=x.is_cuda and Y_CHANNELS_LAST and k > 1,
         )
 
 
