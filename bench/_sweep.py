@@ -66,6 +66,18 @@ def bench(fn: Callable, rep: int = 80, graphs: bool = False) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
+def best_overall(rows: list, entries: str, key_of: Callable, ms_of: Callable) -> tuple:
+    """The one tile for all shapes of a sweep: ``(key, summed ms)`` of the least time summed over the
+    shapes; ``rows[i][entries]`` lists a shape's timed tiles, ``key_of(t)`` names a tile, ``ms_of(t)`` is
+    its time."""
+    total: dict = {}
+    for r in rows:
+        for t in r[entries]:
+            total[key_of(t)] = total.get(key_of(t), 0.0) + ms_of(t)
+    best = min(total, key=total.get)
+    return best, total[best]
+
+
 def rel_error(a: torch.Tensor, b: torch.Tensor) -> float:
     """``|a - b| / |b|`` (Frobenius norms, in fp64)."""
     return ((a.double() - b.double()).norm() / (b.double().norm() + 1e-30)).item()

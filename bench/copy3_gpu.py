@@ -20,7 +20,7 @@ import sys
 
 import torch
 
-from _sweep import bench, copy_gbs, header
+from _sweep import bench, best_overall, copy_gbs, header
 from geomamba.ops.triton.copy import permuted_copy_, strided_copy_, transposed
 
 SHAPES = [("stage1", 16, 256, 64, 64), ("stage2", 16, 512, 32, 32), ("stage3", 16, 1024, 16, 16)]
@@ -115,13 +115,10 @@ def main():
     copy_tbs = copy_gbs(bench) / 1e3
     print(f"copy bandwidth {copy_tbs:.2f} TB/s", flush=True)
     rows = [run_shape(*shape) for shape in SHAPES]
-    total = {}
-    for r in rows:
-        for t in r["tiles"]:
-            key = (*t["tile"], t["warps"])
-            total[key] = total.get(key, 0.0) + t["merge_ms"] + t["split_ms"]
-    best = min(total, key=total.get)
-    print("best overall", best, f"{total[best] * 1e3:.1f} us", flush=True)
+    best, ms = best_overall(
+        rows, "tiles", lambda t: (*t["tile"], t["warps"]), lambda t: t["merge_ms"] + t["split_ms"]
+    )
+    print("best overall", best, f"{ms * 1e3:.1f} us", flush=True)
     json.dump(
         header([], copy_tbs=copy_tbs, best_overall=list(best), rows=rows), open(out_path, "w"), indent=1
     )

@@ -21,7 +21,7 @@ import sys
 
 import torch
 
-from _sweep import bench, header, rel_error
+from _sweep import bench, best_overall, header, rel_error
 from geomamba.ops.dt_proj import dt_proj, dt_proj_reference
 from geomamba.ops.triton import dt_proj as kernel
 
@@ -104,12 +104,7 @@ def run_shape(name, batch, k, d, r, length):
 def main():
     out_path = sys.argv[1] if len(sys.argv) > 1 else "dt_proj_gpu.json"
     rows = [run_shape(*shape) for shape in SHAPES]
-    total = {}
-    for r in rows:
-        for t in r["kernel"]:
-            key = (*t["tile"], t["waves"])
-            total[key] = total.get(key, 0.0) + t["bwd_ms"]
-    best = min(total, key=total.get)
+    best, _ = best_overall(rows, "kernel", lambda t: (*t["tile"], t["waves"]), lambda t: t["bwd_ms"])
     print("best overall", best, flush=True)
     json.dump(header([], best_overall=list(best), rows=rows), open(out_path, "w"), indent=1)
 

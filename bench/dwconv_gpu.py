@@ -24,7 +24,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from _sweep import bench, header, rel_error
+from _sweep import bench, best_overall, header, rel_error
 from geomamba.ops.dwconv_silu import dwconv_silu_reference
 from geomamba.ops.triton import dwconv
 
@@ -126,15 +126,12 @@ def main():
     dev = torch.device("cuda")
     rows = [run_shape(*shape, dev) for shape in SHAPES]
     # one default for all maps: least summed time over the shapes
-    fwd_sum, bwd_sum = {}, {}
-    for r in rows:
-        for t in r["triton"]:
-            fwd_sum[tuple(t["tile"])] = fwd_sum.get(tuple(t["tile"]), 0.0) + t["fwd_ms"]
-            bwd_sum[tuple(t["tile"])] = bwd_sum.get(tuple(t["tile"]), 0.0) + t["bwd_ms"]
-    best = dict(
-        fwd_tile=min(fwd_sum, key=fwd_sum.get),
-        bwd_tile=min(bwd_sum, key=bwd_sum.get),
-    )
+    best = {
+        f"{phase}_tile": best_overall(
+            rows, "triton", lambda t: tuple(t["tile"]), lambda t, p=phase: t[f"{p}_ms"]
+        )[0]
+        for phase in ("fwd", "bwd")
+    }
     print("best overall", best, flush=True)
     json.dump(
         header([], best_overall={k: list(v) for k, v in best.items()}, rows=rows),

@@ -17,7 +17,7 @@ import torch
 import triton
 
 from geomamba.ops.cross_scan import LAYOUTS, from_line_order, to_line_order
-from geomamba.ops.ss2d_scan import project_dt
+from geomamba.ops.ss2d_scan import memory_format_of, project_dt
 from geomamba.ops.triton.copy import permuted_copy_, strided_copy_, transposed
 from geomamba.ops.triton.launch import (
     ScanConfig,
@@ -290,10 +290,6 @@ def _dt_args(dt_weight, x, k, dm, cfg, npad):
     )
 
 
-def _is_channels_last(t: torch.Tensor) -> bool:
-    return not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
-
-
 def ss2d_fwd(
     x, delta, A, B, C, D=None, delta_bias=None, directions=4, *, config=None, options=None, layout="image",
     return_states=False, dt_weight=None, channels_last=False,
@@ -373,7 +369,7 @@ def ss2d_bwd(
     native = col_copy and layout == "lines"
     if dt_weight is not None and not native:
         delta, dt_weight = project_dt(delta, dt_weight), None
-    dy_cl = dy if col_copy and _is_channels_last(dy) else None
+    dy_cl = dy if col_copy and memory_format_of(dy) == torch.channels_last else None
     x, delta, B, C = x.contiguous(), delta.contiguous(), B.contiguous(), C.contiguous()
     dy = dy.contiguous() if dy_cl is None else torch.empty(x.shape, device=x.device, dtype=dy.dtype)
     if to_image:
